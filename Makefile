@@ -1,0 +1,147 @@
+# pgburrow — one Makefile, no other build system.
+#   make            build bin/pgburrow-relay and bin/pgburrow-agent
+#   make test       install what is missing, build (normal + ASan/UBSan), run unit and integration tests
+#   make demo       install, build, start a throwaway PostgreSQL + relay + agent on loopback
+#   make demo-stop  stop the demo and remove its state
+#   make bench      benchmark pgburrow against direct TLS and ssh -R (not a test)
+#   make fuzz       run each libFuzzer harness for a bounded time
+
+VERSION := 0.1.0
+CC      ?= cc
+PKGS    := libuv openssl msgpack inih
+PY      := /usr/bin/python3
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -DPGB_VERSION='"$(VERSION)"' -I. $(WARN) -g -MMD -MP
+OPT_CFLAGS  := -O2
+SAN_CFLAGS  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+
+# The build directory: build/release (default) or build/asan (SAN=1).
+ifeq ($(SAN),1)
+B        := build/asan
+CFLAGS_ALL = $(BASE_CFLAGS) $(SAN_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = -fsanitize=address,undefined $(LDFLAGS)
+else
+B        := build/release
+CFLAGS_ALL = $(BASE_CFLAGS) $(OPT_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(LDFLAGS)
+endif
+
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+LIB_SRC   := $(wildcard common/*.c) $(wildcard proto/*.c)
+RELAY_SRC := $(wildcard relay/*.c)
+AGENT_SRC := $(wildcard agent/*.c)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+
+LIB_OBJ   := $(LIB_SRC:%.c=$(B)/%.o)
+RELAY_OBJ := $(RELAY_SRC:%.c=$(B)/%.o)
+AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+
+.PHONY: all build build-asan unit unit-asan integration integration-asan test deps deps-test \
+        demo demo-stop bench fuzz fuzz-build clean format check-format
+.DEFAULT_GOAL := all
+
+all: build
+	@mkdir -p bin
+	@cp -f build/release/bin/pgburrow-relay build/release/bin/pgburrow-agent bin/
+
+build: $(B)/bin/pgburrow-relay $(B)/bin/pgburrow-agent $(UNIT_BIN)
+
+build-asan:
+	@$(MAKE) --no-print-directory SAN=1 build
+
+$(B)/lib.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@; $(AR) rcs $@ $^
+
+$(B)/bin/pgburrow-relay: $(RELAY_OBJ) $(B)/lib.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+$(B)/bin/pgburrow-agent: $(AGENT_OBJ) $(B)/lib.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+# Role modules (all but main.o) are archived so that unit tests can link them too.
+$(B)/relay.a: $(filter-out $(B)/relay/main.o,$(RELAY_OBJ))
+	@mkdir -p $(@D)
+	rm -f $@; $(AR) rcs $@ $^
+$(B)/agent.a: $(filter-out $(B)/agent/main.o,$(AGENT_OBJ))
+	@mkdir -p $(@D)
+	rm -f $@; $(AR) rcs $@ $^
+
+$(B)/tests/%: tests/unit/%.c $(B)/relay.a $(B)/agent.a $(B)/lib.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(PKG_CFLAGS) $(LDFLAGS_ALL) -o $@ $< $(B)/relay.a $(B)/agent.a $(B)/lib.a $(PKG_LIBS) -lcmocka -lm
+
+$(B)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $(PKG_CFLAGS) -c -o $@ $<
+
+-include $(LIB_OBJ:.o=.d) $(RELAY_OBJ:.o=.d) $(AGENT_OBJ:.o=.d)
+
+# ---- tests -------------------------------------------------------------------------------
+deps:
+	@sh deploy/install-deps.sh build
+deps-test:
+	@sh deploy/install-deps.sh test
+
+unit: build
+	@set -e; n=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t; n=$$((n+1)); done; \
+	  [ $$n -gt 0 ] || { echo "no unit tests ran" >&2; exit 1; }
+
+unit-asan:
+	@$(MAKE) --no-print-directory SAN=1 unit
+
+integration: build
+	PGBURROW_BIN=$(CURDIR)/build/release/bin $(PY) -m pytest -p no:cacheprovider -q tests/integration $(PYTEST_ARGS)
+
+integration-asan:
+	@$(MAKE) --no-print-directory SAN=1 build
+	PGBURROW_BIN=$(CURDIR)/build/asan/bin PGBURROW_SANITIZER=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration $(PYTEST_ARGS)
+
+test: deps-test
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory unit-asan
+	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory integration-asan
+
+# ---- demo and bench ------------------------------------------------------------------------
+demo:
+	@sh deploy/install-deps.sh demo
+	@$(MAKE) --no-print-directory all
+	@sh deploy/demo/demo.sh start
+
+demo-stop:
+	@sh deploy/demo/demo.sh stop
+
+bench:
+	@sh deploy/install-deps.sh bench
+	@$(MAKE) --no-print-directory all
+	$(PY) tests/bench/bench.py
+
+# ---- fuzzing (clang libFuzzer) -------------------------------------------------------------
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 60
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	clang -std=c11 -D_GNU_SOURCE -DPGB_VERSION='"$(VERSION)"' -I. -g -O1 \
+	  -fsanitize=fuzzer,address,undefined $(PKG_CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+fuzz-build: $(FUZZ_BIN)
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
+
+format:
+	clang-format -i common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch] tests/unit/*.c tests/fuzz/*.c
+check-format:
+	clang-format --dry-run --Werror common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch]
+
+clean:
+	rm -rf build bin

@@ -1,0 +1,621 @@
+/*
+ * agent.c — dialing out to relays and serving their sessions.
+ *
+ * Each relay address has a link:
+ *
+ *   WAIT --timer--> RESOLVE --> CONNECT --TCP--> TLS --handshake--> HELLO sent --WELCOME--> UP
+ *     ^                                                                                   |
+ *     +---------- failure anywhere (logged, backoff with full jitter, never gives up) -----+
+ *
+ * connect_timeout bounds RESOLVE..WELCOME; once UP, keepalive (tunnel.c) detects a dead relay.
+ *
+ * Each OPEN becomes a session: connect to the route's PostgreSQL (Unix socket or TCP), answer
+ * OPEN_OK and hand the connection to the stream, or answer OPEN_FAIL with the reason.
+ */
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/tls.h"
+
+enum link_state { LINK_WAIT, LINK_RESOLVE, LINK_CONNECT, LINK_HANDSHAKE, LINK_UP };
+
+struct agent_link {
+    struct agent *a;
+    const struct agent_relay_addr *addr;
+    char label[300];              /* host:port for logs */
+    enum link_state state;
+    uv_timer_t timer;             /* backoff wait, then connect timeout */
+    uv_getaddrinfo_t gai;
+    bool gai_busy;
+    struct conn *pending;         /* TCP connect in progress (before the tunnel owns it) */
+    struct tunnel *t;
+    uint32_t attempt;
+    char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX];
+};
+
+struct agent_session {
+    struct agent *a;
+    struct tunnel_stream *s;      /* NULL once done */
+    struct conn *pg;              /* owned until handed to the stream */
+    uv_getaddrinfo_t gai;
+    uv_timer_t timer;             /* connect timeout */
+    int refs;                     /* stream + pg conn + timer + resolver */
+    bool bound;
+    uint32_t tunnel_id, stream_id;
+    uint64_t start_ms;
+    char sid[40];
+    char route[PROTO_NAME_MAX];
+    char target[300];
+    uint16_t port;
+};
+
+static void link_schedule(struct agent_link *l, const char *why);
+static void link_dial(struct agent_link *l);
+
+uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd)
+{
+    uint64_t ceiling = base_ms;
+    for (uint32_t i = 0; i < attempt && ceiling < cap_ms; i++)
+        ceiling *= 2;
+    if (ceiling > cap_ms)
+        ceiling = cap_ms;
+    return ceiling ? rnd % (ceiling + 1) : 0;
+}
+
+static uint64_t agent_rand(struct agent *a)
+{
+    /* xorshift64*: jitter only, not security */
+    uint64_t x = a->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    a->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* ---- sessions ------------------------------------------------------------------------ */
+
+static void session_unref(struct agent_session *ss)
+{
+    if (--ss->refs == 0)
+        free(ss);
+}
+
+static void session_timer_closed(uv_handle_t *h)
+{
+    session_unref(h->data);
+}
+
+static void session_pg_on_connect(struct conn *c, int status);
+static void session_pg_on_error(struct conn *c, int err, const char *reason);
+static void session_pg_on_close(struct conn *c);
+
+static const struct conn_ops session_pg_ops = {
+    .on_connect = session_pg_on_connect,
+    .on_error = session_pg_on_error,
+    .on_close = session_pg_on_close,
+};
+
+/* Give up on connecting: OPEN_FAIL to the relay with the reason. */
+static void session_fail(struct agent_session *ss, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void session_fail(struct agent_session *ss, const char *fmt, ...)
+{
+    char msg[PROTO_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    uv_timer_stop(&ss->timer);
+    if (ss->pg) {
+        struct conn *pg = ss->pg;
+        ss->pg = NULL;
+        conn_close(pg);
+    }
+    if (ss->s) {
+        log_msg(LOG_WARN, ss->tunnel_id, ss->stream_id, "session failed sid=%s route=%s: %s",
+                ss->sid, ss->route, msg);
+        tunnel_stream_fail(ss->s, "08006", "could not connect to PostgreSQL: %s", msg);
+    }
+}
+
+static void session_pg_on_connect(struct conn *c, int status)
+{
+    struct agent_session *ss = conn_data(c);
+    if (!ss->s || ss->pg != c)
+        return;
+    if (status < 0) {
+        session_fail(ss, "%s: %s", ss->target, uv_strerror(status));
+        return;
+    }
+    uv_timer_stop(&ss->timer);
+    if (tunnel_stream_accept_ok(ss->s) < 0) {
+        session_fail(ss, "tunnel closing");
+        return;
+    }
+    ss->pg = NULL;
+    ss->bound = true;
+    ss->refs--; /* the conn's reference moves to the stream */
+    log_msg(LOG_INFO, ss->tunnel_id, ss->stream_id, "session open sid=%s route=%s postgres=%s",
+            ss->sid, ss->route, ss->target);
+    tunnel_stream_bind(ss->s, c, false);
+}
+
+static void session_pg_on_error(struct conn *c, int err, const char *reason)
+{
+    struct agent_session *ss = conn_data(c);
+    if (ss->pg == c) {
+        ss->pg = NULL;
+        session_fail(ss, "%s: %s", ss->target, reason ? reason : uv_strerror(err));
+    }
+}
+
+static void session_pg_on_close(struct conn *c)
+{
+    struct agent_session *ss = conn_data(c);
+    if (ss->pg == c)
+        ss->pg = NULL;
+    session_unref(ss);
+}
+
+static void session_connect_timeout(uv_timer_t *timer)
+{
+    struct agent_session *ss = timer->data;
+    session_fail(ss, "%s: connection timed out after %llu ms", ss->target,
+                 (unsigned long long)ss->a->cfg.connect_timeout_ms);
+}
+
+static void session_connect_addr(struct agent_session *ss, const struct sockaddr *addr)
+{
+    int rc;
+    ss->pg = conn_new(ss->a->cl, &session_pg_ops, ss, false);
+    if (!ss->pg) {
+        session_fail(ss, "out of memory");
+        return;
+    }
+    ss->refs++;
+    rc = conn_connect_tcp(ss->pg, addr);
+    if (rc < 0)
+        session_fail(ss, "%s: %s", ss->target, uv_strerror(rc));
+}
+
+static void session_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct agent_session *ss = req->data;
+    if (status == 0 && ss->s)
+        session_connect_addr(ss, res->ai_addr);
+    else if (ss->s)
+        session_fail(ss, "cannot resolve %s: %s", ss->target, uv_strerror(status));
+    uv_freeaddrinfo(res);
+    session_unref(ss);
+}
+
+static int session_start(struct agent *a, struct tunnel *t, uint32_t id,
+                         const struct proto_open *m)
+{
+    const struct agent_route *route = agent_config_route(&a->cfg, m->route);
+    struct agent_session *ss;
+    int rc;
+
+    if (!route) {
+        log_msg(LOG_WARN, tunnel_id(t), id, "relay asked for route %s, which this agent does "
+                "not serve", m->route);
+        return -ENOENT;
+    }
+    ss = calloc(1, sizeof(*ss));
+    if (!ss)
+        return -ENOMEM;
+    ss->a = a;
+    ss->tunnel_id = tunnel_id(t);
+    ss->stream_id = id;
+    ss->start_ms = uv_now(a->loop);
+    snprintf(ss->sid, sizeof(ss->sid), "%s", m->session_id);
+    snprintf(ss->route, sizeof(ss->route), "%s", m->route);
+    ss->port = route->port;
+    ss->s = tunnel_stream_accept(t, id, ss);
+    if (!ss->s) {
+        free(ss);
+        return -ENOMEM;
+    }
+    ss->refs = 2; /* stream + timer */
+    uv_timer_init(a->loop, &ss->timer);
+    ss->timer.data = ss;
+    uv_timer_start(&ss->timer, session_connect_timeout, a->cfg.connect_timeout_ms, 0);
+    log_msg(LOG_DEBUG, ss->tunnel_id, id, "session opening sid=%s route=%s client=%s user=%s",
+            ss->sid, ss->route, m->client_addr, m->user);
+
+    if (route->host[0] == '/') {
+        snprintf(ss->target, sizeof(ss->target), "%s/.s.PGSQL.%u", route->host, route->port);
+        ss->pg = conn_new(a->cl, &session_pg_ops, ss, true);
+        if (!ss->pg) {
+            session_fail(ss, "out of memory");
+            return 0;
+        }
+        ss->refs++;
+        rc = conn_connect_pipe(ss->pg, ss->target);
+        if (rc < 0)
+            session_fail(ss, "%s: %s", ss->target, uv_strerror(rc));
+        return 0;
+    }
+    snprintf(ss->target, sizeof(ss->target), "%s:%u", route->host, route->port);
+    struct sockaddr_storage sa;
+    if (uv_ip4_addr(route->host, route->port, (struct sockaddr_in *)&sa) == 0 ||
+        uv_ip6_addr(route->host, route->port, (struct sockaddr_in6 *)&sa) == 0) {
+        session_connect_addr(ss, (struct sockaddr *)&sa);
+        return 0;
+    }
+    char port[8];
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    snprintf(port, sizeof(port), "%u", route->port);
+    ss->gai.data = ss;
+    ss->refs++;
+    rc = uv_getaddrinfo(a->loop, &ss->gai, session_on_resolved, route->host, port, &hints);
+    if (rc < 0) {
+        ss->refs--;
+        session_fail(ss, "cannot resolve %s: %s", route->host, uv_strerror(rc));
+    }
+    return 0;
+}
+
+static void session_stream_done(struct tunnel_stream *s, const char *err)
+{
+    struct agent_session *ss = tunnel_stream_data(s);
+    if (!ss)
+        return;
+    ss->s = NULL;
+    if (ss->bound)
+        log_msg(err ? LOG_WARN : LOG_INFO, ss->tunnel_id, ss->stream_id,
+                "session end sid=%s route=%s bytes_to_postgres=%llu bytes_from_postgres=%llu "
+                "duration_ms=%llu reason=%s",
+                ss->sid, ss->route, (unsigned long long)tunnel_stream_bytes_in(s),
+                (unsigned long long)tunnel_stream_bytes_out(s),
+                (unsigned long long)(uv_now(ss->a->loop) - ss->start_ms),
+                err ? err : "closed");
+    if (ss->pg) {
+        struct conn *pg = ss->pg;
+        ss->pg = NULL;
+        conn_close(pg);
+    }
+    uv_cancel((uv_req_t *)&ss->gai);
+    uv_close((uv_handle_t *)&ss->timer, session_timer_closed);
+    session_unref(ss); /* the stream's reference */
+}
+
+/* ---- links: tunnels to relays -------------------------------------------------------- */
+
+static int link_on_open(struct tunnel *t, uint32_t id, const struct proto_open *m)
+{
+    struct agent_link *l = tunnel_data(t);
+    return session_start(l->a, t, id, m);
+}
+
+static void link_on_up(struct tunnel *t)
+{
+    struct agent_link *l = tunnel_data(t);
+    struct agent *a = l->a;
+    struct proto_hello h;
+    uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
+
+    memset(&h, 0, sizeof(h));
+    h.ver_major = PROTO_VERSION_MAJOR;
+    h.ver_minor = PROTO_VERSION_MINOR;
+    snprintf(h.software, sizeof(h.software), "pgburrow-agent %s", PGB_VERSION);
+    for (size_t i = 0; i < a->cfg.nroutes && i < PROTO_MAX_ROUTES; i++)
+        snprintf(h.routes[h.nroutes++], PROTO_NAME_MAX, "%s", a->cfg.routes[i].name);
+    int n = proto_encode_hello(buf, sizeof(buf), &h);
+    if (n < 0 || tunnel_send(t, buf, (size_t)n) < 0)
+        tunnel_close(t, "could not send HELLO");
+}
+
+static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const uint8_t *body)
+{
+    struct agent_link *l = tunnel_data(t);
+    struct proto_welcome w;
+    struct proto_goaway g;
+
+    if (hdr->type == PROTO_WELCOME && l->state == LINK_HANDSHAKE) {
+        if (proto_decode_welcome(body, hdr->length, &w) < 0 ||
+            w.ver_major != PROTO_VERSION_MAJOR) {
+            tunnel_fail(t, "08P01", "bad WELCOME");
+            return -EPROTO;
+        }
+        l->routes[0] = '\0';
+        for (uint32_t i = 0; i < w.naccepted; i++) {
+            if (i)
+                strcat(l->routes, ",");
+            strcat(l->routes, w.accepted[i]);
+        }
+        for (uint32_t i = 0; i < w.nrefused; i++)
+            log_msg(LOG_WARN, tunnel_id(t), 0,
+                    "relay %s refused route %s: this agent's certificate is not allowed to "
+                    "serve it", l->label, w.refused[i]);
+        l->state = LINK_UP;
+        l->attempt = 0;
+        uv_timer_stop(&l->timer);
+        tunnel_start_keepalive(t);
+        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up relay=%s routes=%s relay_name=%s",
+                l->label, l->routes, w.relay_id);
+        return 0;
+    }
+    if (hdr->type == PROTO_GOAWAY) {
+        if (proto_decode_goaway(body, hdr->length, &g) < 0) {
+            tunnel_fail(t, "08P01", "bad GOAWAY");
+            return -EPROTO;
+        }
+        log_msg(strcmp(g.code, "00000") == 0 ? LOG_INFO : LOG_ERROR, tunnel_id(t), 0,
+                "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
+        return 0;
+    }
+    tunnel_fail(t, "08P01", "unexpected %s", proto_type_name(hdr->type));
+    return -EPROTO;
+}
+
+static void link_on_tunnel_done(struct tunnel *t, const char *reason)
+{
+    struct agent_link *l = tunnel_data(t);
+    l->t = NULL;
+    if (l->a->stopping)
+        return;
+    link_schedule(l, reason);
+}
+
+static const struct tunnel_ops link_tunnel_ops = {
+    .on_control = link_on_control,
+    .on_open = link_on_open,
+    .on_stream_done = session_stream_done,
+    .on_up = link_on_up,
+    .on_tunnel_done = link_on_tunnel_done,
+};
+
+static void link_conn_on_connect(struct conn *c, int status);
+static void link_conn_on_error(struct conn *c, int err, const char *reason);
+static void link_conn_on_close(struct conn *c);
+static const struct conn_ops link_conn_ops = {
+    .on_connect = link_conn_on_connect,
+    .on_error = link_conn_on_error,
+    .on_close = link_conn_on_close,
+};
+
+static void link_conn_on_connect(struct conn *c, int status)
+{
+    struct agent_link *l = conn_data(c);
+    struct agent *a = l->a;
+    if (status < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
+        l->pending = NULL;
+        conn_close(c);
+        link_schedule(l, why);
+        return;
+    }
+    l->pending = NULL;
+    struct tunnel_limits lim = {
+        .ping_interval_ms = (uint32_t)a->cfg.ping_interval_ms,
+        .dead_timeout_ms = (uint32_t)a->cfg.dead_timeout_ms,
+        .max_streams = 100000,
+        .initial_window = PROTO_INITIAL_WINDOW,
+    };
+    l->state = LINK_HANDSHAKE;
+    l->t = tunnel_new(a->loop, c, &link_tunnel_ops, &lim, ++a->next_tunnel_id, l);
+    if (!l->t) {
+        link_schedule(l, "out of memory");
+        return;
+    }
+    const char *sni = a->cfg.relay_server_name ? a->cfg.relay_server_name : l->addr->host;
+    if (conn_tls_client(c, a->relay_ctx, sni) < 0 || conn_read_start(c) < 0)
+        tunnel_close(l->t, "could not start TLS");
+}
+
+static void link_conn_on_error(struct conn *c, int err, const char *reason)
+{
+    struct agent_link *l = conn_data(c);
+    char why[256];
+    snprintf(why, sizeof(why), "%s", reason ? reason : uv_strerror(err));
+    if (l->pending == c) {
+        l->pending = NULL;
+        link_schedule(l, why);
+    }
+}
+
+static void link_conn_on_close(struct conn *c)
+{
+    (void)c;
+}
+
+static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct agent_link *l = req->data;
+    struct agent *a = l->a;
+    l->gai_busy = false;
+    if (a->stopping || l->state != LINK_RESOLVE) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr->host, uv_strerror(status));
+        link_schedule(l, why);
+        return;
+    }
+    l->state = LINK_CONNECT;
+    l->pending = conn_new(a->cl, &link_conn_ops, l, false);
+    int rc = l->pending ? conn_connect_tcp(l->pending, res->ai_addr) : -ENOMEM;
+    uv_freeaddrinfo(res);
+    if (rc < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect: %s", uv_strerror(rc));
+        if (l->pending)
+            conn_close(l->pending);
+        l->pending = NULL;
+        link_schedule(l, why);
+    }
+}
+
+static void link_timer_fired(uv_timer_t *timer)
+{
+    struct agent_link *l = timer->data;
+    if (l->state == LINK_WAIT) {
+        link_dial(l);
+        return;
+    }
+    /* connect_timeout while dialing */
+    char why[96];
+    snprintf(why, sizeof(why), "no WELCOME within %llu ms",
+             (unsigned long long)l->a->cfg.connect_timeout_ms);
+    if (l->t) {
+        tunnel_close(l->t, why); /* link_on_tunnel_done reschedules */
+    } else if (l->pending) {
+        struct conn *c = l->pending;
+        l->pending = NULL;
+        conn_close(c);
+        link_schedule(l, why);
+    } else if (l->gai_busy) {
+        uv_cancel((uv_req_t *)&l->gai);
+        l->state = LINK_WAIT; /* the resolver callback sees the state and stops */
+        link_schedule(l, why);
+    }
+}
+
+static void link_dial(struct agent_link *l)
+{
+    struct agent *a = l->a;
+    char port[8];
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    if (a->stopping)
+        return;
+    l->state = LINK_RESOLVE;
+    uv_timer_start(&l->timer, link_timer_fired, a->cfg.connect_timeout_ms, 0);
+    snprintf(port, sizeof(port), "%u", l->addr->port);
+    l->gai.data = l;
+    l->gai_busy = true;
+    int rc = uv_getaddrinfo(a->loop, &l->gai, link_on_resolved, l->addr->host, port, &hints);
+    if (rc < 0) {
+        char why[160];
+        l->gai_busy = false;
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr->host, uv_strerror(rc));
+        link_schedule(l, why);
+    }
+}
+
+static void link_schedule(struct agent_link *l, const char *why)
+{
+    struct agent *a = l->a;
+    if (a->stopping)
+        return;
+    uint64_t delay = agent_backoff_ms(a->cfg.reconnect_min_ms, a->cfg.reconnect_max_ms,
+                                      l->attempt, agent_rand(a));
+    if (l->attempt < 63)
+        l->attempt++;
+    if (l->state == LINK_UP)
+        log_warn("tunnel down relay=%s reason=%s retry_in_ms=%llu", l->label, why,
+                 (unsigned long long)delay);
+    else
+        log_warn("tunnel failed relay=%s reason=%s retry_in_ms=%llu", l->label, why,
+                 (unsigned long long)delay);
+    l->state = LINK_WAIT;
+    uv_timer_start(&l->timer, link_timer_fired, delay, 0);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    struct agent *a = sig->data;
+    log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    agent_stop(a);
+}
+
+int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err)
+{
+    char terr[TLS_ERR_MAX];
+    memset(a, 0, sizeof(*a));
+    a->loop = loop;
+    a->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg));
+    a->cl = conn_loop_new(loop);
+    a->links = calloc(a->cfg.nrelays, sizeof(*a->links));
+    if (!a->cl || !a->links) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
+    }
+    struct tls_client_opts o = {
+        .ca_file = a->cfg.ca,
+        .cert_file = a->cfg.cert,
+        .key_file = a->cfg.key,
+        .min_version = TLS1_3_VERSION,
+        .alpn = PROTO_ALPN,
+    };
+    a->relay_ctx = tls_client_ctx_new(&o, terr);
+    if (!a->relay_ctx) {
+        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        return -EINVAL;
+    }
+    if (uv_random(NULL, NULL, &a->rng, sizeof(a->rng), 0, NULL) < 0 || a->rng == 0)
+        a->rng = (uint64_t)uv_hrtime() | 1;
+    return 0;
+}
+
+int agent_start(struct agent *a, char *err)
+{
+    (void)err;
+    uv_signal_init(a->loop, &a->sig_term);
+    uv_signal_init(a->loop, &a->sig_int);
+    a->sig_term.data = a->sig_int.data = a;
+    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    for (size_t i = 0; i < a->cfg.nrelays; i++) {
+        struct agent_link *l = &a->links[i];
+        l->a = a;
+        l->addr = &a->cfg.relays[i];
+        if (strchr(l->addr->host, ':'))
+            snprintf(l->label, sizeof(l->label), "[%s]:%u", l->addr->host, l->addr->port);
+        else
+            snprintf(l->label, sizeof(l->label), "%s:%u", l->addr->host, l->addr->port);
+        uv_timer_init(a->loop, &l->timer);
+        l->timer.data = l;
+        link_dial(l);
+    }
+    log_info("started relays=%zu routes=%zu", a->cfg.nrelays, a->cfg.nroutes);
+    return 0;
+}
+
+void agent_stop(struct agent *a)
+{
+    if (a->stopping)
+        return;
+    a->stopping = true;
+    if (a->sig_term.loop) {
+        uv_close((uv_handle_t *)&a->sig_term, NULL);
+        uv_close((uv_handle_t *)&a->sig_int, NULL);
+    }
+    for (size_t i = 0; a->links && i < a->cfg.nrelays; i++) {
+        struct agent_link *l = &a->links[i];
+        if (!l->a)
+            continue;
+        if (l->t)
+            tunnel_close(l->t, "agent shutting down");
+        if (l->pending)
+            conn_close(l->pending);
+        l->pending = NULL;
+        if (l->gai_busy)
+            uv_cancel((uv_req_t *)&l->gai);
+        uv_close((uv_handle_t *)&l->timer, NULL);
+    }
+    if (a->cl)
+        conn_loop_close(a->cl);
+}
+
+void agent_free(struct agent *a)
+{
+    SSL_CTX_free(a->relay_ctx);
+    if (a->cl)
+        conn_loop_free(a->cl);
+    free(a->links);
+    agent_config_free(&a->cfg);
+}

@@ -1,0 +1,42 @@
+/*
+ * agent — the agent's per-loop context: one link per relay address, each holding at most one
+ * tunnel, and the sessions to the local PostgreSQL that the relays open.
+ *
+ * Owns its configuration, the client TLS context, every link and every session. A link never
+ * gives up: after any failure it waits a full-jitter exponential backoff and dials again.
+ */
+#ifndef PGB_AGENT_H
+#define PGB_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "agent/agent_config.h"
+#include "common/conn.h"
+#include "common/tunnel.h"
+
+struct agent_link;
+
+struct agent {
+    uv_loop_t *loop;
+    struct conn_loop *cl;
+    struct agent_config cfg;
+    SSL_CTX *relay_ctx;
+    struct agent_link *links; /* cfg.nrelays of them */
+    uv_signal_t sig_term, sig_int;
+    uint32_t next_tunnel_id;
+    uint64_t rng;             /* xorshift state for backoff jitter */
+    bool stopping;
+};
+
+int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err);
+int agent_start(struct agent *a, char *err);
+void agent_stop(struct agent *a);
+void agent_free(struct agent *a);
+
+/* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)] ms. Pure. */
+uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd);
+
+#endif

@@ -1,0 +1,346 @@
+/*
+ * agent_config — agent keys, defaults and checks. See agent_config.h and deploy/agent.ini.
+ *
+ * Every key is checked when it is set, so that a bad value is reported with its file line;
+ * only what depends on several keys waits for agent_config_check().
+ */
+#include "agent/agent_config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#define AGENT_DEFAULT_PG_HOST "/var/run/postgresql"
+#define AGENT_DEFAULT_PG_PORT 5432
+#define AGENT_DURATION_MAX_MS (24ull * 60 * 60 * 1000)
+
+static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_err(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
+    va_end(ap);
+}
+
+void agent_config_init(struct agent_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->reconnect_min_ms = 100;
+    c->reconnect_max_ms = 30000;
+    c->connect_timeout_ms = 5000;
+    c->ping_interval_ms = 1000;
+    c->dead_timeout_ms = 4000;
+    /* A failed strdup leaves NULL, which agent_config_check reports. */
+    c->log_level = strdup("info");
+    c->log_format = strdup("text");
+}
+
+void agent_config_free(struct agent_config *c)
+{
+    if (!c)
+        return;
+    free(c->relay_server_name);
+    free(c->ca);
+    free(c->cert);
+    free(c->key);
+    free(c->log_level);
+    free(c->log_format);
+    free(c->log_file);
+    for (size_t i = 0; i < c->nroutes; i++)
+        free(c->routes[i].host);
+    free(c->routes);
+    memset(c, 0, sizeof(*c));
+}
+
+const struct agent_route *agent_config_route(const struct agent_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (strcmp(c->routes[i].name, name) == 0)
+            return &c->routes[i];
+    }
+    return NULL;
+}
+
+/* Find route `name`, creating it with the default PostgreSQL address if it is new. */
+static int route_get(struct agent_config *c, const char *name, struct agent_route **out,
+                     char *err)
+{
+    struct agent_route *r = (struct agent_route *)agent_config_route(c, name);
+
+    if (!r) {
+        if (!proto_name_valid(name)) {
+            set_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+                    PROTO_NAME_MAX - 1);
+            return -EINVAL;
+        }
+        if (c->nroutes == PROTO_MAX_ROUTES) {
+            /* HELLO carries every route; more than it can carry could never be offered. */
+            set_err(err, "too many routes (max %d)", PROTO_MAX_ROUTES);
+            return -EINVAL;
+        }
+        char *host = strdup(AGENT_DEFAULT_PG_HOST);
+        if (!host)
+            return -ENOMEM;
+        r = realloc(c->routes, (c->nroutes + 1) * sizeof(*r));
+        if (!r) {
+            free(host);
+            return -ENOMEM;
+        }
+        c->routes = r;
+        r = &c->routes[c->nroutes++];
+        memset(r, 0, sizeof(*r));
+        memcpy(r->name, name, strlen(name) + 1);
+        r->host = host;
+        r->port = AGENT_DEFAULT_PG_PORT;
+    }
+    *out = r;
+    return 0;
+}
+
+/* host = an absolute Unix socket directory, or a host name / IP address. */
+static int set_pg_host(char **dst, const char *value, char *err)
+{
+    if (value[0] != '/') {
+        size_t n = strlen(value);
+        bool ok = n > 0 && n < 256;
+        for (size_t i = 0; ok && i < n; i++) {
+            char ch = value[i];
+            ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '.' || ch == '-' || ch == '_' || ch == ':';
+        }
+        if (!ok) {
+            set_err(err,
+                    "expected an absolute socket directory, a host name or an IP address, got "
+                    "\"%.80s\"",
+                    value);
+            return -EINVAL;
+        }
+    }
+    return config_set_str(dst, value);
+}
+
+static int handle_route(struct agent_config *c, const char *name, const char *key,
+                        const char *value, char *err)
+{
+    struct agent_route *r;
+    uint64_t port;
+    int rc = route_get(c, name, &r, err);
+
+    if (rc < 0 || !key)
+        return rc;
+    if (strcmp(key, "host") == 0)
+        return set_pg_host(&r->host, value, err);
+    if (strcmp(key, "port") == 0) {
+        rc = config_parse_uint(value, 1, 65535, &port, err);
+        if (rc == 0)
+            r->port = (uint16_t)port;
+        return rc;
+    }
+    return -ENOENT;
+}
+
+/* Collects "relay = a:1, b:2" into a scratch list, so that a bad list changes nothing. */
+struct relay_list {
+    size_t n;
+    struct agent_relay_addr addrs[AGENT_MAX_RELAYS];
+};
+
+static int relay_list_add(void *ctx, const char *item, char *err)
+{
+    struct relay_list *l = ctx;
+    struct agent_relay_addr a;
+    int rc = config_parse_hostport(item, a.host, &a.port, err);
+
+    if (rc < 0)
+        return rc;
+    if (strcmp(a.host, "*") == 0) {
+        set_err(err, "cannot dial \"%.80s\": name the relay host", item);
+        return -EINVAL;
+    }
+    if (l->n == AGENT_MAX_RELAYS) {
+        set_err(err, "too many relays (max %d)", AGENT_MAX_RELAYS);
+        return -EINVAL;
+    }
+    l->addrs[l->n++] = a;
+    return 0;
+}
+
+static int set_relays(struct agent_config *c, const char *value, char *err)
+{
+    struct relay_list *l = calloc(1, sizeof(*l));
+    int rc;
+
+    if (!l)
+        return -ENOMEM;
+    rc = config_parse_list(value, relay_list_add, l, err);
+    if (rc == 0) {
+        c->nrelays = l->n;
+        memcpy(c->relays, l->addrs, l->n * sizeof(l->addrs[0]));
+    }
+    free(l);
+    return rc;
+}
+
+/* An optional string: empty means "not set" (the default applies). */
+static int set_optional(char **dst, const char *value)
+{
+    if (value[0] == '\0') {
+        free(*dst);
+        *dst = NULL;
+        return 0;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_duration(uint64_t *dst, const char *value, char *err)
+{
+    uint64_t ms;
+    int rc = config_parse_duration_ms(value, &ms, err);
+
+    if (rc < 0)
+        return rc;
+    if (ms < 1 || ms > AGENT_DURATION_MAX_MS) {
+        set_err(err, "must be from 1ms to 24h, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    *dst = ms;
+    return 0;
+}
+
+static int set_log_level(char **dst, const char *value, char *err)
+{
+    enum log_level level;
+
+    if (log_level_parse(value, &level) < 0) {
+        set_err(err, "expected debug, info, warn or error, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_log_format(char **dst, const char *value, char *err)
+{
+    enum log_format format;
+
+    if (log_format_parse(value, &format) < 0) {
+        set_err(err, "expected text or json, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+int agent_config_handle(void *ctx, const char *section, const char *key, const char *value,
+                        char *err)
+{
+    struct agent_config *c = ctx;
+
+    if (strncmp(section, "route ", 6) == 0)
+        return handle_route(c, section + 6, key, value, err);
+    if (strcmp(section, "route") == 0) {
+        set_err(err, "a route section needs a name: [route NAME]");
+        return -EINVAL;
+    }
+    if (strcmp(section, "agent") != 0)
+        return -ENOENT;
+    if (!key)
+        return 0;
+
+    if (strcmp(key, "relay") == 0)
+        return set_relays(c, value, err);
+    if (strcmp(key, "relay_server_name") == 0)
+        return set_optional(&c->relay_server_name, value);
+    if (strcmp(key, "ca") == 0)
+        return set_optional(&c->ca, value);
+    if (strcmp(key, "cert") == 0)
+        return set_optional(&c->cert, value);
+    if (strcmp(key, "key") == 0)
+        return set_optional(&c->key, value);
+    if (strcmp(key, "reconnect_min") == 0)
+        return set_duration(&c->reconnect_min_ms, value, err);
+    if (strcmp(key, "reconnect_max") == 0)
+        return set_duration(&c->reconnect_max_ms, value, err);
+    if (strcmp(key, "connect_timeout") == 0)
+        return set_duration(&c->connect_timeout_ms, value, err);
+    if (strcmp(key, "ping_interval") == 0)
+        return set_duration(&c->ping_interval_ms, value, err);
+    if (strcmp(key, "dead_timeout") == 0)
+        return set_duration(&c->dead_timeout_ms, value, err);
+    if (strcmp(key, "log_level") == 0)
+        return set_log_level(&c->log_level, value, err);
+    if (strcmp(key, "log_format") == 0)
+        return set_log_format(&c->log_format, value, err);
+    if (strcmp(key, "log_file") == 0)
+        return set_optional(&c->log_file, value);
+    return -ENOENT;
+}
+
+int agent_config_check(const struct agent_config *c, char *err)
+{
+    static const char *const required[] = {"ca", "cert", "key"};
+    const char *const values[] = {c->ca, c->cert, c->key};
+
+    if (!c->log_level || !c->log_format) {
+        set_err(err, "out of memory");
+        return -ENOMEM;
+    }
+    if (c->nrelays == 0) {
+        set_err(err, "[agent] relay: required key is missing");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (!values[i]) {
+            set_err(err, "[agent] %s: required key is missing", required[i]);
+            return -EINVAL;
+        }
+    }
+    if (c->reconnect_min_ms > c->reconnect_max_ms) {
+        set_err(err, "[agent] reconnect_min (%llums) must not exceed reconnect_max (%llums)",
+                (unsigned long long)c->reconnect_min_ms, (unsigned long long)c->reconnect_max_ms);
+        return -EINVAL;
+    }
+    if (c->dead_timeout_ms <= c->ping_interval_ms) {
+        set_err(err, "[agent] dead_timeout (%llums) must be greater than ping_interval (%llums)",
+                (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
+        return -EINVAL;
+    }
+    if (c->nroutes == 0) {
+        set_err(err, "no route: define at least one [route NAME] section");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (!c->routes[i].host || c->routes[i].host[0] == '\0') {
+            set_err(err, "[route %s] host: must not be empty", c->routes[i].name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int agent_config_build(struct agent_config *c, const char *path, int nflags, char **flags,
+                       char *err)
+{
+    char why[CONFIG_ERR_MAX];
+    int rc = 0;
+
+    if (path) {
+        rc = config_load(path, agent_config_handle, c, err);
+        if (rc < 0)
+            goto out;
+    }
+    for (int i = 0; i < nflags; i++) {
+        rc = config_apply_flag(flags[i], agent_config_handle, c, err);
+        if (rc < 0)
+            goto out;
+    }
+    rc = agent_config_check(c, why);
+    if (rc < 0)
+        set_err(err, "%s%s%s", path ? path : "", path ? ": " : "", why);
+out:
+    return rc;
+}

@@ -1,0 +1,57 @@
+/*
+ * agent_config — the agent's configuration: keys, defaults, validation.
+ *
+ * Owns every string it holds (agent_config_free releases them).
+ */
+#ifndef PGB_AGENT_CONFIG_H
+#define PGB_AGENT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "proto/proto.h"
+
+#define AGENT_MAX_RELAYS 64
+
+struct agent_relay_addr {
+    char host[256];
+    uint16_t port;
+};
+
+struct agent_route {
+    char name[PROTO_NAME_MAX];
+    char *host;      /* host = absolute Unix socket directory, or hostname / IP (default /var/run/postgresql) */
+    uint16_t port;   /* port = 5432 */
+};
+
+struct agent_config {
+    /* [agent] */
+    size_t nrelays;                          /* relay = host:port[, host:port ...] (required) */
+    struct agent_relay_addr relays[AGENT_MAX_RELAYS];
+    char *relay_server_name;  /* relay_server_name = name checked in the relay certificate
+                                 (default: the host part of each relay address) */
+    char *ca;                 /* ca = CA file that signs the relay certificate (required) */
+    char *cert, *key;         /* cert / key = agent client certificate; its CN is the agent name */
+    uint64_t reconnect_min_ms; /* reconnect_min = 100ms: first backoff step */
+    uint64_t reconnect_max_ms; /* reconnect_max = 30s: backoff cap */
+    uint64_t connect_timeout_ms; /* connect_timeout = 5s (relay TCP+TLS, and PostgreSQL) */
+    uint64_t ping_interval_ms; /* ping_interval = 1s */
+    uint64_t dead_timeout_ms;  /* dead_timeout = 4s */
+    char *log_level, *log_format, *log_file;
+    /* [route NAME] */
+    size_t nroutes;
+    struct agent_route *routes;
+};
+
+void agent_config_init(struct agent_config *c);
+void agent_config_free(struct agent_config *c);
+int agent_config_handle(void *ctx, const char *section, const char *key, const char *value,
+                        char *err);
+int agent_config_check(const struct agent_config *c, char *err);
+int agent_config_build(struct agent_config *c, const char *path, int nflags, char **flags,
+                       char *err);
+const struct agent_route *agent_config_route(const struct agent_config *c, const char *name);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * config — INI files (libinih) and command-line overrides, with exact error messages.
+ *
+ * A daemon describes its keys with a handler; config_load() feeds it every key of the file,
+ * config_apply_flag() feeds it one `--section.key=value` flag (flags are applied after the
+ * file, so they win). Routes are sections named "route NAME"; a flag addresses them as
+ * `--route.NAME.key=value`. Errors name the source, line and key:
+ *   relay.ini:12: [relay] tunnel_listen: expected host:port, got "7443"
+ * This module owns nothing beyond the call; handlers copy what they keep.
+ */
+#ifndef PGB_CONFIG_H
+#define PGB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CONFIG_ERR_MAX 512
+
+/* Return 0, or negative with a message (without source/line/key: the caller adds them)
+ * written to err[CONFIG_ERR_MAX]. -ENOENT means "unknown key".
+ * When a section starts (a "[section]" line, or before each flag) the handler is called once
+ * with key == NULL and value == NULL, so that it can refuse an unknown section (-ENOENT means
+ * "unknown section" there) or create an empty one (a "[route x]" without keys is a route).
+ * Section names are passed with blanks trimmed and collapsed ("route  x " -> "route x"). */
+typedef int (*config_handler)(void *ctx, const char *section, const char *key,
+                              const char *value, char *err);
+
+/* Parse an INI file. On error returns negative and writes "path:line: [section] key: why"
+ * into err. A file that cannot be opened is an error naming the path and errno text.
+ * A repeated section or a repeated key within one file is an error. Lines are limited to
+ * what libinih can hold (198 bytes after trimming blanks with Debian's build). */
+int config_load(const char *path, config_handler h, void *ctx, char *err);
+
+/* Apply one flag of the form "--section.key=value" or "--route.NAME.key=value".
+ * (argv splitting of "--k v" is the caller's business.) Same error format, source
+ * "command line". */
+int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err);
+
+/* Value parsers: return 0 or -EINVAL with a reason in err[CONFIG_ERR_MAX]. */
+int config_parse_bool(const char *v, bool *out, char *err);            /* on/off true/false yes/no 1/0 */
+int config_parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *out, char *err);
+int config_parse_duration_ms(const char *v, uint64_t *out, char *err); /* "250ms" "5s" "2m" "1h"; bare = s */
+int config_parse_size(const char *v, uint64_t *out, char *err);        /* "4096" "64k" "16M" "1G" (KiB..) */
+/* "host:port", "[v6]:port", "*:port" (= all addresses). host copied into host[256]. */
+int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err);
+/* Split "a, b ,c" on commas; trims blanks; empty items are an error. Calls cb per item. */
+int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err),
+                      void *ctx, char *err);
+
+/* Replace *dst (freed) by a new copy of v. Returns 0, or -ENOMEM leaving *dst unchanged. */
+int config_set_str(char **dst, const char *v);
+
+#endif

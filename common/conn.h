@@ -1,0 +1,106 @@
+/*
+ * conn — one byte stream over a libuv handle (TCP socket or Unix socket), plaintext or TLS.
+ *
+ * TLS is OpenSSL driven through a memory BIO pair: ciphertext moves between the BIOs and
+ * libuv; the owner only ever sees plaintext. A conn can start plaintext and switch to TLS
+ * (the PostgreSQL SSLRequest dance), or start TLS at once with bytes already read (direct TLS).
+ *
+ * Lifecycle. conn_new() returns a conn owned by the caller until conn_close(); after that the
+ * conn closes its handle and calls ops->on_close exactly once, from the loop (never from inside
+ * a conn_* call), then frees itself. Every other callback may be followed by conn_close() from
+ * within it. After on_error the conn is already closing: only on_close follows.
+ *
+ *   new --connect/accept--> open --tls_*--> handshaking --> established
+ *     \__________________________________________________________/ \--> eof/error --> closing --> (on_close) freed
+ *
+ * Reading and back-pressure. on_read returns how many bytes it consumed. If fewer than len,
+ * the conn stops reading, keeps the rest, and delivers it first when conn_read_start() is
+ * called again (from a later loop turn, never re-entrantly).
+ *
+ * Writing. conn_write() copies the bytes and never writes partially. Small writes made in the
+ * same loop turn are coalesced (one TLS record where they fit, flushed before the loop next
+ * blocks, or at once when 16 KiB are pending). conn_backlog() is what has not yet been taken
+ * by the kernel; when it reaches the high watermark conn_writable() turns false, and on_drain
+ * fires once it falls to the low watermark. Writing is never refused for being over the
+ * watermark: bounding is the owner's job (flow-control windows), the watermark is its signal.
+ *
+ * Memory. Idle conns hold no read buffer: reads use per-loop buffers (struct conn_loop), so an
+ * idle conn costs its handle, its SSL and this struct.
+ */
+#ifndef PGB_CONN_H
+#define PGB_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+#include <uv.h>
+
+struct conn;
+struct conn_loop;
+
+struct conn_ops {
+    void (*on_connect)(struct conn *c, int status);    /* outgoing connect done: 0 or UV_E* */
+    void (*on_handshake)(struct conn *c);              /* TLS established (both roles) */
+    size_t (*on_read)(struct conn *c, const uint8_t *data, size_t len); /* returns consumed */
+    void (*on_eof)(struct conn *c);     /* peer sends no more (FIN, or TLS close_notify) */
+    void (*on_error)(struct conn *c, int err, const char *reason); /* conn is now closing */
+    void (*on_drain)(struct conn *c);   /* backlog fell to the low watermark */
+    void (*on_close)(struct conn *c);   /* last callback; c is freed when it returns */
+};
+
+/* Per-loop shared state: read buffers, the coalescing flush. One per uv_loop_t. */
+struct conn_loop *conn_loop_new(uv_loop_t *loop);
+/* Close the loop's own handles; call before the final uv_run that drains closes. */
+void conn_loop_close(struct conn_loop *cl);
+/* Free it after the loop has finished (uv_loop_close succeeded or is about to). */
+void conn_loop_free(struct conn_loop *cl);
+
+/* Returns new (NULL on ENOMEM). pipe: a Unix-socket conn instead of TCP. */
+struct conn *conn_new(struct conn_loop *cl, const struct conn_ops *ops, void *data, bool pipe);
+int conn_accept(struct conn *c, uv_stream_t *server);         /* then conn_read_start */
+int conn_connect_tcp(struct conn *c, const struct sockaddr *addr); /* -> on_connect */
+int conn_connect_pipe(struct conn *c, const char *path);           /* -> on_connect */
+
+/* Switch to TLS as server. pre[pre_len]: ciphertext already read (direct TLS), copied.
+ * Takes a reference on ctx. Reading must be (or will be) started. */
+int conn_tls_server(struct conn *c, SSL_CTX *ctx, const uint8_t *pre, size_t pre_len);
+/* Switch to TLS as client; server_name is sent as SNI and verified against the certificate
+ * (hostname or IP address) when not NULL. */
+int conn_tls_client(struct conn *c, SSL_CTX *ctx, const char *server_name);
+
+int conn_read_start(struct conn *c);
+int conn_read_stop(struct conn *c);
+
+int conn_write(struct conn *c, const void *data, size_t len); /* 0 or negative (closing) */
+size_t conn_backlog(const struct conn *c);
+bool conn_writable(const struct conn *c);                      /* backlog < high watermark */
+void conn_set_watermarks(struct conn *c, size_t low, size_t high); /* default 64 KiB / 256 KiB */
+
+/* Half-close after all queued writes: TLS close_notify (if TLS) then TCP FIN. Reading goes on. */
+int conn_shutdown(struct conn *c);
+/* Flush queued writes, then close (close_notify + FIN first, if possible). on_close follows. */
+void conn_end(struct conn *c);
+/* Close now, discarding queued writes. on_close follows. Safe to call twice. */
+void conn_close(struct conn *c);
+bool conn_closing(const struct conn *c);
+
+/* Hand the conn to another owner: replace its callbacks (and data). */
+void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *data);
+void *conn_data(const struct conn *c);
+void conn_set_data(struct conn *c, void *data);
+/* TCP_NODELAY and keepalive are set on every TCP conn by connect/accept. */
+
+/* Peer address as "ip:port" ("[v6]:port"), or "unix" for pipes. */
+const char *conn_peer_addr(const struct conn *c);
+/* TLS facts, valid after on_handshake; NULL when not TLS / not present. */
+const char *conn_tls_version(const struct conn *c);  /* "TLSv1.3" */
+const char *conn_tls_cipher(const struct conn *c);
+const char *conn_tls_sni(const struct conn *c);      /* server role: name the client sent */
+const char *conn_tls_alpn(const struct conn *c, char *buf, size_t cap); /* selected ALPN */
+/* Verified peer certificate's CN into buf[cap] (0), -ENOENT when no verified certificate. */
+int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap);
+/* True when the last EOF was a TLS close_notify (not a bare TCP FIN). */
+bool conn_eof_clean(const struct conn *c);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * log — one leveled logging API for both daemons.
+ *
+ * Lines go to stderr (or a file given to log_open) as text or JSON, one event per line:
+ *   text: 2026-11-23T12:00:00.123Z INFO  [t3 s17] session opened route=demo
+ *   json: {"ts":"...","level":"info","tunnel":3,"stream":17,"msg":"session opened route=demo"}
+ * Tunnel and stream ids are prefixed when non-zero (log_t / log_s variants).
+ * The settings are process-wide and written only at start-up or reload, from the loop thread;
+ * everything else reads them. Never pass secrets or key material to these functions.
+ */
+#ifndef PGB_LOG_H
+#define PGB_LOG_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
+enum log_format { LOG_TEXT = 0, LOG_JSON };
+
+/* Parse "debug|info|warn|error" / "text|json". Return 0 or -EINVAL. */
+int log_level_parse(const char *s, enum log_level *out);
+int log_format_parse(const char *s, enum log_format *out);
+
+void log_configure(enum log_level level, enum log_format format, const char *program);
+/* Redirect to a file (append); NULL means stderr. Returns 0 or -errno. */
+int log_open(const char *path);
+bool log_enabled(enum log_level level);
+
+void log_msg(enum log_level level, uint32_t tunnel, uint32_t stream, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char *fmt, va_list ap);
+
+#define log_debug(...) log_msg(LOG_DEBUG, 0, 0, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, 0, 0, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, 0, 0, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, 0, 0, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,306 @@
+/*
+ * pgwire — first-bytes classification, StartupMessage parsing, ErrorResponse building.
+ *
+ * The checks follow PostgreSQL's own ProcessStartupPacket (src/backend/tcop/backend_startup.c)
+ * so that the relay accepts exactly what the server would, and reads the parameters the
+ * server will read: duplicate parameters are not an error, the last one wins (as in
+ * PostgreSQL, which keeps overwriting). The one deliberate difference is that a protocol
+ * minor version above 2 is refused instead of negotiated down.
+ */
+#include "common/pgwire.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "proto/proto.h"
+
+/* CancelRequest: length, code, pid, then a key of 4 bytes (protocol 3.0) up to 256 bytes
+ * (protocol 3.2). PostgreSQL accepts keys of 1..256 bytes; keys shorter than 4 bytes were
+ * never issued by any server, so they are refused here. */
+#define PGWIRE_CANCEL_MIN (12 + 4)
+#define PGWIRE_CANCEL_MAX (12 + 256)
+#define PGWIRE_PROTO_MINOR_MAX 2 /* protocol 3.2 (PostgreSQL 18) */
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+uint32_t pgwire_packet_len(const uint8_t *buf, size_t len)
+{
+    if (len < 4)
+        return 0;
+    return get_be32(buf);
+}
+
+enum pgwire_kind pgwire_classify(const uint8_t *buf, size_t len)
+{
+    if (len >= 1 && buf[0] == PGWIRE_TLS_HANDSHAKE)
+        return PGWIRE_TLS_HELLO;
+    if (len < 8)
+        return PGWIRE_NEED_MORE;
+
+    uint32_t plen = get_be32(buf);
+    uint32_t code = get_be32(buf + 4);
+    if (plen < 8 || plen > PGWIRE_STARTUP_MAX)
+        return PGWIRE_INVALID;
+    switch (code) {
+    case PGWIRE_SSL_REQUEST:
+        return plen == 8 ? PGWIRE_SSL : PGWIRE_INVALID;
+    case PGWIRE_GSSENC_REQUEST:
+        return plen == 8 ? PGWIRE_GSSENC : PGWIRE_INVALID;
+    case PGWIRE_CANCEL_REQUEST:
+        return plen >= PGWIRE_CANCEL_MIN && plen <= PGWIRE_CANCEL_MAX ? PGWIRE_CANCEL
+                                                                      : PGWIRE_INVALID;
+    default:
+        return code >> 16 == 3 ? PGWIRE_STARTUP : PGWIRE_INVALID;
+    }
+}
+
+/* Length of the NUL-terminated string at p, or -1 if no NUL comes before end. */
+static long cstr_len(const uint8_t *p, const uint8_t *end)
+{
+    const uint8_t *nul = memchr(p, '\0', (size_t)(end - p));
+    return nul ? (long)(nul - p) : -1;
+}
+
+int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err)
+{
+    int rc = -EINVAL;
+
+    memset(out, 0, sizeof(*out));
+    if (len < 8 || len > PGWIRE_STARTUP_MAX) {
+        snprintf(err, 256, "invalid startup packet length");
+        goto out;
+    }
+    if (get_be32(pkt) != len) {
+        snprintf(err, 256, "invalid startup packet length");
+        goto out;
+    }
+    out->protocol = get_be32(pkt + 4);
+    if (out->protocol >> 16 != 3 || (out->protocol & 0xffff) > PGWIRE_PROTO_MINOR_MAX) {
+        snprintf(err, 256, "unsupported frontend protocol %u.%u: pgburrow supports 3.0 to 3.%d",
+                 out->protocol >> 16, out->protocol & 0xffff, PGWIRE_PROTO_MINOR_MAX);
+        goto out;
+    }
+
+    const uint8_t *p = pkt + 8;
+    const uint8_t *end = pkt + len;
+    for (;;) {
+        if (p == end) {
+            snprintf(err, 256, "invalid startup packet layout: expected terminator as last byte");
+            goto out;
+        }
+        if (*p == '\0')
+            break; /* the terminator: an empty name cannot exist, it ends the list */
+        long nlen = cstr_len(p, end);
+        if (nlen < 0) {
+            snprintf(err, 256, "invalid startup packet layout: unterminated parameter name");
+            goto out;
+        }
+        const char *name = (const char *)p;
+        p += nlen + 1;
+        long vlen = p < end ? cstr_len(p, end) : -1;
+        if (vlen < 0) {
+            snprintf(err, 256, "invalid startup packet layout: missing or unterminated value");
+            goto out;
+        }
+        const char *value = (const char *)p;
+        p += vlen + 1;
+        if (out->nparams == PGWIRE_MAX_PARAMS) {
+            snprintf(err, 256, "too many startup parameters (max %d)", PGWIRE_MAX_PARAMS);
+            rc = -E2BIG;
+            goto out;
+        }
+        out->names[out->nparams] = name;
+        out->values[out->nparams] = value;
+        out->nparams++;
+        if (strcmp(name, "user") == 0)
+            out->user = value;
+        else if (strcmp(name, "database") == 0)
+            out->database = value;
+        else if (strcmp(name, "options") == 0)
+            out->options = value;
+        else if (strcmp(name, "application_name") == 0)
+            out->application_name = value;
+    }
+    if (p + 1 != end) {
+        snprintf(err, 256, "invalid startup packet layout: expected terminator as last byte");
+        goto out;
+    }
+    if (!out->user || out->user[0] == '\0') {
+        snprintf(err, 256, "no PostgreSQL user name specified in startup packet");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0) {
+        /* Never hand back pointers from a packet that was refused. */
+        uint32_t protocol = out->protocol;
+        memset(out, 0, sizeof(*out));
+        out->protocol = protocol;
+    }
+    return rc;
+}
+
+/*
+ * Option scanning, as the server does it: pg_split_opts() cuts the string into words at
+ * unescaped whitespace, a backslash taking the next byte literally; then getopt() runs over
+ * the words with the option string of process_postgres_switches(). Only the `c` and `-`
+ * options matter here, both take an argument ("-c name=value", "-cname=value",
+ * "--name=value"), and GUC names compare case-insensitively. Later settings win.
+ */
+#define PG_SWITCHES "B:bc:C:D:d:EeFf:h:ijk:lN:nOPp:r:S:sTt:v:W:-:"
+#define ROUTE_GUC "pgburrow.route"
+
+/* Cursor over the words of an options string, yielding unescaped bytes. */
+struct opt_cursor {
+    const char *p;
+};
+
+static bool opt_space(char ch)
+{
+    return ch == ' ' || (ch >= '\t' && ch <= '\r');
+}
+
+/* Skip to the next word; false at the end of the string. */
+static bool opt_word_start(struct opt_cursor *c)
+{
+    while (opt_space(*c->p))
+        c->p++;
+    return *c->p != '\0';
+}
+
+/* Next byte of the current word, or -1 at its end. A trailing lone backslash is dropped,
+ * as pg_split_opts() drops it. */
+static int opt_word_char(struct opt_cursor *c)
+{
+    if (*c->p == '\0' || opt_space(*c->p))
+        return -1;
+    if (*c->p == '\\') {
+        c->p++;
+        if (*c->p == '\0')
+            return -1;
+    }
+    return (unsigned char)*c->p++;
+}
+
+/* An option argument. Only its first bytes are kept: anything longer can only be a route
+ * setting whose value is too long, which `len` (the full length) tells apart. */
+struct opt_arg {
+    char text[sizeof(ROUTE_GUC) + PROTO_NAME_MAX + 8];
+    size_t len;
+};
+
+/* Collect the argument starting with byte `first` up to the end of the current word. */
+static void opt_collect(struct opt_cursor *c, int first, struct opt_arg *a)
+{
+    a->len = 0;
+    for (int ch = first; ch >= 0; ch = opt_word_char(c)) {
+        if (a->len < sizeof(a->text) - 1)
+            a->text[a->len] = (char)ch;
+        a->len++;
+    }
+    a->text[a->len < sizeof(a->text) - 1 ? a->len : sizeof(a->text) - 1] = '\0';
+}
+
+/* Look at the argument of -c / --: 1 and *value if it sets pgburrow.route, 0 if it sets
+ * something else, -EINVAL if it sets pgburrow.route to something that is not a name. */
+static int opt_route_arg(const struct opt_arg *a, const char **value)
+{
+    size_t glen = strlen(ROUTE_GUC);
+
+    if (a->len < glen || strncasecmp(a->text, ROUTE_GUC, glen) != 0)
+        return 0;
+    if (a->len == glen)
+        return -EINVAL; /* "-c pgburrow.route" without a value: the server refuses it too */
+    if (a->text[glen] != '=')
+        return 0;
+    if (a->len >= sizeof(a->text) - 1)
+        return -EINVAL; /* truncated, so longer than any name */
+    *value = a->text + glen + 1;
+    return proto_name_valid(*value) ? 1 : -EINVAL;
+}
+
+int pgwire_options_route(const char *options, char *route, size_t cap)
+{
+    int found = 0;
+    struct opt_cursor c = {options ? options : ""};
+    struct opt_arg arg;
+
+    while (opt_word_start(&c)) {
+        if (opt_word_char(&c) != '-')
+            goto next_word; /* not an option; the server refuses stray words itself */
+        /* getopt: walk a cluster such as "-ec" until an option that takes an argument. */
+        for (int i = 1, ch; (ch = opt_word_char(&c)) >= 0; i++) {
+            const char *spec = ch != ':' ? strchr(PG_SWITCHES, ch) : NULL;
+            if (!spec || spec[1] != ':')
+                continue;
+            int next = opt_word_char(&c);
+            if (next >= 0) {
+                opt_collect(&c, next, &arg); /* "-cname=value": the rest of this word */
+            } else if (ch == '-' && i == 1) {
+                goto out; /* the word "--" ends the options */
+            } else if (opt_word_start(&c)) {
+                opt_collect(&c, opt_word_char(&c), &arg); /* "-c name=value" */
+            } else {
+                goto out; /* missing argument: the server refuses these options */
+            }
+            if (ch == 'c' || ch == '-') {
+                const char *value = NULL;
+                int r = opt_route_arg(&arg, &value);
+                if (r > 0 && strlen(value) >= cap)
+                    r = -EINVAL;
+                if (r > 0)
+                    memcpy(route, value, strlen(value) + 1);
+                if (r != 0)
+                    found = r;
+            }
+            break;
+        }
+    next_word:
+        while (opt_word_char(&c) >= 0)
+            ;
+    }
+out:
+    return found;
+}
+
+int pgwire_error_response(uint8_t *out, size_t cap, const char *severity, const char *sqlstate,
+                          const char *message)
+{
+    const char codes[4] = {'S', 'V', 'C', 'M'};
+    const char *fields[4] = {severity, severity, sqlstate, message};
+    size_t lens[4];
+    size_t total = 1 + 4 + 1; /* type, length word, final terminator */
+
+    for (int i = 0; i < 4; i++) {
+        lens[i] = strlen(fields[i]);
+        total += 1 + lens[i] + 1;
+    }
+    if (total > cap || total > INT_MAX)
+        return -ENOSPC;
+
+    uint8_t *p = out;
+    *p++ = 'E';
+    put_be32(p, (uint32_t)(total - 1));
+    p += 4;
+    for (int i = 0; i < 4; i++) {
+        *p++ = (uint8_t)codes[i];
+        memcpy(p, fields[i], lens[i] + 1);
+        p += lens[i] + 1;
+    }
+    *p = '\0';
+    return (int)total;
+}

@@ -1,0 +1,69 @@
+/*
+ * pgwire — the few pieces of the PostgreSQL wire protocol the relay must understand:
+ * classifying the first bytes of a connection, parsing a StartupMessage, building an
+ * ErrorResponse. Pure code: no I/O, no allocation; borrows its inputs.
+ */
+#ifndef PGB_PGWIRE_H
+#define PGB_PGWIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGWIRE_CANCEL_REQUEST 80877102u
+#define PGWIRE_SSL_REQUEST 80877103u
+#define PGWIRE_GSSENC_REQUEST 80877104u
+#define PGWIRE_PROTO_3_0 0x00030000u
+#define PGWIRE_STARTUP_MAX 10000 /* bytes, including the length word (as PostgreSQL) */
+#define PGWIRE_TLS_HANDSHAKE 0x16 /* first byte of a TLS record carrying a ClientHello */
+
+enum pgwire_kind {
+    PGWIRE_NEED_MORE = 0, /* fewer than 8 bytes (and the first byte is not 0x16) */
+    PGWIRE_SSL,           /* SSLRequest */
+    PGWIRE_GSSENC,        /* GSSENCRequest */
+    PGWIRE_CANCEL,        /* CancelRequest (length 16, or longer for protocol 3.2 keys) */
+    PGWIRE_STARTUP,       /* a plaintext StartupMessage (protocol major 3) */
+    PGWIRE_TLS_HELLO,     /* first byte 0x16: direct TLS (sslnegotiation=direct) */
+    PGWIRE_INVALID,       /* anything else */
+};
+/* Look at the first bytes of a new connection (buf may hold more than 8). */
+enum pgwire_kind pgwire_classify(const uint8_t *buf, size_t len);
+
+/* Length word of a startup-class packet; 0 if len < 4. */
+uint32_t pgwire_packet_len(const uint8_t *buf, size_t len);
+
+#define PGWIRE_MAX_PARAMS 64
+struct pgwire_startup {
+    uint32_t protocol;              /* e.g. 0x00030000 */
+    const char *user;               /* NULL when absent (an error for the caller) */
+    const char *database;           /* NULL when absent (PostgreSQL then uses user) */
+    const char *options;
+    const char *application_name;
+    uint32_t nparams;
+    const char *names[PGWIRE_MAX_PARAMS]; /* all parameters, in order; point into the packet */
+    const char *values[PGWIRE_MAX_PARAMS];
+};
+/*
+ * Parse a complete StartupMessage pkt[len] (len == its length word). Checks: 8 <= len <=
+ * PGWIRE_STARTUP_MAX, protocol major 3 and minor <= 2, name/value pairs NUL-terminated and
+ * followed by one final NUL, names non-empty, at most PGWIRE_MAX_PARAMS, "user" present.
+ * Pointers borrow pkt. Returns 0, or -EINVAL/-E2BIG with a human reason in err[256].
+ */
+int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err);
+
+/*
+ * Find "-c pgburrow.route=NAME" (also "-cpgburrow.route=NAME", "--pgburrow.route=NAME")
+ * in an options string, honouring PostgreSQL's backslash escapes and whitespace splitting.
+ * Returns 1 and copies NAME into route[cap] when found, 0 when absent, -EINVAL when the value
+ * is not a valid route name.
+ */
+int pgwire_options_route(const char *options, char *route, size_t cap);
+
+/*
+ * Build an ErrorResponse ('E') with fields S (severity), V (same, non-localised), C (sqlstate),
+ * M (message) into out[cap]. Returns the byte count, or -ENOSPC.
+ */
+int pgwire_error_response(uint8_t *out, size_t cap, const char *severity, const char *sqlstate,
+                          const char *message);
+
+#endif

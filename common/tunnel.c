@@ -1,0 +1,827 @@
+#include "common/tunnel.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+/* DATA frames are cut so that header + body fill one 16 KiB TLS record exactly. */
+#define DATA_CHUNK (PROTO_MAX_DATA - PROTO_HDR_SIZE)
+/* The tunnel conn's backlog: above HIGH every stream's local reads pause until LOW. */
+#define TUNNEL_LOW_WATER (256 * 1024)
+#define TUNNEL_HIGH_WATER (1024 * 1024)
+/* A local conn's backlog: credit is returned only for bytes it has handed to the kernel. */
+#define LOCAL_LOW_WATER (16 * 1024)
+#define LOCAL_HIGH_WATER (64 * 1024)
+#define INITIAL_BUCKETS 64
+
+enum stream_state { ST_OPENING, ST_ACCEPTED, ST_OPEN, ST_DONE };
+
+struct tunnel_stream {
+    struct tunnel *t;               /* NULL once done */
+    struct tunnel_stream *hnext;    /* hash chain */
+    struct tunnel_stream *pnext;    /* list of streams paused on the tunnel backlog */
+    uint32_t id;
+    enum stream_state state;
+    struct conn *local;             /* owned once bound */
+    void *data;
+    uint64_t send_credit;           /* DATA bytes we may still send */
+    uint64_t recv_left;             /* DATA bytes the peer may still send */
+    uint64_t recv_unacked;          /* received, not yet credited back */
+    uint64_t bytes_in, bytes_out;
+    bool sent_close, got_close, end_on_close;
+    bool local_paused;              /* local reads stopped (credit or tunnel backlog) */
+    bool in_paused_list;
+};
+
+struct tunnel {
+    uv_loop_t *loop;
+    struct conn *conn;
+    const struct tunnel_ops *ops;
+    struct tunnel_limits lim;
+    void *data;
+    uint32_t id;
+    uv_timer_t timer;
+    int open_handles;               /* conn + timer; freed when both closed */
+    bool closing;
+    bool keepalive;
+    bool opener;                    /* relay role: opens streams */
+    char close_reason[256];
+    uint64_t last_rx_ms;
+    uint64_t ping_sent_ms;
+    uint32_t next_stream_id;        /* opener: next id to use */
+    uint32_t max_stream_id;         /* highest id ever used on this tunnel */
+    uint32_t nstreams;
+    uint32_t nbuckets;
+    struct tunnel_stream **buckets;
+    struct tunnel_stream *paused;   /* streams waiting for the tunnel to drain */
+    struct proto_reader reader;
+    uint8_t scratch[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
+};
+
+static const struct conn_ops tunnel_conn_ops;
+static const struct conn_ops local_conn_ops;
+
+/* ---- stream table -------------------------------------------------------------------- */
+
+static uint32_t bucket_of(const struct tunnel *t, uint32_t id)
+{
+    return (id * 2654435761u) & (t->nbuckets - 1);
+}
+
+static struct tunnel_stream *stream_find(const struct tunnel *t, uint32_t id)
+{
+    for (struct tunnel_stream *s = t->buckets[bucket_of(t, id)]; s; s = s->hnext)
+        if (s->id == id)
+            return s;
+    return NULL;
+}
+
+static int table_grow(struct tunnel *t)
+{
+    uint32_t n = t->nbuckets * 2;
+    struct tunnel_stream **b = calloc(n, sizeof(*b));
+    if (!b)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < t->nbuckets; i++) {
+        struct tunnel_stream *s = t->buckets[i], *next;
+        for (; s; s = next) {
+            next = s->hnext;
+            uint32_t h = (s->id * 2654435761u) & (n - 1);
+            s->hnext = b[h];
+            b[h] = s;
+        }
+    }
+    free(t->buckets);
+    t->buckets = b;
+    t->nbuckets = n;
+    return 0;
+}
+
+static int stream_insert(struct tunnel *t, struct tunnel_stream *s)
+{
+    if (t->nstreams >= t->nbuckets * 2 && table_grow(t) < 0)
+        return -ENOMEM;
+    uint32_t h = bucket_of(t, s->id);
+    s->hnext = t->buckets[h];
+    t->buckets[h] = s;
+    t->nstreams++;
+    return 0;
+}
+
+static void stream_remove(struct tunnel *t, struct tunnel_stream *s)
+{
+    struct tunnel_stream **pp = &t->buckets[bucket_of(t, s->id)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (*pp == s) {
+            *pp = s->hnext;
+            t->nstreams--;
+            break;
+        }
+    }
+    if (s->in_paused_list) {
+        for (pp = &t->paused; *pp; pp = &(*pp)->pnext) {
+            if (*pp == s) {
+                *pp = s->pnext;
+                break;
+            }
+        }
+        s->in_paused_list = false;
+    }
+}
+
+/* ---- sending ------------------------------------------------------------------------- */
+
+int tunnel_send(struct tunnel *t, const uint8_t *frame, size_t len)
+{
+    if (t->closing)
+        return -ECONNRESET;
+    return conn_write(t->conn, frame, len);
+}
+
+static void send_error_frame(struct tunnel *t, uint8_t type, uint32_t stream, const char *code,
+                             const char *msg)
+{
+    struct proto_error e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.code, sizeof(e.code), "%s", code);
+    snprintf(e.message, sizeof(e.message), "%s", msg);
+    int n = proto_encode_error(t->scratch, sizeof(t->scratch), type, stream, &e);
+    if (n > 0)
+        tunnel_send(t, t->scratch, (size_t)n);
+}
+
+static void send_close(struct tunnel_stream *s)
+{
+    uint8_t f[PROTO_HDR_SIZE];
+    if (s->sent_close || !s->t)
+        return;
+    s->sent_close = true;
+    int n = proto_encode_close(f, sizeof(f), s->id);
+    if (n > 0)
+        tunnel_send(s->t, f, (size_t)n);
+}
+
+/* Send len bytes as DATA frames; the caller has checked credit. */
+static int send_data(struct tunnel_stream *s, const uint8_t *data, size_t len)
+{
+    struct tunnel *t = s->t;
+    uint8_t hdr[PROTO_HDR_SIZE];
+    while (len > 0) {
+        size_t n = len < DATA_CHUNK ? len : DATA_CHUNK;
+        proto_encode_data_hdr(hdr, s->id, (uint32_t)n);
+        if (tunnel_send(t, hdr, sizeof(hdr)) < 0 || tunnel_send(t, data, n) < 0)
+            return -ECONNRESET;
+        s->send_credit -= n;
+        s->bytes_out += n;
+        data += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Return credit for the bytes the local conn has handed on (see tunnel.h). */
+static void credit_check(struct tunnel_stream *s)
+{
+    if (s->state != ST_OPEN || !s->local || !s->t || s->t->closing)
+        return;
+    uint64_t backlog = conn_backlog(s->local);
+    uint64_t delivered = s->recv_unacked > backlog ? s->recv_unacked - backlog : 0;
+    if (delivered == 0)
+        return;
+    if (delivered < s->t->lim.initial_window / 4 && s->recv_left > 0)
+        return;
+    uint8_t f[PROTO_HDR_SIZE + 4];
+    int n = proto_encode_window(f, sizeof(f), s->id, (uint32_t)delivered);
+    if (n > 0 && tunnel_send(s->t, f, (size_t)n) == 0) {
+        s->recv_unacked -= delivered;
+        s->recv_left += delivered;
+    }
+}
+
+static void local_resume(struct tunnel_stream *s)
+{
+    if (!s->local_paused || !s->local || s->send_credit == 0 || s->sent_close)
+        return;
+    if (!conn_writable(s->t->conn))
+        return;
+    s->local_paused = false;
+    conn_read_start(s->local);
+}
+
+/* ---- stream end ---------------------------------------------------------------------- */
+
+static void stream_free(struct tunnel_stream *s)
+{
+    free(s);
+}
+
+/* The stream is over: tell the owner, release the local conn (aborted on error). */
+static void stream_finish(struct tunnel_stream *s, const char *err)
+{
+    struct tunnel *t = s->t;
+    if (s->state == ST_DONE)
+        return;
+    s->state = ST_DONE;
+    stream_remove(t, s);
+    if (t->ops->on_stream_done)
+        t->ops->on_stream_done(s, err);
+    s->t = NULL;
+    if (s->local) {
+        if (err)
+            conn_close(s->local);
+        else
+            conn_end(s->local);
+        /* freed in the local conn's on_close */
+    } else {
+        stream_free(s);
+    }
+}
+
+/* ---- local conn callbacks (the spliced PostgreSQL connection) ------------------------ */
+
+static size_t local_on_read(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct tunnel_stream *s = conn_data(c);
+    if (s->state != ST_OPEN || s->sent_close)
+        return len; /* stream over: nothing more goes anywhere */
+    struct tunnel *t = s->t;
+    size_t n = len;
+    if (n > s->send_credit)
+        n = (size_t)s->send_credit;
+    if (!conn_writable(t->conn)) {
+        n = 0;
+        if (!s->in_paused_list) {
+            s->pnext = t->paused;
+            t->paused = s;
+            s->in_paused_list = true;
+        }
+    }
+    if (n > 0 && send_data(s, data, n) < 0)
+        return len;
+    if (n < len)
+        s->local_paused = true; /* the conn stops reading and keeps the rest */
+    return n;
+}
+
+static void local_on_eof(struct conn *c)
+{
+    struct tunnel_stream *s = conn_data(c);
+    if (s->state != ST_OPEN)
+        return;
+    send_close(s);
+    if (s->got_close)
+        stream_finish(s, NULL);
+}
+
+static void local_on_error(struct conn *c, int err, const char *reason)
+{
+    struct tunnel_stream *s = conn_data(c);
+    char msg[PROTO_MSG_MAX];
+    if (s->state == ST_DONE)
+        return;
+    snprintf(msg, sizeof(msg), "%s", reason ? reason : uv_strerror(err));
+    if (s->t && !s->t->closing)
+        send_error_frame(s->t, PROTO_RESET, s->id, "08006", msg);
+    stream_finish(s, msg);
+}
+
+static void local_on_drain(struct conn *c)
+{
+    credit_check(conn_data(c));
+}
+
+static void local_on_close(struct conn *c)
+{
+    struct tunnel_stream *s = conn_data(c);
+    s->local = NULL;
+    if (s->state != ST_DONE)
+        stream_finish(s, "connection closed");
+    else
+        stream_free(s);
+}
+
+static const struct conn_ops local_conn_ops = {
+    .on_read = local_on_read,
+    .on_eof = local_on_eof,
+    .on_error = local_on_error,
+    .on_drain = local_on_drain,
+    .on_close = local_on_close,
+};
+
+/* ---- streams: public ----------------------------------------------------------------- */
+
+static struct tunnel_stream *stream_new(struct tunnel *t, uint32_t id, enum stream_state st,
+                                        void *data)
+{
+    struct tunnel_stream *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->t = t;
+    s->id = id;
+    s->state = st;
+    s->data = data;
+    s->send_credit = t->lim.initial_window;
+    s->recv_left = t->lim.initial_window;
+    if (stream_insert(t, s) < 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_open *m, void *data)
+{
+    if (t->closing || t->nstreams >= t->lim.max_streams || t->next_stream_id == UINT32_MAX)
+        return NULL;
+    uint32_t id = t->next_stream_id;
+    int n = proto_encode_open(t->scratch, sizeof(t->scratch), id, m);
+    if (n < 0)
+        return NULL;
+    struct tunnel_stream *s = stream_new(t, id, ST_OPENING, data);
+    if (!s)
+        return NULL;
+    t->next_stream_id++;
+    t->max_stream_id = id;
+    if (tunnel_send(t, t->scratch, (size_t)n) < 0) {
+        stream_remove(t, s);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+struct tunnel_stream *tunnel_stream_accept(struct tunnel *t, uint32_t stream_id, void *data)
+{
+    if (t->closing || stream_find(t, stream_id))
+        return NULL;
+    return stream_new(t, stream_id, ST_ACCEPTED, data);
+}
+
+int tunnel_stream_accept_ok(struct tunnel_stream *s)
+{
+    uint8_t f[PROTO_HDR_SIZE + 8];
+    if (s->state != ST_ACCEPTED)
+        return -EINVAL;
+    int n = proto_encode_open_ok(f, sizeof(f), s->id);
+    if (n < 0 || tunnel_send(s->t, f, (size_t)n) < 0)
+        return -ECONNRESET;
+    s->state = ST_OPEN;
+    return 0;
+}
+
+void tunnel_stream_fail(struct tunnel_stream *s, const char *code, const char *fmt, ...)
+{
+    char msg[PROTO_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (s->state == ST_DONE)
+        return;
+    if (!s->t->closing)
+        send_error_frame(s->t, PROTO_OPEN_FAIL, s->id, code, msg);
+    stream_finish(s, msg);
+}
+
+int tunnel_stream_write(struct tunnel_stream *s, const uint8_t *data, size_t len)
+{
+    if (s->state != ST_OPEN || s->sent_close)
+        return -EINVAL;
+    if (len > s->send_credit)
+        return -ENOBUFS;
+    return send_data(s, data, len);
+}
+
+void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on_close)
+{
+    s->local = local;
+    s->end_on_close = end_on_close;
+    conn_set_ops(local, &local_conn_ops, s);
+    conn_set_watermarks(local, LOCAL_LOW_WATER, LOCAL_HIGH_WATER);
+    s->local_paused = true;
+    local_resume(s);
+    if (s->local_paused && !s->in_paused_list && s->send_credit > 0) {
+        s->pnext = s->t->paused;
+        s->t->paused = s;
+        s->in_paused_list = true;
+    }
+}
+
+void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *msg)
+{
+    if (s->state == ST_DONE)
+        return;
+    if (!s->t->closing && s->state != ST_OPENING)
+        send_error_frame(s->t, PROTO_RESET, s->id, code, msg);
+    else if (!s->t->closing)
+        send_error_frame(s->t, PROTO_RESET, s->id, code, msg);
+    stream_finish(s, msg);
+}
+
+uint32_t tunnel_stream_id(const struct tunnel_stream *s)
+{
+    return s->id;
+}
+struct tunnel *tunnel_stream_tunnel(const struct tunnel_stream *s)
+{
+    return s->t;
+}
+void *tunnel_stream_data(const struct tunnel_stream *s)
+{
+    return s->data;
+}
+void tunnel_stream_set_data(struct tunnel_stream *s, void *data)
+{
+    s->data = data;
+}
+uint64_t tunnel_stream_bytes_out(const struct tunnel_stream *s)
+{
+    return s->bytes_out;
+}
+uint64_t tunnel_stream_bytes_in(const struct tunnel_stream *s)
+{
+    return s->bytes_in;
+}
+
+/* ---- incoming frames ----------------------------------------------------------------- */
+
+/* A frame for a stream we no longer have: fine if the id was used (the stream ended while
+ * the peer's frames were in flight), a protocol violation otherwise. */
+static int unknown_stream(struct tunnel *t, uint32_t id, const char *what)
+{
+    if (id != 0 && id <= t->max_stream_id)
+        return 0;
+    tunnel_fail(t, "08P01", "%s on unknown stream %u", what, id);
+    return -EPROTO;
+}
+
+static int reader_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len)
+{
+    struct tunnel *t = ctx;
+    struct tunnel_stream *s = stream_find(t, id);
+    if (!s)
+        return unknown_stream(t, id, "DATA");
+    if (s->state != ST_OPEN || s->got_close || !s->local) {
+        tunnel_fail(t, "08P01", "DATA on stream %u that is not open for it", id);
+        return -EPROTO;
+    }
+    if (len > s->recv_left) {
+        tunnel_fail(t, "08P01", "stream %u: DATA beyond the flow-control window", id);
+        return -EPROTO;
+    }
+    s->recv_left -= len;
+    s->recv_unacked += len;
+    s->bytes_in += len;
+    conn_write(s->local, data, len);
+    credit_check(s);
+    return t->closing ? -ECONNRESET : 0;
+}
+
+static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const uint8_t *body)
+{
+    struct tunnel_stream *s;
+    struct proto_error e;
+    uint32_t inc;
+    int rc;
+
+    if (h->type == PROTO_OPEN) {
+        struct proto_open m;
+        if (t->opener || !t->ops->on_open) {
+            tunnel_fail(t, "08P01", "OPEN sent to the relay");
+            return -EPROTO;
+        }
+        if (h->stream_id <= t->max_stream_id) {
+            tunnel_fail(t, "08P01", "OPEN reuses stream id %u", h->stream_id);
+            return -EPROTO;
+        }
+        t->max_stream_id = h->stream_id;
+        rc = proto_decode_open(body, h->length, &m);
+        if (rc < 0) {
+            tunnel_fail(t, "08P01", "bad OPEN: %s", proto_strerror(rc));
+            return -EPROTO;
+        }
+        if (t->nstreams >= t->lim.max_streams) {
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "53300",
+                             "too many streams on this tunnel");
+            return 0;
+        }
+        if (t->ops->on_open(t, h->stream_id, &m) < 0 && !stream_find(t, h->stream_id) &&
+            !t->closing)
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "57P03",
+                             "agent does not serve this route");
+        return t->closing ? -ECONNRESET : 0;
+    }
+
+    s = stream_find(t, h->stream_id);
+    if (!s)
+        return unknown_stream(t, h->stream_id, proto_type_name(h->type));
+
+    switch (h->type) {
+    case PROTO_OPEN_OK:
+    case PROTO_OPEN_FAIL:
+        if (!t->opener || s->state != ST_OPENING) {
+            tunnel_fail(t, "08P01", "unexpected %s on stream %u", proto_type_name(h->type),
+                        h->stream_id);
+            return -EPROTO;
+        }
+        if (h->type == PROTO_OPEN_OK) {
+            s->state = ST_OPEN;
+            t->ops->on_open_result(s, NULL);
+            return 0;
+        }
+        rc = proto_decode_error(body, h->length, &e);
+        if (rc < 0) {
+            tunnel_fail(t, "08P01", "bad OPEN_FAIL: %s", proto_strerror(rc));
+            return -EPROTO;
+        }
+        t->ops->on_open_result(s, &e);
+        stream_finish(s, e.message);
+        return 0;
+    case PROTO_WINDOW:
+        if (proto_decode_window(body, h->length, &inc) < 0 ||
+            s->send_credit + inc > PROTO_MAX_WINDOW) {
+            tunnel_fail(t, "08P01", "stream %u: bad WINDOW increment", h->stream_id);
+            return -EPROTO;
+        }
+        s->send_credit += inc;
+        local_resume(s);
+        return 0;
+    case PROTO_CLOSE:
+        if (s->got_close || s->state != ST_OPEN) {
+            tunnel_fail(t, "08P01", "unexpected CLOSE on stream %u", h->stream_id);
+            return -EPROTO;
+        }
+        s->got_close = true;
+        if (s->end_on_close) {
+            send_close(s);
+            stream_finish(s, NULL);
+        } else {
+            if (s->local)
+                conn_shutdown(s->local);
+            if (s->sent_close)
+                stream_finish(s, NULL);
+        }
+        return 0;
+    case PROTO_RESET: {
+        char msg[PROTO_MSG_MAX + 32];
+        rc = proto_decode_error(body, h->length, &e);
+        if (rc < 0) {
+            tunnel_fail(t, "08P01", "bad RESET: %s", proto_strerror(rc));
+            return -EPROTO;
+        }
+        snprintf(msg, sizeof(msg), "reset by peer: %s", e.message);
+        if (s->state == ST_OPENING)
+            t->ops->on_open_result(s, &e);
+        stream_finish(s, msg);
+        return 0;
+    }
+    default:
+        tunnel_fail(t, "08P01", "unexpected %s frame", proto_type_name(h->type));
+        return -EPROTO;
+    }
+}
+
+static int reader_on_frame(void *ctx, const struct proto_hdr *h, const uint8_t *body)
+{
+    struct tunnel *t = ctx;
+    uint64_t opaque;
+
+    if (h->stream_id != 0)
+        return on_stream_frame(t, h, body);
+    switch (h->type) {
+    case PROTO_PING:
+        if (proto_decode_ping(body, h->length, &opaque) == 0) {
+            int n = proto_encode_ping(t->scratch, sizeof(t->scratch), PROTO_PONG, opaque);
+            if (n > 0)
+                tunnel_send(t, t->scratch, (size_t)n);
+        }
+        return 0;
+    case PROTO_PONG:
+        return 0;
+    default:
+        if (!t->ops->on_control)
+            return 0;
+        return t->ops->on_control(t, h, body);
+    }
+}
+
+static const struct proto_reader_ops reader_ops = {
+    .on_data = reader_on_data,
+    .on_frame = reader_on_frame,
+};
+
+/* ---- tunnel conn callbacks ----------------------------------------------------------- */
+
+static size_t tunnel_on_read(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct tunnel *t = conn_data(c);
+    if (t->closing)
+        return len;
+    t->last_rx_ms = uv_now(t->loop);
+    int rc = proto_reader_feed(&t->reader, data, len, &reader_ops, t);
+    if (rc < 0 && !t->closing)
+        tunnel_fail(t, "08P01", "protocol error: %s", proto_strerror(rc));
+    return len;
+}
+
+static void tunnel_on_handshake(struct conn *c)
+{
+    struct tunnel *t = conn_data(c);
+    t->last_rx_ms = uv_now(t->loop);
+    if (t->ops->on_up)
+        t->ops->on_up(t);
+}
+
+static void tunnel_on_eof(struct conn *c)
+{
+    struct tunnel *t = conn_data(c);
+    tunnel_close(t, t->close_reason[0] ? t->close_reason : "peer closed the tunnel");
+}
+
+static void tunnel_on_error(struct conn *c, int err, const char *reason)
+{
+    struct tunnel *t = conn_data(c);
+    tunnel_close(t, reason ? reason : uv_strerror(err));
+}
+
+static void tunnel_on_drain(struct conn *c)
+{
+    struct tunnel *t = conn_data(c);
+    struct tunnel_stream *list = t->paused;
+    t->paused = NULL;
+    while (list && !t->closing) {
+        struct tunnel_stream *s = list;
+        list = s->pnext;
+        s->in_paused_list = false;
+        local_resume(s);
+    }
+    /* a resume may have refilled the backlog: whatever is left waits for the next drain */
+    while (list) {
+        struct tunnel_stream *s = list;
+        list = s->pnext;
+        s->pnext = t->paused;
+        t->paused = s;
+    }
+}
+
+static void tunnel_maybe_free(struct tunnel *t)
+{
+    if (--t->open_handles > 0)
+        return;
+    if (t->ops->on_tunnel_done)
+        t->ops->on_tunnel_done(t, t->close_reason);
+    free(t->buckets);
+    free(t);
+}
+
+static void tunnel_on_close(struct conn *c)
+{
+    tunnel_maybe_free(conn_data(c));
+}
+
+static void timer_on_close(uv_handle_t *h)
+{
+    tunnel_maybe_free(h->data);
+}
+
+static const struct conn_ops tunnel_conn_ops = {
+    .on_handshake = tunnel_on_handshake,
+    .on_read = tunnel_on_read,
+    .on_eof = tunnel_on_eof,
+    .on_error = tunnel_on_error,
+    .on_drain = tunnel_on_drain,
+    .on_close = tunnel_on_close,
+};
+
+static void keepalive_tick(uv_timer_t *timer)
+{
+    struct tunnel *t = timer->data;
+    uint64_t now = uv_now(t->loop);
+    if (t->closing)
+        return;
+    if (now - t->last_rx_ms >= t->lim.dead_timeout_ms) {
+        char why[96];
+        snprintf(why, sizeof(why), "no frame received for %llu ms",
+                 (unsigned long long)(now - t->last_rx_ms));
+        tunnel_close(t, why);
+        return;
+    }
+    if (t->keepalive) {
+        int n = proto_encode_ping(t->scratch, sizeof(t->scratch), PROTO_PING, now);
+        if (n > 0)
+            tunnel_send(t, t->scratch, (size_t)n);
+    }
+}
+
+/* ---- tunnel: public ------------------------------------------------------------------ */
+
+struct tunnel *tunnel_new(uv_loop_t *loop, struct conn *conn, const struct tunnel_ops *ops,
+                          const struct tunnel_limits *lim, uint32_t id, void *data)
+{
+    struct tunnel *t = calloc(1, sizeof(*t));
+    if (!t)
+        goto fail;
+    t->buckets = calloc(INITIAL_BUCKETS, sizeof(*t->buckets));
+    if (!t->buckets)
+        goto fail;
+    t->nbuckets = INITIAL_BUCKETS;
+    t->loop = loop;
+    t->conn = conn;
+    t->ops = ops;
+    t->lim = *lim;
+    t->data = data;
+    t->id = id;
+    t->opener = ops->on_open == NULL;
+    t->next_stream_id = 1;
+    t->last_rx_ms = uv_now(loop);
+    proto_reader_init(&t->reader);
+    uv_timer_init(loop, &t->timer);
+    t->timer.data = t;
+    t->open_handles = 2;
+    conn_set_ops(conn, &tunnel_conn_ops, t);
+    conn_set_watermarks(conn, TUNNEL_LOW_WATER, TUNNEL_HIGH_WATER);
+    uint64_t tick = lim->ping_interval_ms;
+    if (tick > lim->dead_timeout_ms / 2)
+        tick = lim->dead_timeout_ms / 2 ? lim->dead_timeout_ms / 2 : 1;
+    uv_timer_start(&t->timer, keepalive_tick, tick, tick);
+    return t;
+fail:
+    if (t)
+        free(t->buckets);
+    free(t);
+    conn_close(conn);
+    return NULL;
+}
+
+void tunnel_start_keepalive(struct tunnel *t)
+{
+    t->keepalive = true;
+}
+
+void *tunnel_data(const struct tunnel *t)
+{
+    return t->data;
+}
+uint32_t tunnel_id(const struct tunnel *t)
+{
+    return t->id;
+}
+struct conn *tunnel_conn(const struct tunnel *t)
+{
+    return t->conn;
+}
+uint32_t tunnel_nstreams(const struct tunnel *t)
+{
+    return t->nstreams;
+}
+
+static void finish_all_streams(struct tunnel *t, const char *reason)
+{
+    for (uint32_t i = 0; i < t->nbuckets; i++)
+        while (t->buckets[i])
+            stream_finish(t->buckets[i], reason);
+}
+
+static void tunnel_teardown(struct tunnel *t, const char *reason, bool flush)
+{
+    if (t->closing)
+        return;
+    if (!t->close_reason[0])
+        snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
+    finish_all_streams(t, t->close_reason);
+    t->closing = true;
+    uv_timer_stop(&t->timer);
+    uv_close((uv_handle_t *)&t->timer, timer_on_close);
+    if (flush)
+        conn_end(t->conn);
+    else
+        conn_close(t->conn);
+}
+
+void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
+{
+    struct proto_goaway g;
+    va_list ap;
+    if (t->closing)
+        return;
+    memset(&g, 0, sizeof(g));
+    va_start(ap, fmt);
+    vsnprintf(g.message, sizeof(g.message), fmt, ap);
+    va_end(ap);
+    snprintf(g.code, sizeof(g.code), "%s", code);
+    g.last_stream_id = t->max_stream_id;
+    int n = proto_encode_goaway(t->scratch, sizeof(t->scratch), &g);
+    if (n > 0)
+        tunnel_send(t, t->scratch, (size_t)n);
+    snprintf(t->close_reason, sizeof(t->close_reason), "%s (%s)", g.message, code);
+    tunnel_teardown(t, t->close_reason, true);
+}
+
+void tunnel_close(struct tunnel *t, const char *reason)
+{
+    tunnel_teardown(t, reason, false);
+}

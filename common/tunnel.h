@@ -1,0 +1,103 @@
+/*
+ * tunnel — the multiplexer both daemons run on one TLS conn: frames, streams, flow control,
+ * keepalive. The relay opens streams (OPEN); the agent accepts them. Once a stream is bound
+ * to a local conn (the PostgreSQL client at the relay, the PostgreSQL server at the agent),
+ * the tunnel splices bytes both ways by itself, within per-stream credit windows:
+ *
+ *   local conn --on_read--> [credit? tunnel writable?] --DATA--> peer
+ *   peer --DATA--> [within window?] --conn_write--> local conn --drained--> WINDOW --> peer
+ *
+ * A stream whose local side stops reading stops only itself: its peer runs out of credit,
+ * nothing else waits. A tunnel whose TLS conn backs up pauses every stream's local reads
+ * until it drains (bounded memory: one window per stream plus the tunnel watermark).
+ *
+ * Stream states (per direction: open -> CLOSE sent/received; RESET ends both):
+ *
+ *   relay:  OPENING --OPEN_OK--> OPEN --CLOSE both ways / RESET / tunnel down--> DONE
+ *                  \--OPEN_FAIL--> DONE
+ *   agent:  ACCEPTED --tunnel_stream_accept_ok--> OPEN ... --> DONE
+ *                   \--tunnel_stream_fail--> DONE
+ *
+ * Ownership: a tunnel owns its conn and all its streams. A stream owns the local conn bound
+ * to it (tunnel_stream_bind takes ownership). ops->on_stream_done is the owner's last look at
+ * a stream; ops->on_tunnel_done is its last look at the tunnel, after every stream is done
+ * and the conn closed; the tunnel is freed when it returns.
+ */
+#ifndef PGB_TUNNEL_H
+#define PGB_TUNNEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/conn.h"
+#include "proto/proto.h"
+
+struct tunnel;
+struct tunnel_stream;
+
+struct tunnel_ops {
+    /* Frames on stream 0 other than PING/PONG (HELLO, WELCOME, GOAWAY). Return negative to
+     * fail the tunnel (it then sends nothing more and closes). */
+    int (*on_control)(struct tunnel *t, const struct proto_hdr *h, const uint8_t *body);
+    /* Agent: the relay asks for a stream. Return 0 after tunnel_stream_accept() (answer later
+     * with accept_ok/fail), or a negative to refuse (the tunnel sends OPEN_FAIL itself). */
+    int (*on_open)(struct tunnel *t, uint32_t stream_id, const struct proto_open *m);
+    /* Relay: the agent answered an OPEN. fail is NULL for OPEN_OK. */
+    void (*on_open_result)(struct tunnel_stream *s, const struct proto_error *fail);
+    /* A stream ended. err is NULL when both directions closed cleanly. */
+    void (*on_stream_done)(struct tunnel_stream *s, const char *err);
+    /* The tunnel's TLS conn established (handshake done). */
+    void (*on_up)(struct tunnel *t);
+    /* The tunnel is finished (reason: why it ended); freed after this returns. */
+    void (*on_tunnel_done)(struct tunnel *t, const char *reason);
+};
+
+struct tunnel_limits {
+    uint32_t ping_interval_ms;
+    uint32_t dead_timeout_ms;
+    uint32_t max_streams;
+    uint32_t initial_window;
+};
+
+/* Takes ownership of conn (its ops and data are replaced). Returns new, or NULL (conn closed). */
+struct tunnel *tunnel_new(uv_loop_t *loop, struct conn *conn, const struct tunnel_ops *ops,
+                          const struct tunnel_limits *lim, uint32_t id, void *data);
+void *tunnel_data(const struct tunnel *t);
+uint32_t tunnel_id(const struct tunnel *t);
+struct conn *tunnel_conn(const struct tunnel *t);
+uint32_t tunnel_nstreams(const struct tunnel *t);
+/* Start keepalive (call when the tunnel is established and HELLO/WELCOME done). */
+void tunnel_start_keepalive(struct tunnel *t);
+/* Send a complete frame (from proto_encode_*). 0 or negative (tunnel closing). */
+int tunnel_send(struct tunnel *t, const uint8_t *frame, size_t len);
+/* Send GOAWAY(code, msg) and close the tunnel after it is flushed. */
+void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Close now; every stream ends with `reason`. */
+void tunnel_close(struct tunnel *t, const char *reason);
+
+/* Relay: open a stream (sends OPEN). Returns new stream or NULL (limit, or closing). */
+struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_open *m, void *data);
+/* Agent: register the stream the relay opened (from on_open). */
+struct tunnel_stream *tunnel_stream_accept(struct tunnel *t, uint32_t stream_id, void *data);
+/* Agent: answer OPEN_OK (then bind), or OPEN_FAIL (stream done; on_stream_done follows). */
+int tunnel_stream_accept_ok(struct tunnel_stream *s);
+void tunnel_stream_fail(struct tunnel_stream *s, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Send bytes on the stream outside the splice (relay: the StartupMessage). Must fit credit. */
+int tunnel_stream_write(struct tunnel_stream *s, const uint8_t *data, size_t len);
+/* Bind the local conn: the stream takes ownership and starts splicing. end_on_close: when the
+ * peer CLOSEs, end the local conn entirely (relay: the server ended the session). */
+void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on_close);
+/* Abort the stream: RESET to the peer, local conn closed. */
+void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *msg);
+
+uint32_t tunnel_stream_id(const struct tunnel_stream *s);
+struct tunnel *tunnel_stream_tunnel(const struct tunnel_stream *s);
+void *tunnel_stream_data(const struct tunnel_stream *s);
+void tunnel_stream_set_data(struct tunnel_stream *s, void *data);
+uint64_t tunnel_stream_bytes_out(const struct tunnel_stream *s); /* local -> peer */
+uint64_t tunnel_stream_bytes_in(const struct tunnel_stream *s);  /* peer -> local */
+
+#endif

@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs the Debian 12 packages pgburrow needs to build, test, demo and benchmark.
+# Idempotent and quiet when everything is present. Usage: deploy/install-deps.sh [build|test|demo|bench]
+set -eu
+what="${1:-test}"
+pkgs="build-essential pkg-config libuv1-dev libssl-dev libmsgpack-dev libinih-dev openssl"
+case "$what" in
+build) ;;
+demo) pkgs="$pkgs postgresql-15 postgresql-client-15" ;;
+test) pkgs="$pkgs libcmocka-dev postgresql-15 postgresql-client-15 python3 python3-pytest \
+python3-psycopg python3-psycopg2 python3-asyncpg clang libclang-rt-14-dev valgrind" ;;
+bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox" ;;
+*) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
+esac
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: missing packages:$missing (run as root, or install them)" >&2
+    exit 1
+fi
+echo "install-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+# Debian's postgresql-common would create and start a system cluster; we never use one.
+mkdir -p /etc/postgresql-common
+[ -f /etc/postgresql-common/createcluster.conf ] || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

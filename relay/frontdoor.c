@@ -1,0 +1,477 @@
+/*
+ * frontdoor.c — the relay's PostgreSQL client listener: from the first byte to a spliced
+ * session.
+ *
+ *   FIRST --SSLRequest (nothing pipelined)--> 'S' --> TLS --+
+ *     |  --GSSENCRequest--> 'N' --> FIRST (once)             |
+ *     |  --0x16 (direct TLS, ALPN postgresql)--> TLS --------+--> STARTUP --route, OPEN--> OPENING
+ *     |  --plaintext StartupMessage--> FATAL 28000                                      |
+ *     |  --anything else--> FATAL 08P01                       OPEN_FAIL: FATAL <code> <-+
+ *                                                             OPEN_OK: StartupMessage sent,
+ *                                                                      conn bound --> STREAMING
+ *
+ * Until STREAMING the client conn belongs to struct relay_client; from then on to the tunnel
+ * stream, and the client struct only waits for the stream's end to log it.
+ * Every refusal is an ErrorResponse, a log line, and a close; nothing else is touched.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/pgwire.h"
+#include "relay/relay.h"
+
+enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_OPENING, FD_STREAMING, FD_ENDING };
+
+struct relay_client {
+    struct relay *r;
+    struct relay_client *prev, *next;
+    struct conn *conn;               /* NULL once handed to the stream */
+    struct tunnel_stream *s;
+    uv_timer_t timer;                /* startup timeout */
+    enum fd_state state;
+    bool gss_answered;
+    bool got_bytes;
+    bool counted;                    /* counted in r->nsessions */
+    uint8_t first[8];
+    size_t first_have;
+    uint8_t *pkt;                    /* StartupMessage being read (<= PGWIRE_STARTUP_MAX) */
+    uint32_t pkt_len, pkt_have;
+    uint64_t start_ms;
+    char sid[17];
+    char peer[64];
+    char route[PROTO_NAME_MAX];
+    char agent[PROTO_NAME_MAX];
+    char user[PROTO_META_MAX];
+    char database[PROTO_META_MAX];
+    char sni[256];
+    char tls_version[16];
+};
+
+static const struct conn_ops client_ops;
+
+static void client_unlink_free(uv_handle_t *h)
+{
+    struct relay_client *c = h->data;
+    struct relay *r = c->r;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    r->nclients--;
+    free(c->pkt);
+    free(c);
+}
+
+/* The client struct is done: nothing refers to it any more. */
+static void client_release(struct relay_client *c)
+{
+    if (c->counted) {
+        c->r->nsessions--;
+        c->counted = false;
+    }
+    uv_close((uv_handle_t *)&c->timer, client_unlink_free);
+}
+
+static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Answer with a FATAL ErrorResponse, log the reason, and end the connection. */
+static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
+{
+    char msg[512];
+    uint8_t buf[700];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_warn("refused client=%s sqlstate=%s reason=%s", c->peer, sqlstate, msg + 10);
+    if (c->s) {
+        struct tunnel_stream *s = c->s;
+        c->s = NULL;
+        tunnel_stream_set_data(s, NULL);
+        tunnel_stream_reset(s, "08006", "client refused");
+    }
+    c->state = FD_ENDING;
+    uv_timer_stop(&c->timer);
+    if (!c->conn)
+        return;
+    int n = pgwire_error_response(buf, sizeof(buf), "FATAL", sqlstate, msg);
+    if (n > 0)
+        conn_write(c->conn, buf, (size_t)n);
+    conn_end(c->conn);
+}
+
+static void startup_timeout(uv_timer_t *timer)
+{
+    struct relay_client *c = timer->data;
+    if (c->state == FD_ENDING || c->state == FD_STREAMING)
+        return;
+    if (c->state == FD_FIRST || c->state == FD_TLS) {
+        log_warn("refused client=%s reason=no startup within %llu ms", c->peer,
+                 (unsigned long long)c->r->cfg.startup_timeout_ms);
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return;
+    }
+    client_fail(c, "08006", "pgburrow: timeout while opening the session");
+}
+
+/* ---- session ------------------------------------------------------------------------- */
+
+static void session_open(struct relay_client *c, const struct pgwire_startup *su)
+{
+    struct relay *r = c->r;
+    char opt_route[PROTO_NAME_MAX];
+    const char *agent = NULL;
+    int rc;
+
+    snprintf(c->user, sizeof(c->user), "%s", su->user);
+    snprintf(c->database, sizeof(c->database), "%s", su->database ? su->database : su->user);
+    rc = su->options ? pgwire_options_route(su->options, opt_route, sizeof(opt_route)) : 0;
+    if (rc < 0) {
+        client_fail(c, "3D000", "pgburrow: invalid route name in options");
+        return;
+    }
+    if (rc == 1)
+        snprintf(c->route, sizeof(c->route), "%s", opt_route);
+    else if (r->cfg.default_route)
+        snprintf(c->route, sizeof(c->route), "%s", r->cfg.default_route);
+    else {
+        client_fail(c, "3D000", "pgburrow: no route given and no default_route");
+        return;
+    }
+    if (!relay_config_route(&r->cfg, c->route)) {
+        client_fail(c, "3D000", "pgburrow: unknown route \"%s\"", c->route);
+        return;
+    }
+    if (r->nsessions >= r->cfg.max_sessions) {
+        client_fail(c, "53300", "pgburrow: too many sessions on this relay (max_sessions=%llu)",
+                    (unsigned long long)r->cfg.max_sessions);
+        return;
+    }
+    r->session_counter++;
+    struct tunnel *t = relay_route_pick_tunnel(r, c->route, &agent);
+    if (!t) {
+        client_fail(c, "57P03", "pgburrow: no agent is connected for route \"%s\"", c->route);
+        return;
+    }
+    snprintf(c->agent, sizeof(c->agent), "%s", agent);
+
+    struct proto_open m;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.route, sizeof(m.route), "%s", c->route);
+    snprintf(m.session_id, sizeof(m.session_id), "%s", c->sid);
+    snprintf(m.client_addr, sizeof(m.client_addr), "%s", c->peer);
+    snprintf(m.user, sizeof(m.user), "%s", c->user);
+    snprintf(m.database, sizeof(m.database), "%s", c->database);
+    if (su->application_name)
+        snprintf(m.application_name, sizeof(m.application_name), "%s", su->application_name);
+    c->s = tunnel_stream_open(t, &m, c);
+    if (!c->s) {
+        client_fail(c, "53300", "pgburrow: agent %s cannot take more sessions", c->agent);
+        return;
+    }
+    c->counted = true;
+    r->nsessions++;
+    c->state = FD_OPENING;
+}
+
+void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail)
+{
+    struct relay_client *c = tunnel_stream_data(s);
+    if (!c)
+        return;
+    if (fail) {
+        c->s = NULL;
+        tunnel_stream_set_data(s, NULL);
+        client_fail(c, fail->code[0] ? fail->code : "08006", "pgburrow: agent %s: %s",
+                    c->agent, fail->message);
+        return;
+    }
+    if (tunnel_stream_write(s, c->pkt, c->pkt_len) < 0) {
+        client_fail(c, "08006", "pgburrow: could not forward the startup packet");
+        return;
+    }
+    free(c->pkt);
+    c->pkt = NULL;
+    uv_timer_stop(&c->timer);
+    c->state = FD_STREAMING;
+    struct conn *conn = c->conn;
+    c->conn = NULL;
+    log_msg(LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
+            "session start sid=%s route=%s client=%s user=%s database=%s agent=%s sni=%s tls=%s",
+            c->sid, c->route, c->peer, c->user, c->database, c->agent,
+            c->sni[0] ? c->sni : "-", c->tls_version);
+    tunnel_stream_bind(s, conn, true);
+}
+
+void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
+{
+    struct relay_client *c = tunnel_stream_data(s);
+    if (!c)
+        return;
+    c->s = NULL;
+    if (c->state == FD_OPENING) {
+        /* the tunnel went away before the agent answered */
+        client_fail(c, "08006", "pgburrow: lost the tunnel to agent %s: %s", c->agent,
+                    err ? err : "closed");
+        return;
+    }
+    if (c->state != FD_STREAMING)
+        return;
+    uint64_t ms = uv_now(c->r->loop) - c->start_ms;
+    log_msg(err ? LOG_WARN : LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
+            "session end sid=%s route=%s client=%s user=%s database=%s agent=%s bytes_in=%llu "
+            "bytes_out=%llu duration_ms=%llu reason=%s",
+            c->sid, c->route, c->peer, c->user, c->database, c->agent,
+            (unsigned long long)tunnel_stream_bytes_out(s),
+            (unsigned long long)tunnel_stream_bytes_in(s), (unsigned long long)ms,
+            err ? err : "closed");
+    client_release(c);
+}
+
+/* ---- reading the start of the connection --------------------------------------------- */
+
+static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len)
+{
+    struct relay *r = c->r;
+    size_t used = 0;
+
+    while (used < len && c->state == FD_FIRST) {
+        if (c->first_have == 0 && data[used] == PGWIRE_TLS_HANDSHAKE) {
+            /* direct TLS: everything read so far is the start of the ClientHello */
+            c->state = FD_TLS;
+            if (conn_tls_server(c->conn, r->client_direct_ctx, data + used, len - used) < 0)
+                client_fail(c, "08P01", "pgburrow: could not start TLS");
+            return len;
+        }
+        size_t n = sizeof(c->first) - c->first_have;
+        if (n > len - used)
+            n = len - used;
+        memcpy(c->first + c->first_have, data + used, n);
+        c->first_have += n;
+        used += n;
+        if (c->first_have < sizeof(c->first))
+            break;
+        switch (pgwire_classify(c->first, sizeof(c->first))) {
+        case PGWIRE_SSL:
+            if (used < len) {
+                /* CVE-2021-23214 class: never let plaintext pipelined after the
+                 * SSLRequest be taken for data received over TLS */
+                client_fail(c, "08P01", "pgburrow: unencrypted data after SSL request");
+                return len;
+            }
+            conn_write(c->conn, "S", 1);
+            c->state = FD_TLS;
+            if (conn_tls_server(c->conn, r->client_ctx, NULL, 0) < 0)
+                client_fail(c, "08P01", "pgburrow: could not start TLS");
+            return len;
+        case PGWIRE_GSSENC:
+            if (c->gss_answered) {
+                client_fail(c, "08P01", "pgburrow: repeated GSSENCRequest");
+                return len;
+            }
+            c->gss_answered = true;
+            c->first_have = 0;
+            conn_write(c->conn, "N", 1);
+            continue;
+        case PGWIRE_CANCEL:
+            /* cancel routing is not implemented yet: never answer a CancelRequest */
+            log_info("cancel request from %s ignored: not supported yet", c->peer);
+            c->state = FD_ENDING;
+            conn_close(c->conn);
+            return len;
+        case PGWIRE_STARTUP:
+            client_fail(c, "28000",
+                        "pgburrow: TLS is required; connect with sslmode=require or stronger");
+            return len;
+        default:
+            client_fail(c, "08P01", "pgburrow: invalid startup packet");
+            return len;
+        }
+    }
+    return len;
+}
+
+static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t len)
+{
+    size_t used = 0;
+    char err[256];
+    struct pgwire_startup su;
+
+    if (!c->pkt) {
+        /* the length word first, into pkt_len via first[] */
+        size_t n = 4 - c->first_have;
+        if (n > len)
+            n = len;
+        memcpy(c->first + c->first_have, data, n);
+        c->first_have += n;
+        used += n;
+        if (c->first_have < 4)
+            return used;
+        c->pkt_len = pgwire_packet_len(c->first, 4);
+        if (c->pkt_len < 8 || c->pkt_len > PGWIRE_STARTUP_MAX) {
+            client_fail(c, "08P01", "pgburrow: invalid startup packet length");
+            return len;
+        }
+        c->pkt = malloc(c->pkt_len);
+        if (!c->pkt) {
+            client_fail(c, "53200", "pgburrow: out of memory");
+            return len;
+        }
+        memcpy(c->pkt, c->first, 4);
+        c->pkt_have = 4;
+    }
+    size_t n = c->pkt_len - c->pkt_have;
+    if (n > len - used)
+        n = len - used;
+    memcpy(c->pkt + c->pkt_have, data + used, n);
+    c->pkt_have += n;
+    used += n;
+    if (c->pkt_have < c->pkt_len)
+        return used;
+
+    uint32_t code = pgwire_packet_len(c->pkt + 4, 4);
+    if (code == PGWIRE_SSL_REQUEST || code == PGWIRE_GSSENC_REQUEST) {
+        client_fail(c, "08P01", "pgburrow: SSL or GSS request inside TLS");
+        return len;
+    }
+    if (code == PGWIRE_CANCEL_REQUEST) {
+        log_info("cancel request from %s ignored: not supported yet", c->peer);
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return len;
+    }
+    if (pgwire_startup_parse(c->pkt, c->pkt_len, &su, err) < 0) {
+        client_fail(c, "08P01", "pgburrow: invalid startup packet: %s", err);
+        return len;
+    }
+    session_open(c, &su);
+    /* anything the client sent after the StartupMessage waits in the conn until bound */
+    return c->state == FD_OPENING ? used : len;
+}
+
+static size_t client_on_read(struct conn *conn, const uint8_t *data, size_t len)
+{
+    struct relay_client *c = conn_data(conn);
+    c->got_bytes = true;
+    switch (c->state) {
+    case FD_FIRST:
+        return read_first(c, data, len);
+    case FD_STARTUP:
+        return read_startup(c, data, len);
+    case FD_OPENING:
+        return 0;
+    default:
+        return len;
+    }
+}
+
+static void client_on_handshake(struct conn *conn)
+{
+    struct relay_client *c = conn_data(conn);
+    const char *v = conn_tls_version(conn), *sni = conn_tls_sni(conn);
+    snprintf(c->tls_version, sizeof(c->tls_version), "%s", v ? v : "?");
+    if (sni)
+        snprintf(c->sni, sizeof(c->sni), "%s", sni);
+    c->state = FD_STARTUP;
+    c->first_have = 0;
+}
+
+static void client_on_eof(struct conn *conn)
+{
+    struct relay_client *c = conn_data(conn);
+    if (c->state == FD_ENDING)
+        return;
+    if (!c->got_bytes)
+        log_debug("client=%s closed without sending anything", c->peer);
+    else
+        log_info("client=%s closed the connection during startup", c->peer);
+    c->state = FD_ENDING;
+    conn_close(conn);
+}
+
+static void client_on_error(struct conn *conn, int err, const char *reason)
+{
+    struct relay_client *c = conn_data(conn);
+    if (c->state == FD_ENDING)
+        return;
+    if (c->state == FD_TLS)
+        log_warn("refused client=%s reason=TLS handshake failed: %s", c->peer,
+                 reason ? reason : uv_strerror(err));
+    else
+        log_info("client=%s error during startup: %s", c->peer,
+                 reason ? reason : uv_strerror(err));
+    c->state = FD_ENDING;
+}
+
+static void client_on_close(struct conn *conn)
+{
+    struct relay_client *c = conn_data(conn);
+    c->conn = NULL;
+    if (c->s) {
+        struct tunnel_stream *s = c->s;
+        c->s = NULL;
+        tunnel_stream_set_data(s, NULL);
+        tunnel_stream_reset(s, "08006", "client went away");
+    }
+    client_release(c);
+}
+
+static const struct conn_ops client_ops = {
+    .on_handshake = client_on_handshake,
+    .on_read = client_on_read,
+    .on_eof = client_on_eof,
+    .on_error = client_on_error,
+    .on_close = client_on_close,
+};
+
+void frontdoor_accept(struct relay *r, uv_stream_t *server)
+{
+    struct relay_client *c = calloc(1, sizeof(*c));
+    uint8_t rnd[8];
+    if (!c)
+        return;
+    c->conn = conn_new(r->cl, &client_ops, c, false);
+    if (!c->conn) {
+        free(c);
+        return;
+    }
+    c->r = r;
+    uv_timer_init(r->loop, &c->timer);
+    c->timer.data = c;
+    c->next = r->clients;
+    if (r->clients)
+        r->clients->prev = c;
+    r->clients = c;
+    r->nclients++;
+    c->start_ms = uv_now(r->loop);
+    if (uv_random(NULL, NULL, rnd, sizeof(rnd), 0, NULL) < 0)
+        memcpy(rnd, &c, sizeof(rnd) < sizeof(c) ? sizeof(rnd) : sizeof(c));
+    for (int i = 0; i < 8; i++)
+        snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
+    if (conn_accept(c->conn, server) < 0) {
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return;
+    }
+    snprintf(c->peer, sizeof(c->peer), "%s", conn_peer_addr(c->conn));
+    uv_timer_start(&c->timer, startup_timeout, c->r->cfg.startup_timeout_ms, 0);
+    conn_read_start(c->conn);
+}
+
+void frontdoor_close_all(struct relay *r)
+{
+    for (struct relay_client *c = r->clients; c; c = c->next) {
+        if (c->conn && c->state != FD_ENDING) {
+            c->state = FD_ENDING;
+            conn_close(c->conn);
+        }
+    }
+}

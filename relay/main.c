@@ -1,0 +1,113 @@
+/*
+ * pgburrow-relay: accepts agents' tunnels and PostgreSQL clients, and joins them.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cli.h"
+#include "common/log.h"
+#include "relay/relay.h"
+
+static const char usage[] =
+    "Usage: pgburrow-relay [-c FILE] [--section.key=VALUE ...] [--check-config]\n"
+    "\n"
+    "Accepts PostgreSQL clients (TLS required) and pgburrow-agent tunnels (mutual TLS 1.3),\n"
+    "and streams each client session through a tunnel of an agent allowed to serve its route.\n"
+    "\n"
+    "Options:\n"
+    "  -c, --config FILE     read the configuration from FILE (INI)\n"
+    "  --SECTION.KEY=VALUE   set a configuration key; wins over the file\n"
+    "                        (e.g. --relay.listen=127.0.0.1:5432, --route.db1.agents=a,b)\n"
+    "  --check-config        validate the configuration (files included) and exit\n"
+    "  -h, --help            show this help and exit\n"
+    "  -V, --version         show the version and exit\n"
+    "\n"
+    "See pgburrow-relay(8) and deploy/relay.ini for every key.\n";
+
+static int apply_logging(const struct relay_config *cfg, char *err)
+{
+    enum log_level level = LOG_INFO;
+    enum log_format format = LOG_TEXT;
+    if (cfg->log_level && log_level_parse(cfg->log_level, &level) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "log_level: unknown level \"%s\"", cfg->log_level);
+        return -1;
+    }
+    if (cfg->log_format && log_format_parse(cfg->log_format, &format) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "log_format: unknown format \"%s\"", cfg->log_format);
+        return -1;
+    }
+    log_configure(level, format, "pgburrow-relay");
+    if (cfg->log_file && cfg->log_file[0] && log_open(cfg->log_file) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "cannot open log_file \"%s\"", cfg->log_file);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli_args args;
+    struct relay_config cfg;
+    struct relay relay;
+    char err[CONFIG_ERR_MAX] = "";
+    int status = 1;
+    uv_loop_t loop;
+
+    if (cli_parse(argc, argv, "pgburrow-relay", &args) < 0)
+        return 2;
+    if (args.help) {
+        fputs(usage, stdout);
+        cli_args_free(&args);
+        return 0;
+    }
+    if (args.version) {
+        printf("pgburrow-relay %s\n", PGB_VERSION);
+        cli_args_free(&args);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    relay_config_init(&cfg);
+    if (relay_config_build(&cfg, args.config_file, args.nflags, args.flags, err) < 0) {
+        fprintf(stderr, "pgburrow-relay: %s\n", err);
+        goto out_cfg;
+    }
+    if (apply_logging(&cfg, err) < 0) {
+        fprintf(stderr, "pgburrow-relay: %s\n", err);
+        goto out_cfg;
+    }
+    uv_loop_init(&loop);
+    if (relay_init(&relay, &loop, &cfg, err) < 0) {
+        fprintf(stderr, "pgburrow-relay: %s\n", err);
+        log_error("%s", err);
+        relay_stop(&relay);
+        goto out_loop;
+    }
+    if (args.check_config) {
+        printf("pgburrow-relay: configuration OK\n");
+        status = 0;
+        relay_stop(&relay);
+        goto out_loop;
+    }
+    if (relay_start(&relay, err) < 0) {
+        fprintf(stderr, "pgburrow-relay: %s\n", err);
+        log_error("%s", err);
+        relay_stop(&relay);
+        goto out_loop;
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    status = 0;
+out_loop:
+    uv_run(&loop, UV_RUN_DEFAULT); /* let every close callback run */
+    if (uv_loop_close(&loop) != 0)
+        log_warn("event loop closed with handles still open");
+    relay_free(&relay);
+    log_info("stopped");
+    cli_args_free(&args);
+    return status;
+out_cfg:
+    relay_config_free(&cfg);
+    cli_args_free(&args);
+    return status;
+}

@@ -1,0 +1,418 @@
+/*
+ * relay.c — the relay's context, its listeners, and the agents' tunnels.
+ *
+ * An agent tunnel goes through:
+ *
+ *   accepted --TLS 1.3 + client cert verified--> handshaken --HELLO--> up (WELCOME sent)
+ *       \------------------------- any failure / dead_timeout -----------------> done
+ *
+ * Only "up" tunnels are offered routes, and only the routes the configuration allows for the
+ * agent's certificate name (relay_route_allows).
+ */
+#include "relay/relay.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/tls.h"
+
+struct relay_agent {
+    struct relay *r;
+    struct relay_agent *prev, *next;
+    struct tunnel *t;
+    bool handshaken;  /* TLS done, certificate verified */
+    bool up;          /* HELLO accepted: serves its routes */
+    bool draining;    /* sent GOAWAY: no new sessions */
+    char name[PROTO_NAME_MAX];
+    char peer[64];
+    uint32_t nroutes;
+    char routes[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
+};
+
+/* Defined in frontdoor.c: the stream callbacks route to the client that opened the stream. */
+void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail);
+void frontdoor_stream_done(struct tunnel_stream *s, const char *err);
+
+/* ---- agent tunnels ------------------------------------------------------------------- */
+
+static uint16_t min_u16(uint16_t a, uint16_t b)
+{
+    return a < b ? a : b;
+}
+
+static void agent_on_up(struct tunnel *t)
+{
+    struct relay_agent *a = tunnel_data(t);
+    char cn[256];
+    if (conn_tls_peer_cn(tunnel_conn(t), cn, sizeof(cn)) < 0 || !proto_name_valid(cn)) {
+        log_msg(LOG_WARN, tunnel_id(t), 0,
+                "tunnel rejected peer=%s reason=certificate has no valid agent name (CN)",
+                a->peer);
+        tunnel_fail(t, "28000", "agent certificate has no valid name");
+        return;
+    }
+    snprintf(a->name, sizeof(a->name), "%s", cn);
+    a->handshaken = true;
+}
+
+static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t len)
+{
+    struct relay *r = a->r;
+    struct tunnel *t = a->t;
+    struct proto_hello h;
+    struct proto_welcome w;
+    char accepted[PROTO_MAX_ROUTES * PROTO_NAME_MAX] = "";
+    int rc;
+
+    rc = proto_decode_hello(body, len, &h);
+    if (rc < 0) {
+        tunnel_fail(t, "08P01", "bad HELLO: %s", proto_strerror(rc));
+        return -EPROTO;
+    }
+    if (h.ver_major != PROTO_VERSION_MAJOR) {
+        log_msg(LOG_WARN, tunnel_id(t), 0,
+                "tunnel rejected agent=%s peer=%s reason=protocol version %u.%u not supported",
+                a->name, a->peer, h.ver_major, h.ver_minor);
+        tunnel_fail(t, "0A000", "protocol version %u.%u not supported (relay speaks %u.%u)",
+                    h.ver_major, h.ver_minor, PROTO_VERSION_MAJOR, PROTO_VERSION_MINOR);
+        return -EPROTO;
+    }
+    memset(&w, 0, sizeof(w));
+    w.ver_major = PROTO_VERSION_MAJOR;
+    w.ver_minor = min_u16(h.ver_minor, PROTO_VERSION_MINOR);
+    snprintf(w.relay_id, sizeof(w.relay_id), "%s", r->cfg.name ? r->cfg.name : "relay");
+    w.ping_interval_ms = (uint32_t)r->cfg.ping_interval_ms;
+    w.idle_timeout_ms = (uint32_t)r->cfg.dead_timeout_ms;
+    w.initial_window = PROTO_INITIAL_WINDOW;
+    w.max_streams = (uint32_t)r->cfg.max_streams;
+    for (uint32_t i = 0; i < h.nroutes; i++) {
+        const struct relay_route *route = relay_config_route(&r->cfg, h.routes[i]);
+        if (route && relay_route_allows(route, a->name)) {
+            snprintf(w.accepted[w.naccepted++], PROTO_NAME_MAX, "%s", h.routes[i]);
+            snprintf(a->routes[a->nroutes++], PROTO_NAME_MAX, "%s", h.routes[i]);
+            if (accepted[0])
+                strcat(accepted, ",");
+            strcat(accepted, h.routes[i]);
+        } else {
+            snprintf(w.refused[w.nrefused++], PROTO_NAME_MAX, "%s", h.routes[i]);
+            log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel refused agent=%s route=%s reason=%s",
+                    a->name, h.routes[i],
+                    route ? "agent not allowed for this route" : "no such route");
+        }
+    }
+    if (w.naccepted == 0) {
+        tunnel_fail(t, "28000", "agent \"%s\" is not allowed to serve any route it offered",
+                    a->name);
+        return -EPERM;
+    }
+    {
+        uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
+        int n = proto_encode_welcome(buf, sizeof(buf), &w);
+        if (n < 0 || tunnel_send(t, buf, (size_t)n) < 0) {
+            tunnel_close(t, "could not send WELCOME");
+            return -EIO;
+        }
+    }
+    a->up = true;
+    tunnel_start_keepalive(t);
+    log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up agent=%s routes=%s peer=%s version=%u.%u",
+            a->name, accepted, a->peer, w.ver_major, w.ver_minor);
+    return 0;
+}
+
+static int agent_on_control(struct tunnel *t, const struct proto_hdr *h, const uint8_t *body)
+{
+    struct relay_agent *a = tunnel_data(t);
+    struct proto_goaway g;
+
+    switch (h->type) {
+    case PROTO_HELLO:
+        if (!a->handshaken || a->up) {
+            tunnel_fail(t, "08P01", "unexpected HELLO");
+            return -EPROTO;
+        }
+        return agent_on_hello(a, body, h->length);
+    case PROTO_GOAWAY:
+        if (proto_decode_goaway(body, h->length, &g) < 0) {
+            tunnel_fail(t, "08P01", "bad GOAWAY");
+            return -EPROTO;
+        }
+        a->draining = true;
+        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel draining agent=%s code=%s reason=%s",
+                a->name, g.code, g.message);
+        return 0;
+    default:
+        if (!a->up) {
+            tunnel_fail(t, "08P01", "expected HELLO, got %s", proto_type_name(h->type));
+            return -EPROTO;
+        }
+        tunnel_fail(t, "08P01", "unexpected %s", proto_type_name(h->type));
+        return -EPROTO;
+    }
+}
+
+static void agent_on_tunnel_done(struct tunnel *t, const char *reason)
+{
+    struct relay_agent *a = tunnel_data(t);
+    struct relay *r = a->r;
+    if (a->up)
+        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel down agent=%s reason=%s", a->name, reason);
+    else if (!r->stopping)
+        log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s%s%s reason=%s", a->peer,
+                a->name[0] ? " agent=" : "", a->name, reason);
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        r->agents = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    free(a);
+}
+
+static const struct tunnel_ops relay_tunnel_ops = {
+    .on_control = agent_on_control,
+    .on_open_result = frontdoor_open_result,
+    .on_stream_done = frontdoor_stream_done,
+    .on_up = agent_on_up,
+    .on_tunnel_done = agent_on_tunnel_done,
+};
+
+static void tunnel_on_connection(uv_stream_t *server, int status)
+{
+    struct relay *r = server->data;
+    struct relay_agent *a = NULL;
+    struct conn *c = NULL;
+
+    if (status < 0 || r->stopping)
+        return;
+    a = calloc(1, sizeof(*a));
+    c = conn_new(r->cl, NULL, NULL, false);
+    if (!a || !c)
+        goto fail;
+    if (conn_accept(c, server) < 0)
+        goto fail;
+    a->r = r;
+    snprintf(a->peer, sizeof(a->peer), "%s", conn_peer_addr(c));
+    struct tunnel_limits lim = {
+        .ping_interval_ms = (uint32_t)r->cfg.ping_interval_ms,
+        .dead_timeout_ms = (uint32_t)r->cfg.dead_timeout_ms,
+        .max_streams = (uint32_t)r->cfg.max_streams,
+        .initial_window = PROTO_INITIAL_WINDOW,
+    };
+    a->t = tunnel_new(r->loop, c, &relay_tunnel_ops, &lim, ++r->next_tunnel_id, a);
+    c = NULL; /* owned by the tunnel now, even on failure */
+    if (!a->t)
+        goto fail;
+    a->next = r->agents;
+    if (r->agents)
+        r->agents->prev = a;
+    r->agents = a;
+    if (conn_tls_server(tunnel_conn(a->t), r->tunnel_ctx, NULL, 0) < 0 ||
+        conn_read_start(tunnel_conn(a->t)) < 0)
+        tunnel_close(a->t, "could not start TLS");
+    return;
+fail:
+    log_error("tunnel listener: could not accept a connection (out of memory or socket error)");
+    if (c)
+        conn_close(c);
+    if (!a || !a->t)
+        free(a);
+}
+
+struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const char **agent)
+{
+    static const uint32_t none = UINT32_MAX;
+    uint32_t count = 0, pick = none;
+    struct relay_agent *a;
+
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t i = 0;
+        for (a = r->agents; a; a = a->next) {
+            if (!a->up || a->draining)
+                continue;
+            bool serves = false;
+            for (uint32_t k = 0; k < a->nroutes && !serves; k++)
+                serves = strcmp(a->routes[k], route) == 0;
+            if (!serves)
+                continue;
+            if (pass == 0) {
+                count++;
+            } else if (i++ == pick) {
+                *agent = a->name;
+                return a->t;
+            }
+        }
+        if (count == 0)
+            return NULL;
+        pick = (uint32_t)(r->session_counter % count);
+    }
+    return NULL;
+}
+
+/* ---- listeners, signals, lifecycle --------------------------------------------------- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct relay *r = h->data;
+    r->open_handles--;
+}
+
+static void on_signal(uv_signal_t *sig, int signum)
+{
+    struct relay *r = sig->data;
+    log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    relay_stop(r);
+}
+
+static void client_on_connection(uv_stream_t *server, int status)
+{
+    struct relay *r = server->data;
+    if (status < 0 || r->stopping)
+        return;
+    frontdoor_accept(r, server);
+}
+
+static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, char *err)
+{
+    char host[256];
+    uint16_t port;
+    if (config_parse_hostport(hostport, host, &port, err) < 0)
+        return -EINVAL;
+    if (strcmp(host, "*") == 0 || host[0] == '\0')
+        return uv_ip6_addr("::", port, (struct sockaddr_in6 *)ss);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    /* A host name: resolved once at start-up (synchronous uv_getaddrinfo is fine here). */
+    uv_getaddrinfo_t req;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(uv_default_loop(), &req, NULL, host, NULL, &hints);
+    if (rc < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "cannot resolve \"%s\": %s", host, uv_strerror(rc));
+        return rc;
+    }
+    memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    uv_freeaddrinfo(req.addrinfo);
+    return 0;
+}
+
+static int listen_on(struct relay *r, uv_tcp_t *h, const char *hostport, uv_connection_cb cb,
+                     char *err)
+{
+    struct sockaddr_storage ss;
+    int rc;
+    memset(&ss, 0, sizeof(ss));
+    rc = resolve_listen(hostport, &ss, err);
+    if (rc < 0)
+        return rc;
+    uv_tcp_init(r->loop, h);
+    h->data = r;
+    r->open_handles++;
+    rc = uv_tcp_bind(h, (struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)h, 511, cb);
+    if (rc < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "cannot listen on %s: %s", hostport, uv_strerror(rc));
+        return rc;
+    }
+    return 0;
+}
+
+int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err)
+{
+    char terr[TLS_ERR_MAX];
+    memset(r, 0, sizeof(*r));
+    r->loop = loop;
+    r->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg)); /* ownership moves into the relay */
+    r->cl = conn_loop_new(loop);
+    if (!r->cl) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
+    }
+    struct tls_server_opts client = {
+        .cert_file = r->cfg.tls_cert,
+        .key_file = r->cfg.tls_key,
+        .min_version = r->cfg.tls_min_version,
+        .alpn = "postgresql",
+        .max_send_fragment = 8192,
+    };
+    r->client_ctx = tls_server_ctx_new(&client, terr);
+    if (!r->client_ctx)
+        goto tls_fail;
+    client.alpn_required = true;
+    r->client_direct_ctx = tls_server_ctx_new(&client, terr);
+    if (!r->client_direct_ctx)
+        goto tls_fail;
+    struct tls_server_opts tunnel = {
+        .cert_file = r->cfg.tunnel_cert ? r->cfg.tunnel_cert : r->cfg.tls_cert,
+        .key_file = r->cfg.tunnel_key ? r->cfg.tunnel_key : r->cfg.tls_key,
+        .client_ca_file = r->cfg.agent_ca,
+        .require_client_cert = true,
+        .min_version = TLS1_3_VERSION,
+        .alpn = PROTO_ALPN,
+        .alpn_required = true,
+    };
+    r->tunnel_ctx = tls_server_ctx_new(&tunnel, terr);
+    if (!r->tunnel_ctx)
+        goto tls_fail;
+    return 0;
+tls_fail:
+    snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+    return -EINVAL;
+}
+
+int relay_start(struct relay *r, char *err)
+{
+    int rc;
+    rc = listen_on(r, &r->client_listener, r->cfg.listen, client_on_connection, err);
+    if (rc < 0)
+        return rc;
+    rc = listen_on(r, &r->tunnel_listener, r->cfg.tunnel_listen, tunnel_on_connection, err);
+    if (rc < 0)
+        return rc;
+    uv_signal_init(r->loop, &r->sig_term);
+    uv_signal_init(r->loop, &r->sig_int);
+    r->sig_term.data = r->sig_int.data = r;
+    r->open_handles += 2;
+    uv_signal_start(&r->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&r->sig_int, on_signal, SIGINT);
+    log_info("listening clients=%s tunnels=%s", r->cfg.listen, r->cfg.tunnel_listen);
+    return 0;
+}
+
+void relay_stop(struct relay *r)
+{
+    if (r->stopping)
+        return;
+    r->stopping = true;
+    if (r->client_listener.loop)
+        uv_close((uv_handle_t *)&r->client_listener, handle_closed);
+    if (r->tunnel_listener.loop)
+        uv_close((uv_handle_t *)&r->tunnel_listener, handle_closed);
+    if (r->sig_term.loop) {
+        uv_close((uv_handle_t *)&r->sig_term, handle_closed);
+        uv_close((uv_handle_t *)&r->sig_int, handle_closed);
+    }
+    frontdoor_close_all(r);
+    for (struct relay_agent *a = r->agents; a; a = a->next)
+        tunnel_close(a->t, "relay shutting down");
+    conn_loop_close(r->cl);
+}
+
+void relay_free(struct relay *r)
+{
+    SSL_CTX_free(r->client_ctx);
+    SSL_CTX_free(r->client_direct_ctx);
+    SSL_CTX_free(r->tunnel_ctx);
+    conn_loop_free(r->cl);
+    relay_config_free(&r->cfg);
+}

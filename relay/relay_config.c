@@ -1,0 +1,389 @@
+/*
+ * relay_config — relay keys, defaults and checks. See relay_config.h and deploy/relay.ini.
+ *
+ * Every key is checked when it is set, so that a bad value is reported with its file line;
+ * only what depends on several keys waits for relay_config_check().
+ */
+#include "relay/relay_config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "common/log.h"
+
+#define RELAY_DEFAULT_NAME "pgburrow-relay"
+#define RELAY_DURATION_MAX_MS (24ull * 60 * 60 * 1000) /* also fits the u32 WELCOME fields */
+#define RELAY_COUNT_MAX 1000000
+
+static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_err(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
+    va_end(ap);
+}
+
+void relay_config_init(struct relay_config *c)
+{
+    char host[256];
+
+    memset(c, 0, sizeof(*c));
+    /* A failed strdup leaves NULL, which relay_config_check reports. */
+    host[sizeof(host) - 1] = '\0';
+    if (gethostname(host, sizeof(host) - 1) == 0 && strlen(host) < PROTO_NAME_MAX &&
+        proto_name_valid(host))
+        c->name = strdup(host);
+    else
+        c->name = strdup(RELAY_DEFAULT_NAME);
+    c->listen = strdup("*:5432");
+    c->tunnel_listen = strdup("*:7443");
+    c->tls_min_version = TLS1_2_VERSION;
+    c->startup_timeout_ms = 10000;
+    c->ping_interval_ms = 1000;
+    c->dead_timeout_ms = 4000;
+    c->max_sessions = 10000;
+    c->max_streams = 10000;
+    c->log_level = strdup("info");
+    c->log_format = strdup("text");
+}
+
+void relay_config_free(struct relay_config *c)
+{
+    if (!c)
+        return;
+    free(c->name);
+    free(c->listen);
+    free(c->tunnel_listen);
+    free(c->default_route);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c->tunnel_cert);
+    free(c->tunnel_key);
+    free(c->agent_ca);
+    free(c->log_level);
+    free(c->log_format);
+    free(c->log_file);
+    free(c->routes);
+    memset(c, 0, sizeof(*c));
+}
+
+const struct relay_route *relay_config_route(const struct relay_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (strcmp(c->routes[i].name, name) == 0)
+            return &c->routes[i];
+    }
+    return NULL;
+}
+
+bool relay_route_allows(const struct relay_route *r, const char *agent)
+{
+    if (!r || !agent)
+        return false;
+    for (uint32_t i = 0; i < r->nagents; i++) {
+        if (strcmp(r->agents[i], agent) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Find route `name`, creating it (without agents) if it is new. */
+static int route_get(struct relay_config *c, const char *name, struct relay_route **out,
+                     char *err)
+{
+    struct relay_route *r = (struct relay_route *)relay_config_route(c, name);
+
+    if (!r) {
+        if (!proto_name_valid(name)) {
+            set_err(err,
+                     "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+                     PROTO_NAME_MAX - 1);
+            return -EINVAL;
+        }
+        if (c->nroutes == RELAY_MAX_ROUTES) {
+            set_err(err, "too many routes (max %d)", RELAY_MAX_ROUTES);
+            return -EINVAL;
+        }
+        r = realloc(c->routes, (c->nroutes + 1) * sizeof(*r));
+        if (!r)
+            return -ENOMEM;
+        c->routes = r;
+        r = &c->routes[c->nroutes++];
+        memset(r, 0, sizeof(*r));
+        memcpy(r->name, name, strlen(name) + 1);
+    }
+    *out = r;
+    return 0;
+}
+
+/* Collects "agents = a, b" into a scratch route, so that a bad list changes nothing. */
+static int route_add_agent(void *ctx, const char *item, char *err)
+{
+    struct relay_route *r = ctx;
+
+    if (!proto_name_valid(item)) {
+        set_err(err,
+                 "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
+                 PROTO_NAME_MAX - 1);
+        return -EINVAL;
+    }
+    if (relay_route_allows(r, item)) {
+        set_err(err, "agent \"%s\" listed twice", item);
+        return -EINVAL;
+    }
+    if (r->nagents == RELAY_MAX_ROUTE_AGENTS) {
+        set_err(err, "too many agents (max %d)", RELAY_MAX_ROUTE_AGENTS);
+        return -EINVAL;
+    }
+    memcpy(r->agents[r->nagents++], item, strlen(item) + 1);
+    return 0;
+}
+
+static int handle_route(struct relay_config *c, const char *name, const char *key,
+                        const char *value, char *err)
+{
+    struct relay_route *r;
+    int rc = route_get(c, name, &r, err);
+
+    if (rc < 0 || !key)
+        return rc;
+    if (strcmp(key, "agents") != 0)
+        return -ENOENT;
+    struct relay_route *scratch = calloc(1, sizeof(*scratch));
+    if (!scratch)
+        return -ENOMEM;
+    rc = config_parse_list(value, route_add_agent, scratch, err);
+    if (rc == 0) {
+        r->nagents = scratch->nagents;
+        memcpy(r->agents, scratch->agents, sizeof(r->agents));
+    }
+    free(scratch);
+    return rc;
+}
+
+/* An optional string: empty means "not set" (the default applies). */
+static int set_optional(char **dst, const char *value)
+{
+    if (value[0] == '\0') {
+        free(*dst);
+        *dst = NULL;
+        return 0;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_duration(uint64_t *dst, const char *value, char *err)
+{
+    uint64_t ms;
+    int rc = config_parse_duration_ms(value, &ms, err);
+
+    if (rc < 0)
+        return rc;
+    if (ms < 1 || ms > RELAY_DURATION_MAX_MS) {
+        set_err(err, "must be from 1ms to 24h, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    *dst = ms;
+    return 0;
+}
+
+static int set_hostport(char **dst, const char *value, char *err)
+{
+    char host[256];
+    uint16_t port;
+    int rc = config_parse_hostport(value, host, &port, err);
+
+    return rc < 0 ? rc : config_set_str(dst, value);
+}
+
+static int set_tls_version(int *dst, const char *value, char *err)
+{
+    if (strcasecmp(value, "TLSv1.2") == 0) {
+        *dst = TLS1_2_VERSION;
+    } else if (strcasecmp(value, "TLSv1.3") == 0) {
+        *dst = TLS1_3_VERSION;
+    } else if (strcasecmp(value, "TLSv1") == 0 || strcasecmp(value, "TLSv1.0") == 0 ||
+               strcasecmp(value, "TLSv1.1") == 0) {
+        set_err(err,
+                 "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3", value);
+        return -EINVAL;
+    } else {
+        set_err(err, "expected TLSv1.2 or TLSv1.3, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int set_log_level(char **dst, const char *value, char *err)
+{
+    enum log_level level;
+
+    if (log_level_parse(value, &level) < 0) {
+        set_err(err, "expected debug, info, warn or error, got \"%.80s\"",
+                 value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_log_format(char **dst, const char *value, char *err)
+{
+    enum log_format format;
+
+    if (log_format_parse(value, &format) < 0) {
+        set_err(err, "expected text or json, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_name(char **dst, const char *value, bool optional, char *err)
+{
+    if (optional && value[0] == '\0')
+        return set_optional(dst, value);
+    if (!proto_name_valid(value)) {
+        set_err(err,
+                 "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
+                 PROTO_NAME_MAX - 1, value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_count(uint64_t *dst, const char *value, char *err)
+{
+    return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err);
+}
+
+int relay_config_handle(void *ctx, const char *section, const char *key, const char *value,
+                        char *err)
+{
+    struct relay_config *c = ctx;
+
+    if (strncmp(section, "route ", 6) == 0)
+        return handle_route(c, section + 6, key, value, err);
+    if (strcmp(section, "route") == 0) {
+        set_err(err, "a route section needs a name: [route NAME]");
+        return -EINVAL;
+    }
+    if (strcmp(section, "relay") != 0)
+        return -ENOENT;
+    if (!key)
+        return 0;
+
+    if (strcmp(key, "name") == 0)
+        return set_name(&c->name, value, false, err);
+    if (strcmp(key, "listen") == 0)
+        return set_hostport(&c->listen, value, err);
+    if (strcmp(key, "tunnel_listen") == 0)
+        return set_hostport(&c->tunnel_listen, value, err);
+    if (strcmp(key, "default_route") == 0)
+        return set_name(&c->default_route, value, true, err);
+    if (strcmp(key, "tls_cert") == 0)
+        return set_optional(&c->tls_cert, value);
+    if (strcmp(key, "tls_key") == 0)
+        return set_optional(&c->tls_key, value);
+    if (strcmp(key, "tls_min_version") == 0)
+        return set_tls_version(&c->tls_min_version, value, err);
+    if (strcmp(key, "tunnel_cert") == 0)
+        return set_optional(&c->tunnel_cert, value);
+    if (strcmp(key, "tunnel_key") == 0)
+        return set_optional(&c->tunnel_key, value);
+    if (strcmp(key, "agent_ca") == 0)
+        return set_optional(&c->agent_ca, value);
+    if (strcmp(key, "startup_timeout") == 0)
+        return set_duration(&c->startup_timeout_ms, value, err);
+    if (strcmp(key, "ping_interval") == 0)
+        return set_duration(&c->ping_interval_ms, value, err);
+    if (strcmp(key, "dead_timeout") == 0)
+        return set_duration(&c->dead_timeout_ms, value, err);
+    if (strcmp(key, "max_sessions") == 0)
+        return set_count(&c->max_sessions, value, err);
+    if (strcmp(key, "max_streams_per_tunnel") == 0)
+        return set_count(&c->max_streams, value, err);
+    if (strcmp(key, "log_level") == 0)
+        return set_log_level(&c->log_level, value, err);
+    if (strcmp(key, "log_format") == 0)
+        return set_log_format(&c->log_format, value, err);
+    if (strcmp(key, "log_file") == 0)
+        return set_optional(&c->log_file, value);
+    return -ENOENT;
+}
+
+int relay_config_check(const struct relay_config *c, char *err)
+{
+    static const char *const required[] = {"tls_cert", "tls_key", "agent_ca"};
+    const char *const values[] = {c->tls_cert, c->tls_key, c->agent_ca};
+
+    if (!c->name || !c->listen || !c->tunnel_listen || !c->log_level || !c->log_format) {
+        set_err(err, "out of memory");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        if (!values[i]) {
+            set_err(err, "[relay] %s: required key is missing", required[i]);
+            return -EINVAL;
+        }
+    }
+    if (!!c->tunnel_cert != !!c->tunnel_key) {
+        set_err(err,
+                 "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
+        return -EINVAL;
+    }
+    if (c->dead_timeout_ms <= c->ping_interval_ms) {
+        set_err(err,
+                 "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
+                 (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
+        return -EINVAL;
+    }
+    if (c->nroutes == 0) {
+        set_err(err, "no route: define at least one [route NAME] section");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (c->routes[i].nagents == 0) {
+            set_err(err, "[route %s] agents: required key is missing",
+                     c->routes[i].name);
+            return -EINVAL;
+        }
+    }
+    if (c->default_route && !relay_config_route(c, c->default_route)) {
+        set_err(err,
+                 "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
+                 c->default_route, c->default_route);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int relay_config_build(struct relay_config *c, const char *path, int nflags, char **flags,
+                       char *err)
+{
+    char why[CONFIG_ERR_MAX];
+    int rc = 0;
+
+    if (path) {
+        rc = config_load(path, relay_config_handle, c, err);
+        if (rc < 0)
+            goto out;
+    }
+    for (int i = 0; i < nflags; i++) {
+        rc = config_apply_flag(flags[i], relay_config_handle, c, err);
+        if (rc < 0)
+            goto out;
+    }
+    rc = relay_config_check(c, why);
+    if (rc < 0)
+        set_err(err, "%s%s%s", path ? path : "", path ? ": " : "", why);
+out:
+    return rc;
+}

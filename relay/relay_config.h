@@ -1,0 +1,61 @@
+/*
+ * relay_config — the relay's configuration: keys, defaults, validation.
+ *
+ * Owns every string it holds (relay_config_free releases them). A config is built whole
+ * (defaults, file, flags, then relay_config_check) and then only read; a reload builds a new
+ * one and swaps it in only when it is valid.
+ */
+#ifndef PGB_RELAY_CONFIG_H
+#define PGB_RELAY_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/config.h"
+#include "proto/proto.h"
+
+#define RELAY_MAX_ROUTES 1024
+#define RELAY_MAX_ROUTE_AGENTS 64
+
+struct relay_route {
+    char name[PROTO_NAME_MAX];
+    uint32_t nagents;                                     /* agents = a, b, c */
+    char agents[RELAY_MAX_ROUTE_AGENTS][PROTO_NAME_MAX];
+};
+
+struct relay_config {
+    /* [relay] */
+    char *name;                 /* name = relay id in logs and WELCOME (default: hostname) */
+    char *listen;               /* listen = host:port for PostgreSQL clients (default *:5432) */
+    char *tunnel_listen;        /* tunnel_listen = host:port for agents (default *:7443) */
+    char *default_route;        /* default_route = route when the client names none (default none) */
+    char *tls_cert, *tls_key;   /* tls_cert / tls_key: certificate shown to clients (required) */
+    int tls_min_version;        /* tls_min_version = TLSv1.2 | TLSv1.3 (default TLSv1.2) */
+    char *tunnel_cert, *tunnel_key; /* shown to agents (default: tls_cert / tls_key) */
+    char *agent_ca;             /* agent_ca = CA file that signs agent certificates (required) */
+    uint64_t startup_timeout_ms;/* startup_timeout = 10s: connect -> StartupMessage received */
+    uint64_t ping_interval_ms;  /* ping_interval = 1s */
+    uint64_t dead_timeout_ms;   /* dead_timeout = 4s: no frame from an agent for this long */
+    uint64_t max_sessions;      /* max_sessions = 10000 (all routes) */
+    uint64_t max_streams;       /* max_streams_per_tunnel = 10000 */
+    char *log_level, *log_format, *log_file; /* log_level=info log_format=text log_file= */
+    /* [route NAME] */
+    size_t nroutes;
+    struct relay_route *routes;
+};
+
+void relay_config_init(struct relay_config *c);   /* defaults */
+void relay_config_free(struct relay_config *c);   /* accepts a zeroed or initialised config */
+/* The config_handler for relay keys (ctx = struct relay_config *). */
+int relay_config_handle(void *ctx, const char *section, const char *key, const char *value,
+                        char *err);
+/* Cross-key checks after file + flags (required keys present, default_route exists...). */
+int relay_config_check(const struct relay_config *c, char *err);
+/* Load file (may be NULL) then flags (argv-style "--x.y=z" strings), then check. */
+int relay_config_build(struct relay_config *c, const char *path, int nflags, char **flags,
+                       char *err);
+const struct relay_route *relay_config_route(const struct relay_config *c, const char *name);
+bool relay_route_allows(const struct relay_route *r, const char *agent);
+
+#endif

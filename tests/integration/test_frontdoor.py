@@ -1,0 +1,155 @@
+"""The relay's PostgreSQL front door against raw, hostile or unlucky clients."""
+
+import asyncio
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+import harness
+from harness import (SCRAM_USER, expect_closed, gssenc_request, parse_error_response,
+                     raw_connect, read_error, read_message, recv_exact, ssl_request,
+                     startup_message, t, tls_after_sslrequest)
+
+
+def assert_still_serving(burrow):
+    with burrow.connect() as conn:
+        assert conn.execute("select 'alive'").fetchone()[0] == "alive"
+
+
+def test_plaintext_startup_refused_28000(burrow):
+    mark = burrow.relay.mark()
+    with raw_connect(burrow.client_port) as s:
+        s.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+        err = read_error(s)
+        assert err.get("C") == "28000", err
+        assert err.get("S") == "FATAL" and err.get("V") == "FATAL", err
+        assert err.get("M", "").startswith("pgburrow: ") and "TLS" in err["M"], err
+        expect_closed(s, t(5))
+    burrow.relay.wait_for_log("sqlstate=28000", timeout=5, since=mark)
+    assert_still_serving(burrow)
+
+
+def test_sslrequest_with_pipelined_bytes_refused_08P01(burrow):
+    """CVE-2021-23214 class: bytes after the SSLRequest, before the handshake, are refused
+    in plaintext (never answered 'S', never fed to TLS or PostgreSQL)."""
+    mark = burrow.relay.mark()
+    with raw_connect(burrow.client_port) as s:
+        s.sendall(ssl_request() + startup_message({"user": "postgres", "database": "postgres"}))
+        first = recv_exact(s, 1)
+        assert first == b"E", "expected a plaintext ErrorResponse, got %r (then %r)" % (
+            first, s.recv(100))
+        length = int.from_bytes(recv_exact(s, 4), "big")
+        err = parse_error_response(recv_exact(s, length - 4))
+        assert err.get("C") == "08P01", err
+        assert err.get("S") == "FATAL", err
+        expect_closed(s, t(5))
+    burrow.relay.wait_for_log("sqlstate=08P01", timeout=5, since=mark)
+    assert burrow.relay.count("session start", since=mark) == 0
+    assert_still_serving(burrow)
+
+
+def test_garbage_first_bytes_refused_08P01(burrow):
+    with raw_connect(burrow.client_port) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        err = read_error(s)
+        assert err.get("C") == "08P01", err
+        expect_closed(s, t(5))
+    assert_still_serving(burrow)
+
+
+def test_gssencrequest_then_tls(burrow):
+    with raw_connect(burrow.client_port) as s:
+        s.sendall(gssenc_request())
+        assert recv_exact(s, 1) == b"N"
+        tls = tls_after_sslrequest(s, burrow.certs.ca)
+        with tls:
+            tls.sendall(startup_message({"user": SCRAM_USER, "database": "postgres",
+                                         "application_name": "it-raw"}))
+            typ, body = read_message(tls)
+            assert typ == "R", "expected an Authentication message, got %r %r" % (typ, body)
+            assert int.from_bytes(body[:4], "big") == 10, body  # AuthenticationSASL
+            assert b"SCRAM-SHA-256" in body, body
+    # The same, trusted user: PostgreSQL completes the startup (AuthenticationOk ... ReadyForQuery).
+    with raw_connect(burrow.client_port) as s:
+        s.sendall(gssenc_request())
+        assert recv_exact(s, 1) == b"N"
+        with tls_after_sslrequest(s, burrow.certs.ca) as tls:
+            tls.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+            seen = []
+            while not seen or seen[-1] != "Z":
+                typ, body = read_message(tls)
+                assert typ != "E", parse_error_response(body)
+                seen.append(typ)
+            assert seen[0] == "R" and "K" in seen and "S" in seen, seen
+            tls.sendall(b"X\0\0\0\4")  # Terminate
+    assert_still_serving(burrow)
+
+
+def test_oversized_startup_refused_08P01(burrow):
+    mark = burrow.relay.mark()
+    with raw_connect(burrow.client_port) as s:
+        with tls_after_sslrequest(s, burrow.certs.ca) as tls:
+            pkt = startup_message({"user": "postgres", "database": "postgres",
+                                   "options": "-c application_name=" + "x" * 12000})
+            assert len(pkt) > 10000
+            tls.sendall(pkt)
+            err = read_error(tls)
+            assert err.get("C") == "08P01", err
+            assert err.get("M", "").startswith("pgburrow: "), err
+            expect_closed(tls, t(5))
+    burrow.relay.wait_for_log("sqlstate=08P01", timeout=5, since=mark)
+    assert_still_serving(burrow)
+
+
+def test_startup_without_user_refused(burrow):
+    with raw_connect(burrow.client_port) as s:
+        with tls_after_sslrequest(s, burrow.certs.ca) as tls:
+            tls.sendall(startup_message({"database": "postgres"}))
+            err = read_error(tls)
+            assert err.get("C") == "08P01", err
+    assert_still_serving(burrow)
+
+
+def test_no_agent_57P03_quickly(burrow_env):
+    b = burrow_env
+    b.start_relay()  # routes a and b configured, no agent running
+    t0 = time.monotonic()
+    with raw_connect(b.client_port) as s:
+        with tls_after_sslrequest(s, b.certs.ca) as tls:
+            tls.settimeout(5)
+            tls.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+            err = read_error(tls)
+    elapsed = time.monotonic() - t0
+    assert err.get("C") == "57P03", err
+    assert '"a"' in err.get("M", ""), err  # names the route
+    assert elapsed < 2.0 * (2 if harness.SANITIZER else 1), "57P03 took %.2fs" % elapsed
+
+    # What libpq and asyncpg users see.
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.OperationalError) as ei:
+        b.connect()
+    assert time.monotonic() - t0 < 2.0 * (2 if harness.SANITIZER else 1)
+    assert "no agent is connected for route" in str(ei.value), str(ei.value)
+
+    async def via_asyncpg():
+        await asyncpg.connect(host="127.0.0.1", port=b.client_port, user="postgres",
+                              database="postgres", timeout=t(10),
+                              ssl=harness.client_tls_context(b.certs.ca))
+
+    with pytest.raises(asyncpg.exceptions.PostgresError) as ei:
+        asyncio.run(via_asyncpg())
+    assert ei.value.sqlstate == "57P03", repr(ei.value)
+    b.relay.wait_for_log("sqlstate=57P03", timeout=5)
+
+
+def test_unknown_route_3D000(burrow):
+    with raw_connect(burrow.client_port) as s:
+        with tls_after_sslrequest(s, burrow.certs.ca) as tls:
+            tls.sendall(startup_message({"user": "postgres", "database": "postgres",
+                                         "options": "-c pgburrow.route=nosuchroute"}))
+            err = read_error(tls)
+    assert err.get("C") == "3D000", err
+    assert "nosuchroute" in err.get("M", ""), err
+    assert_still_serving(burrow)
