@@ -11,7 +11,7 @@ CC      ?= cc
 PKGS    := libuv openssl msgpack inih
 PY      := /usr/bin/python3
 
-WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wstrict-prototypes -Wno-unused-parameter -Wno-format-truncation
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -DPGB_VERSION='"$(VERSION)"' -I. $(WARN) -g -MMD -MP
 OPT_CFLAGS  := -O2
 SAN_CFLAGS  := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all

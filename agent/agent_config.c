@@ -68,8 +68,7 @@ const struct agent_route *agent_config_route(const struct agent_config *c, const
 }
 
 /* Find route `name`, creating it with the default PostgreSQL address if it is new. */
-static int route_get(struct agent_config *c, const char *name, struct agent_route **out,
-                     char *err)
+static int route_get(struct agent_config *c, const char *name, struct agent_route **out, char *err)
 {
     struct agent_route *r = (struct agent_route *)agent_config_route(c, name);
 

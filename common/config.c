@@ -1,22 +1,23 @@
 /*
  * config — INI files through libinih, command-line flags, value parsers.
  *
- * Line numbers. inih (r55 as Debian ships it) calls its handler without a line number
- * unless the library itself was built with INI_HANDLER_LINENO, which Debian's is not. So the
- * file is fed to ini_parse_stream() through our own reader: it hands inih exactly one
- * physical line per call and counts them, and inih calls the handler for a line before it
- * asks for the next one, so the count is the line of the key being handled.
- *
- * The reader also makes inih strict and predictable:
- *   - it strips leading blanks, so an indented line is never a multi-line continuation
- *     (a continuation line becomes a syntax error instead of a silent second value);
- *   - it tracks "[section]" headers itself, because inih truncates section names to 49
- *     bytes (a long route name would silently become another route) and does not tell the
- *     handler when a section starts (an empty "[route x]" must still define route x);
- *     sections are normalised (blanks trimmed and collapsed) and must not repeat;
- *   - it refuses NUL bytes, text after "]", and lines inih would cut (its buffer holds
- *     ini_max_line bytes: 200 on Debian), instead of letting inih split them;
- *   - it stops at the first error, so the message names the first bad line.
+ * How libinih is used. inih (r55 as Debian ships it) calls its handler without a line
+ * number (the library is not built with INI_HANDLER_LINENO), truncates section names to 49
+ * bytes, never tells the handler that a section starts, reads lines into a 200-byte buffer
+ * and splits longer ones into pieces, treats indented lines as continuations of the previous
+ * value, and goes on after an error. So the file is fed to ini_parse_stream() through our own
+ * reader, load_read_line(), which:
+ *   - reads one physical line per call and counts it; inih calls the handler for a line
+ *     before it asks for the next one, so the count is the line of the key being handled;
+ *   - trims blanks (so no line is ever a continuation), refuses NUL bytes and lines over
+ *     CONFIG_RAW_LINE_MAX, skips a UTF-8 BOM on line 1;
+ *   - tracks "[section]" itself: names are kept whole, normalised (blanks trimmed and
+ *     collapsed), must not repeat, and the handler is told when a section starts;
+ *   - splits "key = value" with inih's rules (first '=' or ':'; ';' after a blank starts an
+ *     inline comment) and hands inih only a short stand-in line ("key="), keeping the value
+ *     itself, so that values are not limited by inih's line buffer;
+ *   - stops at the first error, so the message names the first bad line.
+ * What is left to inih is the key/value syntax and the calls to the handler.
  * Comments start a line with ';' or '#', or follow a blank with ';' ("k = v ; note").
  * A key may appear once per section in a file; a flag given later overrides it.
  */
@@ -249,8 +250,8 @@ bad_form:
     return -EINVAL;
 }
 
-int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err),
-                      void *ctx, char *err)
+int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err), void *ctx,
+                      char *err)
 {
     char q[CONFIG_QUOTE_MAX];
     char *copy = strdup(v);
@@ -336,6 +337,7 @@ struct load {
     int line;                         /* physical line last handed to inih */
     char section[CONFIG_SECTION_MAX]; /* current section, normalised; "" before the first */
     char raw[CONFIG_RAW_LINE_MAX];
+    const char *value; /* value of the current line, in raw */
     struct seen *seen;
     size_t nseen, seencap;
     int rc;       /* first error (0: none yet); its message is in err */
@@ -453,7 +455,42 @@ out:
     return l->rc;
 }
 
-/* The ini_reader: one physical line per call, cleaned up (see the top of this file). */
+/* Where inih splits "key = value": the first '=' or ':' before an inline comment. */
+static char *find_separator(char *s)
+{
+    bool was_blank = false;
+
+    for (; *s && !(was_blank && *s == ';'); s++) {
+        if (*s == '=' || *s == ':')
+            return s;
+        was_blank = is_blank(*s);
+    }
+    return NULL;
+}
+
+/* The value after the separator, as inih would make it: cut at an inline comment (';'
+ * after a blank), blanks trimmed. Edits the line in place. */
+static char *clean_value(char *v)
+{
+    bool was_blank = false;
+    char *end = v;
+
+    for (; *end && !(was_blank && *end == ';'); end++)
+        was_blank = is_blank(*end);
+    while (end > v && is_blank(end[-1]))
+        end--;
+    *end = '\0';
+    while (is_blank(*v))
+        v++;
+    return v;
+}
+
+/*
+ * The ini_reader: one physical line per call (see the top of this file). inih gets a short
+ * stand-in for each line: "" for blanks and comments, "[s]" for a section (tracked here),
+ * "key=" for a setting whose value is kept in l->value. So only the key must fit inih's
+ * line buffer, and values can be as long as CONFIG_RAW_LINE_MAX.
+ */
 static char *load_read_line(char *str, int num, void *stream)
 {
     struct load *l = stream;
@@ -498,27 +535,57 @@ static char *load_read_line(char *str, int num, void *stream)
         load_fail(l, -EINVAL, "NUL byte in line");
         return NULL;
     }
-    /* inih needs room for the text, a newline and a NUL. */
-    if (too_long || num < 3 || n > (size_t)num - 2) {
-        load_fail(l, -EINVAL, "line too long (max %d bytes)", num < 3 ? 0 : num - 2);
+    if (too_long) {
+        load_fail(l, -EINVAL, "line too long (max %zu bytes)", sizeof(l->raw) - 1);
         return NULL;
     }
-    if (*s == '[' && load_section(l, s) < 0)
+
+    const char *out = s;
+    size_t klen = 0;
+    l->value = NULL;
+    if (*s == '[') {
+        if (load_section(l, s) < 0)
+            return NULL;
+        out = "[s]";
+        klen = 3;
+    } else if (*s != '\0' && *s != ';' && *s != '#') {
+        char *sep = find_separator(s);
+        if (!sep) {
+            load_fail(l, -EINVAL, "syntax error: expected \"[section]\" or \"key = value\"");
+            return NULL;
+        }
+        l->value = clean_value(sep + 1);
+        klen = (size_t)(sep - s);
+        while (klen > 0 && is_blank(s[klen - 1]))
+            klen--;
+        if (klen >= CONFIG_KEY_MAX) {
+            load_fail(l, -EINVAL, "key too long (max %d bytes)", CONFIG_KEY_MAX - 1);
+            return NULL;
+        }
+        s[klen++] = '=';
+    }
+    /* inih needs room for the text, a newline and a NUL. */
+    if (num < 0 || klen + 2 > (size_t)num) {
+        load_fail(l, -EINVAL, "line too long for libinih (%d bytes)", num);
         return NULL;
-    memcpy(str, s, n);
-    str[n] = '\n';
-    str[n + 1] = '\0';
+    }
+    memcpy(str, out, klen);
+    str[klen] = '\n';
+    str[klen + 1] = '\0';
     return str;
 }
 
-/* The ini_handler. inih's own section argument is ignored: see the top of this file. */
-static int load_on_key(void *user, const char *inih_section, const char *key, const char *value)
+/* The ini_handler. inih's section and value are stand-ins: the real ones are in l. */
+static int load_on_key(void *user, const char *inih_section, const char *key,
+                       const char *inih_value)
 {
     struct load *l = user;
+    const char *value = l->value;
     char where[CONFIG_ERR_MAX];
     int first, rc;
 
     (void)inih_section;
+    (void)inih_value;
     if (l->rc)
         return 0;
     if (!value || key[0] == '\0') {
@@ -527,11 +594,6 @@ static int load_on_key(void *user, const char *inih_section, const char *key, co
     }
     if (l->section[0] == '\0') {
         load_fail(l, -EINVAL, "%s: key outside any [section]", key);
-        return 0;
-    }
-    if (strlen(key) >= CONFIG_KEY_MAX) {
-        load_fail(l, -EINVAL, "[%s]: key too long (max %d bytes)", l->section,
-                  CONFIG_KEY_MAX - 1);
         return 0;
     }
     first = seen_find(l, l->section, key);
@@ -620,8 +682,12 @@ int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err)
     klen = (size_t)(eq - dot2 - 1);
     if (slen == 0 || klen == 0 || (dot1 != dot2 && mlen == 0))
         goto bad;
+    for (const char *t = head; t < eq; t++) {
+        if (is_blank(*t))
+            goto bad;
+    }
     if (slen + 1 + mlen >= sizeof(section) || klen >= sizeof(key)) {
-        errf(err, "command line: %s: section or key too long", quote(q, flag));
+        errf(err, "command line: \"%s\": section or key too long", quote(q, flag));
         return -EINVAL;
     }
     /* "--route.NAME.key": the section is "route NAME" (NAME may itself hold dots). */
@@ -643,6 +709,6 @@ int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err)
     return rc;
 
 bad:
-    errf(err, "command line: %s: expected --section.key=value", quote(q, flag));
+    errf(err, "command line: \"%s\": expected --section.key=value", quote(q, flag));
     return -EINVAL;
 }

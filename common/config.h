@@ -28,8 +28,8 @@ typedef int (*config_handler)(void *ctx, const char *section, const char *key,
 
 /* Parse an INI file. On error returns negative and writes "path:line: [section] key: why"
  * into err. A file that cannot be opened is an error naming the path and errno text.
- * A repeated section or a repeated key within one file is an error. Lines are limited to
- * what libinih can hold (198 bytes after trimming blanks with Debian's build). */
+ * A repeated section or a repeated key within one file is an error. Lines hold at most
+ * 4095 bytes. */
 int config_load(const char *path, config_handler h, void *ctx, char *err);
 
 /* Apply one flag of the form "--section.key=value" or "--route.NAME.key=value".

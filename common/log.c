@@ -87,7 +87,7 @@ static size_t json_escape(char *buf, size_t cap, const char *s)
 
 void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char *fmt, va_list ap)
 {
-    char msg[2048], ts[40], ids[40] = "";
+    char msg[2048], ts[96], ids[40] = "";
     struct timespec now;
     struct tm tm;
     FILE *out = log_cfg.out ? log_cfg.out : stderr;
@@ -99,7 +99,7 @@ void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             now.tv_nsec / 1000000);
+             (long)(now.tv_nsec / 1000000) % 1000);
     if (log_cfg.format == LOG_JSON) {
         char esc[sizeof(msg) * 2];
         json_escape(esc, sizeof(esc), msg);

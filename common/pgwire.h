@@ -14,7 +14,7 @@
 #define PGWIRE_SSL_REQUEST 80877103u
 #define PGWIRE_GSSENC_REQUEST 80877104u
 #define PGWIRE_PROTO_3_0 0x00030000u
-#define PGWIRE_STARTUP_MAX 10000 /* bytes, including the length word (as PostgreSQL) */
+#define PGWIRE_STARTUP_MAX 10000 /* bytes, including the length word (PostgreSQL: 4 more) */
 #define PGWIRE_TLS_HANDSHAKE 0x16 /* first byte of a TLS record carrying a ClientHello */
 
 enum pgwire_kind {
@@ -55,7 +55,8 @@ int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *
  * Find "-c pgburrow.route=NAME" (also "-cpgburrow.route=NAME", "--pgburrow.route=NAME")
  * in an options string, honouring PostgreSQL's backslash escapes and whitespace splitting.
  * Returns 1 and copies NAME into route[cap] when found, 0 when absent, -EINVAL when the value
- * is not a valid route name.
+ * is not a valid route name (or does not fit in cap). When set several times, the last
+ * setting counts, as in the server.
  */
 int pgwire_options_route(const char *options, char *route, size_t cap);
 

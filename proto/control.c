@@ -39,12 +39,22 @@ struct field {
 
 #define MAX_FIELDS 16 /* per message; also bounds the `seen` bit mask */
 
+/* clang-format off */
 #define F_STR(k, req, arr, minlen) {k, FIELD_STR, req, (arr), sizeof(arr), minlen, 0, NULL}
-#define F_NAME(k, req, arr) {k, FIELD_NAME, req, (arr), PROTO_NAME_MAX, 1, 0, NULL}
-#define F_CODE(k, arr) {k, FIELD_CODE, true, (arr), sizeof(arr), 5, 0, NULL}
-#define F_U16(k, p) {k, FIELD_U16, true, (p), 0, 0, UINT16_MAX, NULL}
-#define F_U32(k, p, lo, hi) {k, FIELD_U32, true, (p), 0, lo, hi, NULL}
+#define F_NAME(k, req, arr)        {k, FIELD_NAME, req, (arr), PROTO_NAME_MAX, 1, 0, NULL}
+#define F_CODE(k, arr)             {k, FIELD_CODE, true, (arr), sizeof(arr), 5, 0, NULL}
+#define F_U16(k, p)                {k, FIELD_U16, true, (p), 0, 0, UINT16_MAX, NULL}
+#define F_U32(k, p, lo, hi)        {k, FIELD_U32, true, (p), 0, lo, hi, NULL}
 #define F_NAMES(k, req, arr, n, lo) {k, FIELD_NAMES, req, (arr), 0, lo, PROTO_MAX_ROUTES, (n)}
+/* clang-format on */
+
+/* Copy a message's table into f[MAX_FIELDS] and return its number of fields. */
+#define RETURN_TABLE(f, t)                                                                         \
+    do {                                                                                           \
+        _Static_assert(sizeof(t) / sizeof((t)[0]) <= MAX_FIELDS, "raise MAX_FIELDS");              \
+        memcpy((f), (t), sizeof(t));                                                               \
+        return sizeof(t) / sizeof((t)[0]);                                                         \
+    } while (0)
 
 /* ---- message tables -------------------------------------------------------------------- */
 /* The encoders pass their const struct through a cast: encoding only reads through `val`. */
@@ -57,8 +67,7 @@ static size_t hello_fields(struct field *f, struct proto_hello *m)
         F_STR("sw", false, m->software, 0),
         F_NAMES("routes", true, m->routes, &m->nroutes, 1),
     };
-    memcpy(f, t, sizeof t);
-    return sizeof t / sizeof t[0];
+    RETURN_TABLE(f, t);
 }
 
 static size_t welcome_fields(struct field *f, struct proto_welcome *m)
@@ -74,22 +83,17 @@ static size_t welcome_fields(struct field *f, struct proto_welcome *m)
         F_U32("window", &m->initial_window, 1, PROTO_MAX_WINDOW),
         F_U32("max_streams", &m->max_streams, 1, UINT32_MAX),
     };
-    memcpy(f, t, sizeof t);
-    return sizeof t / sizeof t[0];
+    RETURN_TABLE(f, t);
 }
 
 static size_t open_fields(struct field *f, struct proto_open *m)
 {
     const struct field t[] = {
-        F_NAME("route", true, m->route),
-        F_STR("sid", true, m->session_id, 1),
-        F_STR("addr", false, m->client_addr, 0),
-        F_STR("user", false, m->user, 0),
-        F_STR("db", false, m->database, 0),
-        F_STR("app", false, m->application_name, 0),
+        F_NAME("route", true, m->route),         F_STR("sid", true, m->session_id, 1),
+        F_STR("addr", false, m->client_addr, 0), F_STR("user", false, m->user, 0),
+        F_STR("db", false, m->database, 0),      F_STR("app", false, m->application_name, 0),
     };
-    memcpy(f, t, sizeof t);
-    return sizeof t / sizeof t[0];
+    RETURN_TABLE(f, t);
 }
 
 static size_t error_fields(struct field *f, struct proto_error *m)
@@ -98,8 +102,7 @@ static size_t error_fields(struct field *f, struct proto_error *m)
         F_CODE("code", m->code),
         F_STR("msg", true, m->message, 0),
     };
-    memcpy(f, t, sizeof t);
-    return sizeof t / sizeof t[0];
+    RETURN_TABLE(f, t);
 }
 
 static size_t goaway_fields(struct field *f, struct proto_goaway *m)
@@ -109,8 +112,7 @@ static size_t goaway_fields(struct field *f, struct proto_goaway *m)
         F_CODE("code", m->code),
         F_STR("msg", false, m->message, 0),
     };
-    memcpy(f, t, sizeof t);
-    return sizeof t / sizeof t[0];
+    RETURN_TABLE(f, t);
 }
 
 /* ---- checks shared by encoder and decoder ---------------------------------------------- */

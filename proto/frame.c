@@ -79,11 +79,10 @@ const char *proto_strerror(int err)
 const char *proto_type_name(uint8_t type)
 {
     static const char *const names[] = {
-        [PROTO_DATA] = "DATA",         [PROTO_WINDOW] = "WINDOW", [PROTO_OPEN] = "OPEN",
-        [PROTO_OPEN_OK] = "OPEN_OK",   [PROTO_OPEN_FAIL] = "OPEN_FAIL",
-        [PROTO_CLOSE] = "CLOSE",       [PROTO_RESET] = "RESET",   [PROTO_PING] = "PING",
-        [PROTO_PONG] = "PONG",         [PROTO_HELLO] = "HELLO",   [PROTO_WELCOME] = "WELCOME",
-        [PROTO_GOAWAY] = "GOAWAY",
+        [PROTO_DATA] = "DATA",       [PROTO_WINDOW] = "WINDOW",       [PROTO_OPEN] = "OPEN",
+        [PROTO_OPEN_OK] = "OPEN_OK", [PROTO_OPEN_FAIL] = "OPEN_FAIL", [PROTO_CLOSE] = "CLOSE",
+        [PROTO_RESET] = "RESET",     [PROTO_PING] = "PING",           [PROTO_PONG] = "PONG",
+        [PROTO_HELLO] = "HELLO",     [PROTO_WELCOME] = "WELCOME",     [PROTO_GOAWAY] = "GOAWAY",
     };
     return type <= PROTO_TYPE_MAX ? names[type] : "?";
 }

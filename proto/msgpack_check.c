@@ -144,7 +144,7 @@ int proto_msgpack_validate(const uint8_t *buf, size_t len)
 {
     struct walk w = {.p = buf, .len = len, .off = 0};
 
-    if (len == 0 || !buf)
+    if (len == 0 || len > PROTO_MAX_CONTROL || !buf)
         return PROTO_E_MSGPACK;
     uint8_t b = buf[0];
     if (!((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf))

@@ -36,15 +36,15 @@
 #define PROTO_HDR_SIZE 12
 
 /* Hard limits (documented in PROTOCOL.md; a peer exceeding them is a protocol error). */
-#define PROTO_MAX_DATA 16384          /* max DATA body; one frame fits one TLS record */
-#define PROTO_MAX_CONTROL 8192        /* max msgpack control body */
-#define PROTO_MAX_FRAME PROTO_MAX_DATA /* max body of any frame */
-#define PROTO_MAX_STR 1024            /* max msgpack string in a control body */
-#define PROTO_MAX_ARRAY 64            /* max msgpack array/map entries */
-#define PROTO_MAX_DEPTH 4             /* max msgpack nesting */
-#define PROTO_MAX_ROUTES 32           /* routes an agent may offer in HELLO */
-#define PROTO_NAME_MAX 64             /* route / agent names: [A-Za-z0-9_.-], 1..63 bytes */
-#define PROTO_INITIAL_WINDOW (256 * 1024) /* per-stream credit each way at OPEN */
+#define PROTO_MAX_DATA 16384                /* max DATA body (16 KiB; +12 header bytes) */
+#define PROTO_MAX_CONTROL 8192              /* max msgpack control body */
+#define PROTO_MAX_FRAME PROTO_MAX_DATA      /* max body of any frame */
+#define PROTO_MAX_STR 1024                  /* max msgpack string in a control body */
+#define PROTO_MAX_ARRAY 64                  /* max msgpack array/map entries */
+#define PROTO_MAX_DEPTH 4                   /* max msgpack nesting */
+#define PROTO_MAX_ROUTES 32                 /* routes an agent may offer in HELLO */
+#define PROTO_NAME_MAX 64                   /* route / agent names: [A-Za-z0-9_.-], 1..63 bytes */
+#define PROTO_INITIAL_WINDOW (256 * 1024)   /* per-stream credit each way at OPEN */
 #define PROTO_MAX_WINDOW (16 * 1024 * 1024) /* a window may never exceed this */
 
 enum proto_type {
@@ -66,15 +66,15 @@ enum proto_type {
 /* Error codes returned by this module (negative). */
 enum proto_err {
     PROTO_OK = 0,
-    PROTO_E_VERSION = -1001,   /* header version byte is not PROTO_WIRE_VERSION */
-    PROTO_E_TYPE = -1002,      /* unknown frame type */
-    PROTO_E_TOO_BIG = -1003,   /* length over the limit for that type */
-    PROTO_E_STREAM = -1004,    /* stream id 0 where one is required, or vice versa */
-    PROTO_E_FLAGS = -1005,     /* reserved flags set */
-    PROTO_E_BODY = -1006,      /* fixed body has the wrong size */
-    PROTO_E_MSGPACK = -1007,   /* control body is not one well-formed, bounded msgpack map */
-    PROTO_E_FIELD = -1008,     /* a required field is missing or has the wrong type/size */
-    PROTO_E_NOSPACE = -1009,   /* encoder: output buffer too small */
+    PROTO_E_VERSION = -1001, /* header version byte is not PROTO_WIRE_VERSION */
+    PROTO_E_TYPE = -1002,    /* unknown frame type */
+    PROTO_E_TOO_BIG = -1003, /* length over the limit for that type */
+    PROTO_E_STREAM = -1004,  /* stream id 0 where one is required, or vice versa */
+    PROTO_E_FLAGS = -1005,   /* reserved flags set */
+    PROTO_E_BODY = -1006,    /* fixed body has the wrong size */
+    PROTO_E_MSGPACK = -1007, /* control body is not one well-formed, bounded msgpack map */
+    PROTO_E_FIELD = -1008,   /* a required field is missing or has the wrong type/size */
+    PROTO_E_NOSPACE = -1009, /* encoder: output buffer too small */
 };
 const char *proto_strerror(int err);
 const char *proto_type_name(uint8_t type); /* "DATA", ... or "?" */
@@ -95,54 +95,56 @@ int proto_hdr_decode(const uint8_t *in, struct proto_hdr *out);
 
 /* ---- control bodies ------------------------------------------------------------------ */
 
-/* Strings are NUL-terminated copies in fixed arrays; longer input is PROTO_E_FIELD. */
-struct proto_hello { /* agent -> relay, first frame on a tunnel */
-    uint16_t ver_major, ver_minor;       /* keys "vmaj", "vmin" (required) */
-    char software[PROTO_NAME_MAX];       /* "sw", e.g. "pgburrow-agent 0.1.0" (optional) */
-    uint32_t nroutes;                    /* "routes": array of strings (required, 1..MAX) */
+/* Strings are NUL-terminated copies in fixed arrays; longer input is PROTO_E_FIELD.
+ * Keys, types, ranges and required/optional: PROTOCOL.md section 4. */
+struct proto_hello {               /* agent -> relay, first frame on a tunnel */
+    uint16_t ver_major, ver_minor; /* keys "vmaj", "vmin" (required) */
+    char software[PROTO_NAME_MAX]; /* "sw", e.g. "pgburrow-agent 0.1.0" (optional) */
+    uint32_t nroutes;              /* "routes": array of strings (required, 1..MAX) */
     char routes[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
 };
 
-struct proto_welcome { /* relay -> agent, answer to HELLO */
-    uint16_t ver_major, ver_minor;       /* "vmaj", "vmin": the version both will speak */
-    char relay_id[PROTO_NAME_MAX];       /* "relay": relay instance name (optional) */
-    uint32_t naccepted;                  /* "accepted": routes this agent will be sent */
+struct proto_welcome {             /* relay -> agent, answer to HELLO */
+    uint16_t ver_major, ver_minor; /* "vmaj", "vmin": the version both will speak (required) */
+    char relay_id[PROTO_NAME_MAX]; /* "relay": relay instance name (optional) */
+    uint32_t naccepted;            /* "accepted": routes this agent will be sent (required) */
     char accepted[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
-    uint32_t nrefused;                   /* "refused": routes refused (not allowed) */
+    uint32_t nrefused; /* "refused": routes refused (not allowed) (optional) */
     char refused[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
-    uint32_t ping_interval_ms;           /* "ping_ms" */
-    uint32_t idle_timeout_ms;            /* "idle_ms": no frame for this long = dead */
-    uint32_t initial_window;             /* "window" */
-    uint32_t max_streams;                /* "max_streams" */
+    uint32_t ping_interval_ms; /* "ping_ms" (required, >= 1, as the three below) */
+    uint32_t idle_timeout_ms;  /* "idle_ms": no frame for this long = dead */
+    uint32_t initial_window;   /* "window": <= PROTO_MAX_WINDOW */
+    uint32_t max_streams;      /* "max_streams" */
 };
 
 #define PROTO_META_MAX 256
-struct proto_open { /* relay -> agent: a new session for `route` */
-    char route[PROTO_NAME_MAX];          /* "route" (required) */
-    char session_id[40];                 /* "sid" (required), relay-chosen, for logs */
-    char client_addr[64];                /* "addr": client ip:port (optional) */
-    char user[PROTO_META_MAX];           /* "user" (optional) */
-    char database[PROTO_META_MAX];       /* "db" (optional) */
+struct proto_open {                        /* relay -> agent: a new session for `route` */
+    char route[PROTO_NAME_MAX];            /* "route" (required) */
+    char session_id[40];                   /* "sid" (required), relay-chosen, for logs */
+    char client_addr[64];                  /* "addr": client ip:port (optional) */
+    char user[PROTO_META_MAX];             /* "user" (optional) */
+    char database[PROTO_META_MAX];         /* "db" (optional) */
     char application_name[PROTO_META_MAX]; /* "app" (optional) */
 };
 
 #define PROTO_MSG_MAX 512
-struct proto_error { /* OPEN_FAIL, RESET */
-    char code[8];                        /* "code": SQLSTATE-like, e.g. "08006" (required) */
-    char message[PROTO_MSG_MAX];         /* "msg" (required, may be empty) */
+struct proto_error {             /* OPEN_FAIL, RESET */
+    char code[8];                /* "code": SQLSTATE-like, e.g. "08006" (required) */
+    char message[PROTO_MSG_MAX]; /* "msg" (required, may be empty) */
 };
 
 struct proto_goaway {
-    uint32_t last_stream_id;             /* "last": streams above this were not processed */
-    char code[8];                        /* "code": "00000" = drain, else an error */
-    char message[PROTO_MSG_MAX];         /* "msg" */
+    uint32_t last_stream_id;     /* "last": streams above this were not processed (required) */
+    char code[8];                /* "code": "00000" = drain, else an error (required) */
+    char message[PROTO_MSG_MAX]; /* "msg" (optional) */
 };
 
 /* Encoders write a complete frame (header + body) into out[cap] and return its total size,
  * or PROTO_E_NOSPACE. No allocation. They refuse to emit what a peer's decoder would reject:
  * PROTO_E_FIELD (string not NUL-terminated in its array, invalid name or code, count out of
  * range), PROTO_E_TYPE (type not allowed for that encoder), PROTO_E_STREAM (stream 0 where
- * one is required), PROTO_E_BODY (WINDOW increment 0). */
+ * one is required), PROTO_E_BODY (WINDOW increment 0). A body is never larger than
+ * PROTO_MAX_CONTROL (PROTO_E_TOO_BIG; unreachable with these fixed-size structs). */
 int proto_encode_hello(uint8_t *out, size_t cap, const struct proto_hello *m);
 int proto_encode_welcome(uint8_t *out, size_t cap, const struct proto_welcome *m);
 int proto_encode_open(uint8_t *out, size_t cap, uint32_t stream, const struct proto_open *m);
@@ -168,7 +170,8 @@ int proto_decode_open_ok(const uint8_t *body, size_t len); /* a valid map; no kn
 int proto_decode_window(const uint8_t *body, size_t len, uint32_t *increment); /* > 0 */
 int proto_decode_ping(const uint8_t *body, size_t len, uint64_t *opaque);
 
-/* Validate that buf[len] is exactly one msgpack map, every container count <= bytes left,
+/* Validate that buf[len] (at most PROTO_MAX_CONTROL bytes) is exactly one msgpack map,
+ * every container count <= bytes left,
  * nesting <= PROTO_MAX_DEPTH, strings <= PROTO_MAX_STR, containers <= PROTO_MAX_ARRAY
  * entries, every map key a string, no ext types. Exposed for the fuzzer and tests.
  * Returns 0 or PROTO_E_MSGPACK. */
@@ -195,7 +198,7 @@ struct proto_reader {
     int err; /* 0, or the first error; a reader that failed (or was stopped) stays dead */
     uint8_t hdr_buf[PROTO_HDR_SIZE];
     size_t hdr_have;
-    struct proto_hdr hdr;   /* valid when hdr_have == PROTO_HDR_SIZE */
+    struct proto_hdr hdr; /* valid when hdr_have == PROTO_HDR_SIZE */
     size_t body_have;
     uint8_t body[PROTO_MAX_CONTROL];
 };

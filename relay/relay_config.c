@@ -97,16 +97,14 @@ bool relay_route_allows(const struct relay_route *r, const char *agent)
 }
 
 /* Find route `name`, creating it (without agents) if it is new. */
-static int route_get(struct relay_config *c, const char *name, struct relay_route **out,
-                     char *err)
+static int route_get(struct relay_config *c, const char *name, struct relay_route **out, char *err)
 {
     struct relay_route *r = (struct relay_route *)relay_config_route(c, name);
 
     if (!r) {
         if (!proto_name_valid(name)) {
-            set_err(err,
-                     "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
-                     PROTO_NAME_MAX - 1);
+            set_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+                    PROTO_NAME_MAX - 1);
             return -EINVAL;
         }
         if (c->nroutes == RELAY_MAX_ROUTES) {
@@ -131,9 +129,8 @@ static int route_add_agent(void *ctx, const char *item, char *err)
     struct relay_route *r = ctx;
 
     if (!proto_name_valid(item)) {
-        set_err(err,
-                 "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
-                 PROTO_NAME_MAX - 1);
+        set_err(err, "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
+                PROTO_NAME_MAX - 1);
         return -EINVAL;
     }
     if (relay_route_allows(r, item)) {
@@ -213,8 +210,7 @@ static int set_tls_version(int *dst, const char *value, char *err)
         *dst = TLS1_3_VERSION;
     } else if (strcasecmp(value, "TLSv1") == 0 || strcasecmp(value, "TLSv1.0") == 0 ||
                strcasecmp(value, "TLSv1.1") == 0) {
-        set_err(err,
-                 "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3", value);
+        set_err(err, "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3", value);
         return -EINVAL;
     } else {
         set_err(err, "expected TLSv1.2 or TLSv1.3, got \"%.80s\"", value);
@@ -228,8 +224,7 @@ static int set_log_level(char **dst, const char *value, char *err)
     enum log_level level;
 
     if (log_level_parse(value, &level) < 0) {
-        set_err(err, "expected debug, info, warn or error, got \"%.80s\"",
-                 value);
+        set_err(err, "expected debug, info, warn or error, got \"%.80s\"", value);
         return -EINVAL;
     }
     return config_set_str(dst, value);
@@ -251,9 +246,8 @@ static int set_name(char **dst, const char *value, bool optional, char *err)
     if (optional && value[0] == '\0')
         return set_optional(dst, value);
     if (!proto_name_valid(value)) {
-        set_err(err,
-                 "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
-                 PROTO_NAME_MAX - 1, value);
+        set_err(err, "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
+                PROTO_NAME_MAX - 1, value);
         return -EINVAL;
     }
     return config_set_str(dst, value);
@@ -335,14 +329,12 @@ int relay_config_check(const struct relay_config *c, char *err)
         }
     }
     if (!!c->tunnel_cert != !!c->tunnel_key) {
-        set_err(err,
-                 "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
+        set_err(err, "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {
-        set_err(err,
-                 "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
-                 (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
+        set_err(err, "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
+                (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
         return -EINVAL;
     }
     if (c->nroutes == 0) {
@@ -351,15 +343,13 @@ int relay_config_check(const struct relay_config *c, char *err)
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         if (c->routes[i].nagents == 0) {
-            set_err(err, "[route %s] agents: required key is missing",
-                     c->routes[i].name);
+            set_err(err, "[route %s] agents: required key is missing", c->routes[i].name);
             return -EINVAL;
         }
     }
     if (c->default_route && !relay_config_route(c, c->default_route)) {
-        set_err(err,
-                 "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
-                 c->default_route, c->default_route);
+        set_err(err, "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
+                c->default_route, c->default_route);
         return -EINVAL;
     }
     return 0;

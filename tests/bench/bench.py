@@ -925,6 +925,9 @@ def print_table(summary, paths, skipped):
 def plot(summary, paths):
     """Bar chart of the ratios (higher is better) to build/bench/bench.png, if gnuplot exists."""
     gp = shutil.which("gnuplot")
+    if "pgburrow" not in paths:
+        log("pgburrow not measured: no bench.png")
+        return
     if not gp:
         log("gnuplot not installed: no bench.png")
         return
@@ -967,6 +970,8 @@ plot '%s' using 2:xtic(1) title 'pgburrow / direct TLS' lc rgb '#4477aa', \\
         log("plot: %s" % png)
     else:
         log("gnuplot failed (see %s)" % os.path.join(OUT, "gnuplot.out"))
+        if os.path.exists(png):
+            os.unlink(png)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1029,7 +1034,7 @@ def measure_run(run_no, targets, pg, rawdir):
             res[path][key] = v
             note(path, key, err)
             if v is not None:
-                log("run %d: %-28s %-10s %10.0f tps" % (run_no + 1, "pgbench -S " + " ".join(args), PATH_TITLES[path], v))
+                log("run %d: %-38s %-10s %8.0f tps" % (run_no + 1, "pgbench -S " + " ".join(args), PATH_TITLES[path], v))
     for path in order:
         m, err = m_latency(targets[path][0], rawdir, "latency-%s" % path)
         res[path].update(m)
@@ -1055,6 +1060,7 @@ def measure_run(run_no, targets, pg, rawdir):
 def main():
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # even when started with SIGINT ignored
     unknown = [p for p in PATHS_WANTED if p not in PATH_TITLES]
     if unknown:
         sys.exit("bench: BENCH_PATHS: unknown path(s) %s (use direct,pgburrow,ssh)" % ",".join(unknown))

@@ -219,9 +219,9 @@ static void test_hdr_stream_rule(void **state)
 {
     /* A body length valid for each type, so only the stream id decides. */
     static const uint32_t ok_len[] = {
-        [PROTO_DATA] = 1,  [PROTO_WINDOW] = 4, [PROTO_OPEN] = 1,  [PROTO_OPEN_OK] = 1,
-        [PROTO_OPEN_FAIL] = 1, [PROTO_CLOSE] = 0, [PROTO_RESET] = 1, [PROTO_PING] = 8,
-        [PROTO_PONG] = 8,  [PROTO_HELLO] = 1,  [PROTO_WELCOME] = 1, [PROTO_GOAWAY] = 1,
+        [PROTO_DATA] = 1,      [PROTO_WINDOW] = 4, [PROTO_OPEN] = 1,    [PROTO_OPEN_OK] = 1,
+        [PROTO_OPEN_FAIL] = 1, [PROTO_CLOSE] = 0,  [PROTO_RESET] = 1,   [PROTO_PING] = 8,
+        [PROTO_PONG] = 8,      [PROTO_HELLO] = 1,  [PROTO_WELCOME] = 1, [PROTO_GOAWAY] = 1,
     };
     for (uint8_t t = 0; t <= PROTO_TYPE_MAX; t++) {
         bool needs_stream = t <= PROTO_RESET;
@@ -318,11 +318,11 @@ static size_t build_all_frames(uint8_t *buf, size_t cap, uint8_t *payload, size_
     fill_hello(&hello, PROTO_MAX_ROUTES);
     fill_welcome(&welcome);
     fill_open(&open);
-#define PUT(expr)                                                                                 \
-    do {                                                                                          \
-        n = (expr);                                                                               \
-        assert_true(n > 0);                                                                       \
-        off += (size_t)n;                                                                         \
+#define PUT(expr)                                                                                  \
+    do {                                                                                           \
+        n = (expr);                                                                                \
+        assert_true(n > 0);                                                                        \
+        off += (size_t)n;                                                                          \
     } while (0)
     PUT(proto_encode_hello(buf + off, cap - off, &hello));
     PUT(proto_encode_welcome(buf + off, cap - off, &welcome));
@@ -348,9 +348,9 @@ static size_t build_all_frames(uint8_t *buf, size_t cap, uint8_t *payload, size_
 
 static void check_all_frames(struct seen *s, const uint8_t *payload, size_t payload_len)
 {
-    static const uint8_t types[] = {PROTO_HELLO,  PROTO_WELCOME, PROTO_OPEN,      PROTO_OPEN_OK,
-                                    PROTO_WINDOW, PROTO_PING,    PROTO_PONG,      PROTO_CLOSE,
-                                    PROTO_OPEN_FAIL, PROTO_RESET, PROTO_GOAWAY};
+    static const uint8_t types[] = {PROTO_HELLO,     PROTO_WELCOME, PROTO_OPEN,  PROTO_OPEN_OK,
+                                    PROTO_WINDOW,    PROTO_PING,    PROTO_PONG,  PROTO_CLOSE,
+                                    PROTO_OPEN_FAIL, PROTO_RESET,   PROTO_GOAWAY};
     struct proto_hello hello, want_hello;
     struct proto_welcome welcome, want_welcome;
     struct proto_open open, want_open;
@@ -739,10 +739,15 @@ static void test_hello_fields(void **state)
 
 static void test_int_encodings(void **state)
 {
-    /* vmaj as fixint / uint8 / uint16 / uint32 / uint64 all mean 1. */
+    /* vmaj as fixint / uint8 / uint16 / uint32 / uint64 / non-negative int8 and int64: all 1. */
     static const uint8_t forms[][10] = {
-        {1, 0x01}, {2, 0xcc, 0x01}, {3, 0xcd, 0x00, 0x01}, {5, 0xce, 0, 0, 0, 1},
+        {1, 0x01},
+        {2, 0xcc, 0x01},
+        {3, 0xcd, 0x00, 0x01},
+        {5, 0xce, 0, 0, 0, 1},
         {9, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1},
+        {2, 0xd0, 0x01},
+        {9, 0xd3, 0, 0, 0, 0, 0, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
         uint8_t b[64];
@@ -859,14 +864,14 @@ static void test_error_goaway_limits(void **state)
     assert_int_equal(error_with("08p01", 1, true), PROTO_E_FIELD);
 
     struct proto_goaway g;
-    const uint8_t ok[] = {0x82, 0xa4, 'l', 'a', 's', 't', 0xce, 0xff, 0xff, 0xff, 0xff,
-                          0xa4, 'c', 'o', 'd', 'e', 0xa5, '0', '8', 'P', '0', '1'};
+    const uint8_t ok[] = {0x82, 0xa4, 'l', 'a', 's', 't',  0xce, 0xff, 0xff, 0xff, 0xff,
+                          0xa4, 'c',  'o', 'd', 'e', 0xa5, '0',  '8',  'P',  '0',  '1'};
     assert_int_equal(proto_decode_goaway(ok, sizeof ok, &g), PROTO_OK);
     assert_int_equal(g.last_stream_id, UINT32_MAX);
     assert_string_equal(g.code, "08P01");
     assert_string_equal(g.message, "");
-    const uint8_t big[] = {0x82, 0xa4, 'l', 'a', 's', 't', 0xcf, 0, 0, 0, 1, 0, 0, 0, 0,
-                           0xa4, 'c', 'o', 'd', 'e', 0xa5, '0', '8', 'P', '0', '1'};
+    const uint8_t big[] = {0x82, 0xa4, 'l',  'a', 's', 't', 0xcf, 0,    0,   0,   1,   0,   0,
+                           0,    0,    0xa4, 'c', 'o', 'd', 'e',  0xa5, '0', '8', 'P', '0', '1'};
     assert_int_equal(proto_decode_goaway(big, sizeof big, &g), PROTO_E_FIELD);
     const uint8_t nocode[] = {0x81, 0xa4, 'l', 'a', 's', 't', 0x00};
     assert_int_equal(proto_decode_goaway(nocode, sizeof nocode, &g), PROTO_E_FIELD);
@@ -897,12 +902,11 @@ static void test_welcome_limits(void **state)
 
     /* refused and relay are optional; accepted may be empty. */
     const uint8_t minimal[] = {
-        0x87, 0xa4, 'v', 'm', 'a', 'j', 0x01, 0xa4, 'v', 'm', 'i', 'n', 0x00,
-        0xa8, 'a', 'c', 'c', 'e', 'p', 't', 'e', 'd', 0x90,
-        0xa7, 'p', 'i', 'n', 'g', '_', 'm', 's', 0xcd, 0x03, 0xe8,
-        0xa7, 'i', 'd', 'l', 'e', '_', 'm', 's', 0xcd, 0x0f, 0xa0,
-        0xa6, 'w', 'i', 'n', 'd', 'o', 'w', 0xce, 0x00, 0x04, 0x00, 0x00,
-        0xab, 'm', 'a', 'x', '_', 's', 't', 'r', 'e', 'a', 'm', 's', 0x0a,
+        0x87, 0xa4, 'v',  'm',  'a',  'j',  0x01, 0xa4, 'v',  'm',  'i',  'n',  0x00, 0xa8,
+        'a',  'c',  'c',  'e',  'p',  't',  'e',  'd',  0x90, 0xa7, 'p',  'i',  'n',  'g',
+        '_',  'm',  's',  0xcd, 0x03, 0xe8, 0xa7, 'i',  'd',  'l',  'e',  '_',  'm',  's',
+        0xcd, 0x0f, 0xa0, 0xa6, 'w',  'i',  'n',  'd',  'o',  'w',  0xce, 0x00, 0x04, 0x00,
+        0x00, 0xab, 'm',  'a',  'x',  '_',  's',  't',  'r',  'e',  'a',  'm',  's',  0x0a,
     };
     struct proto_welcome w;
     assert_int_equal(proto_decode_welcome(minimal, sizeof minimal, &w), PROTO_OK);
@@ -937,27 +941,27 @@ static void expect_msgpack_rejected(const uint8_t *b, size_t n)
     assert_int_equal(proto_decode_goaway(b, n, &g), PROTO_E_MSGPACK);
 }
 
-#define REJECT(...)                                                                               \
-    do {                                                                                          \
-        const uint8_t b_[] = {__VA_ARGS__};                                                       \
-        expect_msgpack_rejected(b_, sizeof b_);                                                   \
+#define REJECT(...)                                                                                \
+    do {                                                                                           \
+        const uint8_t b_[] = {__VA_ARGS__};                                                        \
+        expect_msgpack_rejected(b_, sizeof b_);                                                    \
     } while (0)
 
 static void test_msgpack_hostile_counts(void **state)
 {
-    REJECT(0xdf, 0xff, 0xff, 0xff, 0xff);                   /* map32: 4G entries in 5 bytes */
-    REJECT(0xdd, 0xff, 0xff, 0xff, 0xff);                   /* array32 at the top level */
-    REJECT(0xde, 0xff, 0xff);                               /* map16: 65535 entries */
-    REJECT(0x81, 0xa1, 'a', 0xdd, 0xff, 0xff, 0xff, 0xff);  /* nested huge array */
-    REJECT(0x81, 0xa1, 'a', 0xdc, 0x00, 0x05, 1, 2, 3, 4);  /* 5 entries, 4 bytes left */
-    REJECT(0x81, 0xa1, 'a', 0xdb, 0xff, 0xff, 0xff, 0xff);  /* str32 of 4 GiB */
-    REJECT(0x81, 0xa1, 'a', 0xc6, 0x7f, 0xff, 0xff, 0xff);  /* bin32 of 2 GiB */
-    REJECT(0x81, 0xa1, 'a', 0xda, 0x00, 0x03, 'x', 'y');    /* str16 one byte short */
+    REJECT(0xdf, 0xff, 0xff, 0xff, 0xff);                  /* map32: 4G entries in 5 bytes */
+    REJECT(0xdd, 0xff, 0xff, 0xff, 0xff);                  /* array32 at the top level */
+    REJECT(0xde, 0xff, 0xff);                              /* map16: 65535 entries */
+    REJECT(0x81, 0xa1, 'a', 0xdd, 0xff, 0xff, 0xff, 0xff); /* nested huge array */
+    REJECT(0x81, 0xa1, 'a', 0xdc, 0x00, 0x05, 1, 2, 3, 4); /* 5 entries, 4 bytes left */
+    REJECT(0x81, 0xa1, 'a', 0xdb, 0xff, 0xff, 0xff, 0xff); /* str32 of 4 GiB */
+    REJECT(0x81, 0xa1, 'a', 0xc6, 0x7f, 0xff, 0xff, 0xff); /* bin32 of 2 GiB */
+    REJECT(0x81, 0xa1, 'a', 0xda, 0x00, 0x03, 'x', 'y');   /* str16 one byte short */
     REJECT(0x81, 0xa1, 'a', 0xdf, 0x00, 0x00, 0x00, 0x02, 0xa1, 'k', 1); /* 2 pairs, 3 bytes */
-    REJECT(0x82, 0xa1, 'a', 0x01);                          /* second pair missing */
-    REJECT(0x81, 0xa1);                                     /* truncated key */
-    REJECT(0x81, 0xa1, 'a', 0xcd, 0x01);                    /* truncated uint16 */
-    REJECT(0x81, 0xa1, 'a', 0xcb, 0, 0, 0, 0, 0, 0, 0);     /* truncated float64 */
+    REJECT(0x82, 0xa1, 'a', 0x01);                                       /* second pair missing */
+    REJECT(0x81, 0xa1);                                                  /* truncated key */
+    REJECT(0x81, 0xa1, 'a', 0xcd, 0x01);                                 /* truncated uint16 */
+    REJECT(0x81, 0xa1, 'a', 0xcb, 0, 0, 0, 0, 0, 0, 0);                  /* truncated float64 */
 }
 
 static void test_msgpack_shape(void **state)
@@ -966,23 +970,23 @@ static void test_msgpack_shape(void **state)
 
     assert_int_equal(proto_msgpack_validate((const uint8_t *)"", 0), PROTO_E_MSGPACK);
     assert_int_equal(proto_decode_hello(NULL, 0, &h), PROTO_E_MSGPACK);
-    REJECT(0x80, 0x80);                                     /* trailing bytes */
+    REJECT(0x80, 0x80); /* trailing bytes */
     REJECT(0x80, 0x00);
-    REJECT(0x90);                                           /* array top level */
-    REJECT(0xa1, 'x');                                      /* string top level */
-    REJECT(0x01);                                           /* int top level */
-    REJECT(0xc0);                                           /* nil top level */
-    REJECT(0x81, 0x01, 0x02);                               /* integer key */
-    REJECT(0x81, 0xc4, 0x01, 'k', 0x02);                    /* bin key */
-    REJECT(0x81, 0xa1, 'a', 0x81, 0x02, 0x03);              /* nested integer key */
-    REJECT(0x81, 0xa1, 'a', 0xd4, 0x01, 0x02);              /* fixext1 */
+    REJECT(0x90);                              /* array top level */
+    REJECT(0xa1, 'x');                         /* string top level */
+    REJECT(0x01);                              /* int top level */
+    REJECT(0xc0);                              /* nil top level */
+    REJECT(0x81, 0x01, 0x02);                  /* integer key */
+    REJECT(0x81, 0xc4, 0x01, 'k', 0x02);       /* bin key */
+    REJECT(0x81, 0xa1, 'a', 0x81, 0x02, 0x03); /* nested integer key */
+    REJECT(0x81, 0xa1, 'a', 0xd4, 0x01, 0x02); /* fixext1 */
     REJECT(0x81, 0xa1, 'a', 0xd8, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
-    REJECT(0x81, 0xa1, 'a', 0xc7, 0x01, 0x05, 0x00);        /* ext8 */
-    REJECT(0x81, 0xa1, 'a', 0xc9, 0, 0, 0, 1, 0x05, 0x00);  /* ext32 */
-    REJECT(0x81, 0xa1, 'a', 0xc1);                          /* never-used byte */
+    REJECT(0x81, 0xa1, 'a', 0xc7, 0x01, 0x05, 0x00);       /* ext8 */
+    REJECT(0x81, 0xa1, 'a', 0xc9, 0, 0, 0, 1, 0x05, 0x00); /* ext32 */
+    REJECT(0x81, 0xa1, 'a', 0xc1);                         /* never-used byte */
 
-    const uint8_t fine[] = {0x84, 0xa1, 'a', 0xc0, 0xa1, 'b', 0xc3, 0xa1, 'c', 0xca, 0, 0, 0, 0,
-                            0xa1, 'd', 0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0};
+    const uint8_t fine[] = {0x84, 0xa1, 'a', 0xc0, 0xa1, 'b', 0xc3, 0xa1, 'c', 0xca, 0, 0, 0,
+                            0,    0xa1, 'd', 0xd3, 0x80, 0,   0,    0,    0,   0,    0, 0};
     assert_int_equal(proto_msgpack_validate(fine, sizeof fine), PROTO_OK);
     assert_int_equal(proto_decode_open_ok(fine, sizeof fine), PROTO_OK);
     const uint8_t empty[] = {0x80};
@@ -1047,6 +1051,39 @@ static void test_msgpack_limits(void **state)
         assert_int_equal(proto_msgpack_validate(mp_buf(&m), m.sb.size), want);
         mp_free(&m);
     }
+}
+
+/* A map of "kN": str pairs totalling exactly `total` bytes (strings <= PROTO_MAX_STR). */
+static int map_of_size(size_t total)
+{
+    static uint8_t b[PROTO_MAX_CONTROL + 64];
+    size_t n = 0, npairs = 0, left;
+    /* each pair: fixstr key (3 bytes) + str16 header (3 bytes) + value */
+    size_t pairs = (total - 1 + 6 + PROTO_MAX_STR - 1) / (6 + PROTO_MAX_STR);
+    assert_true(pairs <= 15 && total < sizeof b);
+    b[n++] = (uint8_t)(0x80 | pairs);
+    left = total - 1 - 6 * pairs;
+    for (npairs = 0; npairs < pairs; npairs++) {
+        size_t v = left < PROTO_MAX_STR ? left : PROTO_MAX_STR;
+        left -= v;
+        b[n++] = 0xa2;
+        b[n++] = 'k';
+        b[n++] = (uint8_t)('a' + npairs);
+        b[n++] = 0xda;
+        b[n++] = (uint8_t)(v >> 8);
+        b[n++] = (uint8_t)v;
+        memset(b + n, 'v', v);
+        n += v;
+    }
+    assert_int_equal(n, total);
+    return proto_msgpack_validate(b, n);
+}
+
+static void test_msgpack_body_size(void **state)
+{
+    assert_int_equal(map_of_size(100), PROTO_OK);
+    assert_int_equal(map_of_size(PROTO_MAX_CONTROL), PROTO_OK);
+    assert_int_equal(map_of_size(PROTO_MAX_CONTROL + 1), PROTO_E_MSGPACK);
 }
 
 /* ---- reader behaviour -------------------------------------------------------------------- */
@@ -1247,6 +1284,7 @@ int main(void)
         cmocka_unit_test(test_msgpack_hostile_counts),
         cmocka_unit_test(test_msgpack_shape),
         cmocka_unit_test(test_msgpack_limits),
+        cmocka_unit_test(test_msgpack_body_size),
         cmocka_unit_test(test_reader_truncated_waits),
         cmocka_unit_test(test_reader_close_immediate),
         cmocka_unit_test(test_reader_rejects_before_body),

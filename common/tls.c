@@ -1,0 +1,462 @@
+/*
+ * tls — OpenSSL contexts for both daemons and the key-file checks (see tls.h).
+ *
+ * Every context gets: TLS 1.2 at least, no renegotiation, no compression, and
+ * SSL_MODE_RELEASE_BUFFERS so that an idle connection does not keep OpenSSL's 16 KiB+ read and
+ * write buffers (thousands of idle sessions are the common case). Server contexts issue no
+ * session tickets and keep no session cache: clients of the relay reconnect rarely, agents hold
+ * one long-lived tunnel, and resumption would only widen what has to be reasoned about.
+ *
+ * ALPN on the server: the protocol to select and whether it is required hang off the SSL_CTX
+ * (ex_data, freed with the context). A client offering other protocols only gets the fatal
+ * no_application_protocol alert (RFC 7301); a client offering none is accepted unless the
+ * context requires ALPN, which is checked in the ClientHello callback so that the handshake fails
+ * with the same alert before any certificate is sent.
+ */
+#include "common/tls.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+struct tls_alpn {
+    bool required;
+    unsigned char len;
+    unsigned char name[255];
+};
+
+/* Written once (CRYPTO_THREAD_run_once), read-only afterwards: the ex_data slot that lets a
+ * context own its ALPN settings. */
+static CRYPTO_ONCE tls_alpn_once = CRYPTO_ONCE_STATIC_INIT;
+static int tls_alpn_index = -1;
+
+static void tls_alpn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                          void *argp)
+{
+    free(ptr);
+}
+
+static void tls_alpn_index_init(void)
+{
+    tls_alpn_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_alpn_free);
+}
+
+const char *tls_last_error(char *buf, size_t cap)
+{
+    const char *file = NULL, *func = NULL, *data = NULL;
+    int line = 0, flags = 0;
+    /* The oldest entry of the queue is the cause; later ones are callers adding context
+     * ("system lib", "PEM lib"). */
+    unsigned long e = ERR_get_error_all(&file, &line, &func, &data, &flags);
+
+    if (e == 0) {
+        snprintf(buf, cap, "unknown error");
+    } else {
+        const char *r = ERR_reason_error_string(e);
+        char code[128];
+
+        if (!r) {
+            ERR_error_string_n(e, code, sizeof(code));
+            r = code;
+        }
+        if (data && (flags & ERR_TXT_STRING) && data[0])
+            snprintf(buf, cap, "%s (%s)", r, data);
+        else
+            snprintf(buf, cap, "%s", r);
+    }
+    ERR_clear_error();
+    return buf;
+}
+
+int tls_check_key_file(const char *path, char *err)
+{
+    struct stat st;
+
+    if (!path) {
+        snprintf(err, TLS_ERR_MAX, "no private key file given");
+        return -EINVAL;
+    }
+    if (stat(path, &st) < 0) {
+        int e = errno;
+
+        snprintf(err, TLS_ERR_MAX, "could not access private key file \"%s\": %s", path,
+                 strerror(e));
+        return -e;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, TLS_ERR_MAX, "private key file \"%s\" is not a regular file", path);
+        return -EINVAL;
+    }
+    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+        snprintf(err, TLS_ERR_MAX,
+                 "private key file \"%s\" has group or world access; permissions should be "
+                 "u=rw (0600) or less",
+                 path);
+        return -EPERM;
+    }
+    return 0;
+}
+
+int tls_parse_version(const char *s, int *out)
+{
+    if (!s)
+        return -EINVAL;
+    if (strcasecmp(s, "TLSv1.2") == 0)
+        *out = TLS1_2_VERSION;
+    else if (strcasecmp(s, "TLSv1.3") == 0)
+        *out = TLS1_3_VERSION;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+int tls_cert_common_name(X509 *cert, char *buf, size_t cap)
+{
+    X509_NAME *name;
+    unsigned char *utf8 = NULL;
+    int idx, len, rc = -ENOENT;
+
+    if (!cert || !buf || cap == 0)
+        return -EINVAL;
+    buf[0] = '\0';
+    if (!(name = X509_get_subject_name(cert)))
+        goto out;
+    if ((idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1)) < 0)
+        goto out;
+    /* Two CNs would make the identity ambiguous: refuse rather than pick one. */
+    if (X509_NAME_get_index_by_NID(name, NID_commonName, idx) >= 0) {
+        rc = -EINVAL;
+        goto out;
+    }
+    len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+    if (len < 0) {
+        rc = -EINVAL;
+        goto out;
+    }
+    /* An embedded NUL would let "db1\0.evil" pass as "db1". */
+    if (memchr(utf8, '\0', (size_t)len) || (size_t)len >= cap) {
+        rc = -EINVAL;
+        goto out;
+    }
+    memcpy(buf, utf8, (size_t)len);
+    buf[len] = '\0';
+    rc = 0;
+out:
+    OPENSSL_free(utf8);
+    ERR_clear_error();
+    return rc;
+}
+
+static int tls_check_readable(const char *what, const char *path, char *err)
+{
+    struct stat st;
+
+    if (stat(path, &st) < 0) {
+        int e = errno;
+
+        snprintf(err, TLS_ERR_MAX, "could not access %s \"%s\": %s", what, path, strerror(e));
+        return -e;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, TLS_ERR_MAX, "%s \"%s\" is not a regular file", what, path);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int tls_ctx_common(SSL_CTX *ctx, int min_version, int max_version, char *err)
+{
+    char e[256];
+    int min = min_version ? min_version : TLS1_2_VERSION;
+
+    if (min < TLS1_2_VERSION || (max_version && max_version < min)) {
+        snprintf(err, TLS_ERR_MAX, "invalid TLS version range (TLSv1.2 is the oldest allowed)");
+        return -EINVAL;
+    }
+    if (SSL_CTX_set_min_proto_version(ctx, min) != 1 ||
+        (max_version && SSL_CTX_set_max_proto_version(ctx, max_version) != 1)) {
+        snprintf(err, TLS_ERR_MAX, "could not set the TLS version range: %s",
+                 tls_last_error(e, sizeof(e)));
+        return -EINVAL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* NO_AUTO_CHAIN: send exactly the chain file, not a chain OpenSSL completes from the trust
+     * store (the client CA file), which would add roots the peer must not need. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
+    return 0;
+}
+
+static int tls_load_cert_key(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err)
+{
+    char e[256];
+    int rc;
+
+    if ((rc = tls_check_readable("certificate file", cert_file, err)) < 0)
+        return rc;
+    if ((rc = tls_check_key_file(key_file, err)) < 0)
+        return rc;
+    ERR_clear_error();
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+        snprintf(err, TLS_ERR_MAX, "could not load certificate file \"%s\": %s", cert_file,
+                 tls_last_error(e, sizeof(e)));
+        return -EINVAL;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+        unsigned long first = ERR_peek_error();
+
+        if (ERR_GET_LIB(first) == ERR_LIB_X509 &&
+            ERR_GET_REASON(first) == X509_R_KEY_VALUES_MISMATCH) {
+            snprintf(err, TLS_ERR_MAX,
+                     "private key file \"%s\" does not match certificate file \"%s\"", key_file,
+                     cert_file);
+            ERR_clear_error();
+            return -EINVAL;
+        }
+        snprintf(err, TLS_ERR_MAX, "could not load private key file \"%s\": %s", key_file,
+                 tls_last_error(e, sizeof(e)));
+        return -EINVAL;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, TLS_ERR_MAX,
+                 "private key file \"%s\" does not match certificate file \"%s\"", key_file,
+                 cert_file);
+        ERR_clear_error();
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int tls_load_ca(SSL_CTX *ctx, const char *ca_file, char *err)
+{
+    char e[256];
+    int rc;
+
+    if ((rc = tls_check_readable("CA file", ca_file, err)) < 0)
+        return rc;
+    ERR_clear_error();
+    if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+        snprintf(err, TLS_ERR_MAX, "could not load CA file \"%s\": %s", ca_file,
+                 tls_last_error(e, sizeof(e)));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Renders a wire-format ALPN list as "a, b" for messages, printable characters only. */
+static void tls_alpn_list_text(const unsigned char *in, unsigned int inlen, char *buf, size_t cap)
+{
+    size_t o = 0;
+    unsigned int i = 0;
+
+    buf[0] = '\0';
+    while (i < inlen && o + 8 < cap) {
+        unsigned int n = in[i++], j;
+
+        if (o > 0) {
+            buf[o++] = ',';
+            buf[o++] = ' ';
+        }
+        for (j = 0; j < n && i + j < inlen && o + 4 < cap; j++)
+            buf[o++] = isprint(in[i + j]) ? (char)in[i + j] : '?';
+        i += n;
+    }
+    buf[o] = '\0';
+}
+
+static int tls_alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen,
+                           const unsigned char *in, unsigned int inlen, void *arg)
+{
+    const struct tls_alpn *a = arg;
+    char offered[160];
+    unsigned int i = 0;
+
+    while (i < inlen) {
+        unsigned int n = in[i];
+
+        if (n == 0 || i + 1 + n > inlen)
+            break;
+        if (n == a->len && memcmp(in + i + 1, a->name, n) == 0) {
+            *out = in + i + 1;
+            *outlen = (unsigned char)n;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + n;
+    }
+    tls_alpn_list_text(in, inlen, offered, sizeof(offered));
+    ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_APPLICATION_PROTOCOL, "client offered ALPN %s, not %.*s",
+                   offered, (int)a->len, (const char *)a->name);
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static int tls_client_hello(SSL *s, int *al, void *arg)
+{
+    const struct tls_alpn *a = arg;
+    const unsigned char *ext = NULL;
+    size_t len = 0;
+
+    if (!a->required ||
+        SSL_client_hello_get0_ext(s, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
+                                  &len) == 1)
+        return SSL_CLIENT_HELLO_SUCCESS;
+    ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_APPLICATION_PROTOCOL, "client did not offer ALPN %.*s",
+                   (int)a->len, (const char *)a->name);
+    *al = SSL_AD_NO_APPLICATION_PROTOCOL;
+    return SSL_CLIENT_HELLO_ERROR;
+}
+
+static int tls_server_alpn(SSL_CTX *ctx, const char *alpn, bool required, char *err)
+{
+    struct tls_alpn *a;
+    size_t n = strlen(alpn);
+
+    if (n == 0 || n > 255) {
+        snprintf(err, TLS_ERR_MAX, "invalid ALPN protocol name \"%s\"", alpn);
+        return -EINVAL;
+    }
+    if (CRYPTO_THREAD_run_once(&tls_alpn_once, tls_alpn_index_init) != 1 || tls_alpn_index < 0) {
+        snprintf(err, TLS_ERR_MAX, "could not set up ALPN");
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    if (!(a = calloc(1, sizeof(*a)))) {
+        snprintf(err, TLS_ERR_MAX, "out of memory");
+        return -ENOMEM;
+    }
+    a->required = required;
+    a->len = (unsigned char)n;
+    memcpy(a->name, alpn, n);
+    if (SSL_CTX_set_ex_data(ctx, tls_alpn_index, a) != 1) {
+        free(a);
+        snprintf(err, TLS_ERR_MAX, "could not set up ALPN");
+        ERR_clear_error();
+        return -ENOMEM;
+    }
+    /* From here the context owns a (freed by tls_alpn_free). */
+    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_select, a);
+    if (required)
+        SSL_CTX_set_client_hello_cb(ctx, tls_client_hello, a);
+    return 0;
+}
+
+SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
+{
+    SSL_CTX *ctx = NULL, *ret = NULL;
+    char e[256];
+
+    err[0] = '\0';
+    if (!o->cert_file || !o->key_file) {
+        snprintf(err, TLS_ERR_MAX, "a certificate file and a private key file are required");
+        goto out;
+    }
+    if (o->require_client_cert && !o->client_ca_file) {
+        snprintf(err, TLS_ERR_MAX, "requiring client certificates needs a client CA file");
+        goto out;
+    }
+    if (o->alpn_required && !o->alpn) {
+        snprintf(err, TLS_ERR_MAX, "requiring ALPN needs a protocol name");
+        goto out;
+    }
+    if (o->max_send_fragment && (o->max_send_fragment < 512 || o->max_send_fragment > 16384)) {
+        snprintf(err, TLS_ERR_MAX, "TLS max send fragment must be between 512 and 16384");
+        goto out;
+    }
+    ERR_clear_error();
+    if (!(ctx = SSL_CTX_new(TLS_server_method()))) {
+        snprintf(err, TLS_ERR_MAX, "could not create a TLS context: %s",
+                 tls_last_error(e, sizeof(e)));
+        goto out;
+    }
+    if (tls_ctx_common(ctx, o->min_version, o->max_version, err) < 0)
+        goto out;
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (tls_load_cert_key(ctx, o->cert_file, o->key_file, err) < 0)
+        goto out;
+    if (o->client_ca_file) {
+        STACK_OF(X509_NAME) *names;
+
+        if (tls_load_ca(ctx, o->client_ca_file, err) < 0)
+            goto out;
+        /* the CA names sent in CertificateRequest let clients pick the right certificate */
+        if (!(names = SSL_load_client_CA_file(o->client_ca_file))) {
+            snprintf(err, TLS_ERR_MAX, "could not read CA names from \"%s\": %s",
+                     o->client_ca_file, tls_last_error(e, sizeof(e)));
+            goto out;
+        }
+        SSL_CTX_set_client_CA_list(ctx, names);
+        SSL_CTX_set_verify(ctx,
+                           SSL_VERIFY_PEER |
+                               (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                           NULL);
+    }
+    if (o->max_send_fragment &&
+        SSL_CTX_set_max_send_fragment(ctx, (long)o->max_send_fragment) != 1) {
+        snprintf(err, TLS_ERR_MAX, "could not set the TLS max send fragment: %s",
+                 tls_last_error(e, sizeof(e)));
+        goto out;
+    }
+    if (o->alpn && tls_server_alpn(ctx, o->alpn, o->alpn_required, err) < 0)
+        goto out;
+    ret = ctx;
+    ctx = NULL;
+out:
+    SSL_CTX_free(ctx);
+    return ret;
+}
+
+SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
+{
+    SSL_CTX *ctx = NULL, *ret = NULL;
+    char e[256];
+
+    err[0] = '\0';
+    if (!o->ca_file) {
+        snprintf(err, TLS_ERR_MAX, "a CA file is required to verify the server");
+        goto out;
+    }
+    if (!o->cert_file != !o->key_file) {
+        snprintf(err, TLS_ERR_MAX, "a client certificate and its key go together");
+        goto out;
+    }
+    if (o->alpn && (strlen(o->alpn) == 0 || strlen(o->alpn) > 255)) {
+        snprintf(err, TLS_ERR_MAX, "invalid ALPN protocol name \"%s\"", o->alpn);
+        goto out;
+    }
+    ERR_clear_error();
+    if (!(ctx = SSL_CTX_new(TLS_client_method()))) {
+        snprintf(err, TLS_ERR_MAX, "could not create a TLS context: %s",
+                 tls_last_error(e, sizeof(e)));
+        goto out;
+    }
+    if (tls_ctx_common(ctx, o->min_version, 0, err) < 0)
+        goto out;
+    if (tls_load_ca(ctx, o->ca_file, err) < 0)
+        goto out;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (o->cert_file && tls_load_cert_key(ctx, o->cert_file, o->key_file, err) < 0)
+        goto out;
+    if (o->alpn) {
+        unsigned char wire[256];
+        size_t n = strlen(o->alpn);
+
+        wire[0] = (unsigned char)n;
+        memcpy(wire + 1, o->alpn, n);
+        /* this one returns 0 on success */
+        if (SSL_CTX_set_alpn_protos(ctx, wire, (unsigned int)(n + 1)) != 0) {
+            snprintf(err, TLS_ERR_MAX, "could not set ALPN: %s", tls_last_error(e, sizeof(e)));
+            goto out;
+        }
+    }
+    ret = ctx;
+    ctx = NULL;
+out:
+    SSL_CTX_free(ctx);
+    return ret;
+}
