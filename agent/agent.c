@@ -301,7 +301,12 @@ static void link_on_up(struct tunnel *t)
     struct agent *a = l->a;
     struct proto_hello h;
     uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
+    char alpn[32];
 
+    if (!conn_tls_alpn(tunnel_conn(t), alpn, sizeof(alpn)) || strcmp(alpn, PROTO_ALPN) != 0) {
+        tunnel_close(t, "relay did not select ALPN " PROTO_ALPN);
+        return;
+    }
     memset(&h, 0, sizeof(h));
     h.ver_major = PROTO_VERSION_MAJOR;
     h.ver_minor = PROTO_VERSION_MINOR;

@@ -5,17 +5,19 @@
  *
  *   new --connect/accept--> open (plaintext) --conn_tls_*--> handshaking --> established
  *
- *   read side   reading --on_read < len--> paused (rest held) --conn_read_start--> resume (idle)
+ *   read side   reading --on_read < len--> paused (rest held)
+ *               paused --conn_read_start--> resume (next turn, idle) --> reading
  *               reading --FIN / close_notify--> eof (no more reads)
- *   write side  conn_write --> pending plaintext (dirty list) --end of turn, or 16 KiB pending-->
- *               [SSL_write --> ciphertext chunks] --> uv_write --> write_cb (chunks back to the pool)
+ *   write side  conn_write --> pending plaintext (dirty list)
+ *               --end of turn, or 16 KiB pending--> [SSL_write --> ciphertext chunks]
+ *               --> uv_try_write, the rest uv_write --> chunks back to the pool
  *               conn_shutdown: after pending writes: close_notify, then uv_shutdown (FIN)
- *   ending      conn_end: owner callbacks muted; flush, shut down, then read and discard until the
- *               peer's EOF (closing with unread input would RST away data the peer has not read
- *               yet); a timer bounds all of it
- *   closing     conn_close or an error: uv_close on every handle; the last close callback reports
- *               an error noticed inside a conn_* call (never reported from inside that call), calls
- *               on_close and frees the conn
+ *   ending      conn_end: owner callbacks muted; flush, shut down, then read and discard
+ *               until the peer's EOF (closing with unread input would RST away data the
+ *               peer has not read yet); a timer bounds all of it
+ *   closing     conn_close or an error: uv_close on every handle; the last close callback
+ *               reports an error noticed inside a conn_* call (never from inside that call),
+ *               calls on_close and frees the conn
  *
  * TLS runs through a custom BIO (one per SSL, both directions), as h2o does: OpenSSL reads
  * ciphertext straight from the per-loop read buffer (copied to the conn only when the owner
@@ -42,9 +44,9 @@
 #include "common/log.h"
 #include "common/tls.h"
 
-#define CONN_READ_BUF (64 * 1024)  /* one socket read */
-#define CONN_PLAIN_BUF (64 * 1024) /* plaintext gathered from several records per on_read */
-#define CONN_RECORD (16 * 1024)    /* largest TLS record payload; the coalescing threshold */
+#define CONN_READ_BUF (64 * 1024)         /* one socket read */
+#define CONN_PLAIN_BUF (64 * 1024)        /* plaintext gathered from several records per on_read */
+#define CONN_RECORD (16 * 1024)           /* largest TLS record payload; the coalescing threshold */
 #define CONN_BUF_SIZE (CONN_RECORD + 512) /* a full record's ciphertext fits in one chunk */
 #define CONN_WRITE_BUFS 4 /* chunks per uv_write: libuv keeps up to 4 bufs without malloc */
 #define CONN_TRY_BUFS 16  /* chunks per uv_try_write (one writev, nothing kept) */
@@ -54,7 +56,8 @@
 #define CONN_LOW_DEFAULT (64 * 1024)
 #define CONN_HIGH_DEFAULT (256 * 1024)
 
-#define conn_container_of(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define conn_container_of(ptr, type, member)                                                       \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* A pooled chunk: pending plaintext, or ciphertext on its way to the socket. The first chunk of
  * a group handed to one uv_write carries the request; the group is linked through next. */
@@ -985,7 +988,8 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->cin_len > 0 || c->held_len > 0) {
-            c->fin_pending = true;
+            c->fin_pending = true; /* after what came before it */
+            conn_schedule_resume(c);
             return;
         }
         conn_on_fin(c);

@@ -223,9 +223,8 @@ static int tls_load_cert_key(SSL_CTX *ctx, const char *cert_file, const char *ke
         return -EINVAL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, TLS_ERR_MAX,
-                 "private key file \"%s\" does not match certificate file \"%s\"", key_file,
-                 cert_file);
+        snprintf(err, TLS_ERR_MAX, "private key file \"%s\" does not match certificate file \"%s\"",
+                 key_file, cert_file);
         ERR_clear_error();
         return -EINVAL;
     }
@@ -300,9 +299,8 @@ static int tls_client_hello(SSL *s, int *al, void *arg)
     const unsigned char *ext = NULL;
     size_t len = 0;
 
-    if (!a->required ||
-        SSL_client_hello_get0_ext(s, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext,
-                                  &len) == 1)
+    if (!a->required || SSL_client_hello_get0_ext(
+                            s, TLSEXT_TYPE_application_layer_protocol_negotiation, &ext, &len) == 1)
         return SSL_CLIENT_HELLO_SUCCESS;
     ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_APPLICATION_PROTOCOL, "client did not offer ALPN %.*s",
                    (int)a->len, (const char *)a->name);
@@ -380,21 +378,20 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
     if (tls_load_cert_key(ctx, o->cert_file, o->key_file, err) < 0)
         goto out;
     if (o->client_ca_file) {
-        STACK_OF(X509_NAME) *names;
+        STACK_OF(X509_NAME) * names;
 
         if (tls_load_ca(ctx, o->client_ca_file, err) < 0)
             goto out;
         /* the CA names sent in CertificateRequest let clients pick the right certificate */
         if (!(names = SSL_load_client_CA_file(o->client_ca_file))) {
-            snprintf(err, TLS_ERR_MAX, "could not read CA names from \"%s\": %s",
-                     o->client_ca_file, tls_last_error(e, sizeof(e)));
+            snprintf(err, TLS_ERR_MAX, "could not read CA names from \"%s\": %s", o->client_ca_file,
+                     tls_last_error(e, sizeof(e)));
             goto out;
         }
         SSL_CTX_set_client_CA_list(ctx, names);
-        SSL_CTX_set_verify(ctx,
-                           SSL_VERIFY_PEER |
-                               (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                           NULL);
+        SSL_CTX_set_verify(
+            ctx, SSL_VERIFY_PEER | (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+            NULL);
     }
     if (o->max_send_fragment &&
         SSL_CTX_set_max_send_fragment(ctx, (long)o->max_send_fragment) != 1) {

@@ -131,7 +131,8 @@ class Burrow:
         return d
 
     # -- agents ----------------------------------------------------------------------------
-    def write_agent_ini(self, name="agent-a", routes=("a",), evil=False, **keys):
+    def write_agent_ini(self, name="agent-a", routes=("a",), evil=False, targets=None, **keys):
+        """targets: {route: (host, port)} instead of the test cluster's socket."""
         agent = {
             "relay": "127.0.0.1:%d" % self.tunnel_port,
             "relay_server_name": "localhost",
@@ -145,12 +146,14 @@ class Burrow:
         agent.update(keys)
         sections = [("agent", agent)]
         for r in routes:
-            sections.append(("route %s" % r, {"host": self.pg.sockdir, "port": self.pg.port}))
+            host, port = (targets or {}).get(r, (self.pg.sockdir, self.pg.port))
+            sections.append(("route %s" % r, {"host": host, "port": port}))
         path = os.path.join(self.dir, "%s%s.ini" % (name, "-evil" if evil else ""))
         return write_ini(path, sections)
 
-    def start_agent(self, name="agent-a", routes=("a",), evil=False, wait=True, **keys):
-        ini = self.write_agent_ini(name, routes, evil, **keys)
+    def start_agent(self, name="agent-a", routes=("a",), evil=False, wait=True, targets=None,
+                    **keys):
+        ini = self.write_agent_ini(name, routes, evil, targets, **keys)
         return self.restart_agent(name, ini, wait)
 
     def restart_agent(self, name="agent-a", ini=None, wait=True):

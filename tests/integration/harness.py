@@ -489,3 +489,58 @@ def run_bounded(fn, timeout, what):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def query_message(sql):
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!I", len(body) + 4) + body
+
+
+TERMINATE = b"X\0\0\0\4"
+
+
+class MessageReader:
+    """Buffered backend-message reader over a (TLS) socket, for bulk reads."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _fill(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(1 << 17)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+
+    def read(self):
+        self._fill(5)
+        typ = chr(self.buf[0])
+        length = struct.unpack_from("!I", self.buf, 1)[0]
+        self._fill(1 + length)
+        body = bytes(self.buf[5:1 + length])
+        del self.buf[:1 + length]
+        return typ, body
+
+
+def raw_session(port, ca, params):
+    """SSLRequest, TLS (verify-full), StartupMessage; returns (tls socket, reader) once the
+    server sent ReadyForQuery. Only for users PostgreSQL trusts (no password exchange)."""
+    s = raw_connect(port)
+    tls = tls_after_sslrequest(s, ca)
+    tls.sendall(startup_message(params))
+    reader = MessageReader(tls)
+    while True:
+        typ, body = reader.read()
+        if typ == "E":
+            raise AssertionError("startup failed: %r" % parse_error_response(body))
+        if typ == "Z":
+            return tls, reader
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

@@ -1,0 +1,269 @@
+"""Beyond the issue's list: flow control, keepalive, timeouts, TLS versions, abrupt clients.
+Each follows from design.md / the contract and guards a failure a user would feel."""
+
+import asyncio
+import os
+import signal
+import socket
+import ssl
+import struct
+import time
+import warnings
+
+import psycopg
+import pytest
+
+import harness
+from harness import (TERMINATE, parse_error_response, query_message, raw_connect, raw_session,
+                     read_error, recv_exact, rss_kib, startup_message, t, tls_after_sslrequest)
+
+
+def backend(pg, app):
+    rows = pg.sql("select pid, state, wait_event from pg_stat_activity where application_name = %s",
+                  (app,))
+    return rows[0] if rows else None
+
+
+def test_slow_reader_does_not_stall_the_tunnel(burrow):
+    """A client that stops reading a 100 MB result must not stall other sessions on the same
+    tunnel, and must not make the relay or agent buffer its data (per-stream credit)."""
+    rows, width = 100000, 1000
+    tls, reader = raw_session(burrow.client_port, burrow.certs.ca,
+                              {"user": "postgres", "database": "postgres",
+                               "application_name": "it-slow"})
+    try:
+        rss0 = {d.kind: rss_kib(d.pid) for d in (burrow.relay, burrow.agents["agent-a"])}
+        tls.sendall(query_message("COPY (SELECT repeat('x', %d) FROM generate_series(1, %d)) "
+                                  "TO STDOUT" % (width, rows)))
+        typ, _ = reader.read()
+        assert typ == "H", typ  # CopyOutResponse; now stop reading
+        # Back-pressure reaches PostgreSQL: its backend blocks writing to the agent.
+        harness.wait_until(lambda: (backend(burrow.pg, "it-slow") or (0, 0, 0))[2] == "ClientWrite",
+                           t(15), "the slow session's backend to block in ClientWrite")
+        rss1 = {d.kind: rss_kib(d.pid) for d in (burrow.relay, burrow.agents["agent-a"])}
+        # Other sessions on the same tunnel go on, at full speed.
+        t0 = time.monotonic()
+        with burrow.connect() as conn:
+            for i in range(20):
+                assert conn.execute("select %s::int", (i,)).fetchone()[0] == i
+            got = conn.execute("select string_agg(repeat('y', 1000), '') "
+                               "from generate_series(1, 5000)").fetchone()[0]
+            assert len(got) == 5000000
+        elapsed = time.monotonic() - t0
+        assert elapsed < t(5), "other sessions took %.1fs next to a stalled one" % elapsed
+        for kind in rss0:
+            grew = rss1[kind] - rss0[kind]
+            assert grew < 32 * 1024, "%s RSS grew by %d KiB while a client did not read" % (
+                kind, grew)
+        # The stalled session resumes and gets every row.
+        n = 0
+        while True:
+            typ, body = reader.read()
+            if typ == "d":
+                assert len(body) == width + 1
+                n += 1
+            elif typ == "C":
+                assert body.rstrip(b"\0") == b"COPY %d" % rows, body
+            elif typ == "Z":
+                break
+            else:
+                assert typ != "E", parse_error_response(body)
+        assert n == rows
+        tls.sendall(TERMINATE)
+    finally:
+        tls.close()
+
+
+@pytest.mark.parametrize("how", ["copy_out", "copy_in"])
+def test_client_vanishes_mid_copy(burrow, how):
+    """A client that resets its connection mid-stream ends its session (and its PostgreSQL
+    backend) and harms nobody else."""
+    app = "it-abrupt-" + how
+    tls, reader = raw_session(burrow.client_port, burrow.certs.ca,
+                              {"user": "postgres", "database": "postgres",
+                               "application_name": app})
+    mark = burrow.relay.mark()
+    if how == "copy_out":
+        tls.sendall(query_message("COPY (SELECT repeat('x', 1000) FROM generate_series(1, 1000000))"
+                                  " TO STDOUT"))
+        got = 0
+        while got < 1 << 20:
+            typ, body = reader.read()
+            assert typ in "Hd", (typ, body[:100])
+            got += len(body)
+    else:
+        tls.sendall(query_message("CREATE TEMP TABLE sink (t text); COPY sink FROM STDIN"))
+        while True:
+            typ, body = reader.read()
+            assert typ != "E", parse_error_response(body)
+            if typ == "G":  # CopyInResponse
+                break
+        row = b"z" * 1000 + b"\n"
+        data = b"d" + struct.pack("!I", len(row) * 1000 + 4) + row * 1000
+        for _ in range(4):
+            tls.sendall(data)
+    raw = socket.socket(fileno=os.dup(tls.fileno()))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    tls.close()
+    raw.close()  # RST
+    line = burrow.relay.wait_for_log("session end ", timeout=5, since=mark)
+    assert "route=a" in line, line
+    harness.wait_until(lambda: backend(burrow.pg, app) is None, t(10),
+                       "the PostgreSQL backend of the vanished client to end")
+    with burrow.connect() as conn:
+        assert conn.execute("select 'fine'").fetchone()[0] == "fine"
+
+
+@pytest.mark.parametrize("target", ["unix_no_socket", "tcp_refused"])
+def test_agent_cannot_reach_postgres_08006(burrow_env, tmp_path, target):
+    b = burrow_env
+    b.start_relay()
+    if target == "unix_no_socket":
+        empty = str(tmp_path / "nosock")
+        os.makedirs(empty)
+        dest = (empty, 5432)
+    else:
+        dest = ("127.0.0.1", harness.free_port())
+    b.start_agent("agent-a", routes=("a",), targets={"a": dest})
+    t0 = time.monotonic()
+    with raw_connect(b.client_port) as s:
+        with tls_after_sslrequest(s, b.certs.ca) as tls:
+            tls.settimeout(t(10))
+            tls.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+            err = read_error(tls)
+    assert err.get("C") == "08006", err
+    assert "agent-a" in err.get("M", "") and "PostgreSQL" in err.get("M", ""), err
+    assert time.monotonic() - t0 < t(3)
+    assert b.agents["agent-a"].alive() and b.relay.alive()
+
+
+def test_silent_clients_time_out(burrow_env):
+    b = burrow_env
+    b.start_relay(startup_timeout="500ms")
+    b.start_agent()
+    t0 = time.monotonic()
+    plain = raw_connect(b.client_port)  # sends nothing at all
+    tls = tls_after_sslrequest(raw_connect(b.client_port), b.certs.ca)  # TLS, no startup
+    half = tls_after_sslrequest(raw_connect(b.client_port), b.certs.ca)
+    half.sendall(startup_message({"user": "postgres", "database": "postgres"})[:20])
+    for name, s in (("plain", plain), ("tls", tls), ("partial startup", half)):
+        try:
+            s.settimeout(t(5))
+            while s.recv(4096):
+                pass  # an ErrorResponse is fine; the close is what matters
+        except (ConnectionResetError, ssl.SSLError, OSError):
+            pass
+        except socket.timeout:
+            raise AssertionError("%s client still connected %.1fs after startup_timeout=500ms" % (
+                name, time.monotonic() - t0))
+        finally:
+            s.close()
+    assert time.monotonic() - t0 < t(4)
+    with b.connect() as conn:
+        assert conn.execute("select 1").fetchone()[0] == 1
+
+
+def tls_handshake(port, ca, min_version, max_version):
+    ctx = harness.client_tls_context(ca)
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer old versions at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.0/1.1: that is the point
+        ctx.minimum_version = min_version
+        ctx.maximum_version = max_version
+    with raw_connect(port) as s:
+        s.sendall(harness.ssl_request())
+        assert recv_exact(s, 1) == b"S"
+        with ctx.wrap_socket(s, server_hostname="localhost") as tls:
+            return tls.version()
+
+
+def test_tls_versions_default(burrow):
+    V = ssl.TLSVersion
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = (V.TLSv1, V.TLSv1_1)
+    assert tls_handshake(burrow.client_port, burrow.certs.ca, V.TLSv1_2, V.TLSv1_2) == "TLSv1.2"
+    assert tls_handshake(burrow.client_port, burrow.certs.ca, V.TLSv1_2, V.TLSv1_3) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError) as ei:
+        tls_handshake(burrow.client_port, burrow.certs.ca, *old)
+    assert "NO_PROTOCOLS_AVAILABLE" not in str(ei.value), "client could not offer TLS 1.1"
+    with burrow.connect() as conn:
+        assert conn.execute("select 1").fetchone()[0] == 1
+
+
+def test_tls_min_version_13(burrow_env):
+    b = burrow_env
+    b.start_relay(tls_min_version="TLSv1.3")
+    V = ssl.TLSVersion
+    with pytest.raises(ssl.SSLError):
+        tls_handshake(b.client_port, b.certs.ca, V.TLSv1_2, V.TLSv1_2)
+    assert tls_handshake(b.client_port, b.certs.ca, V.TLSv1_2, V.TLSv1_3) == "TLSv1.3"
+
+
+def test_keepalive_detects_frozen_agent(burrow_env):
+    """A frozen agent (SIGSTOP: no FIN, no RST) is declared dead after dead_timeout; its
+    sessions end with an error; once thawed it reconnects by itself."""
+    b = burrow_env
+    b.start_relay(ping_interval="200ms", dead_timeout="1s")
+    agent = b.start_agent(ping_interval="200ms", dead_timeout="1s")
+    conn = b.connect(application_name="it-frozen")
+    assert conn.execute("select 1").fetchone()[0] == 1
+    mark = b.relay.mark()
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        b.relay.wait_for_log("tunnel down agent=agent-a", timeout=5, since=mark)
+        down = time.monotonic() - t0
+        assert down < t(3), "tunnel declared dead after %.1fs (dead_timeout=1s)" % down
+        with pytest.raises(psycopg.OperationalError):
+            harness.run_bounded(lambda: conn.execute("select 1"), t(5), "query on a dead tunnel")
+        conn.close()
+        with raw_connect(b.client_port) as s:
+            with tls_after_sslrequest(s, b.certs.ca) as tls:
+                tls.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+                assert read_error(tls).get("C") == "57P03"
+        mark = b.relay.mark()
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+    b.relay.wait_for_log("tunnel up agent=agent-a ", timeout=10, since=mark)
+    with b.connect() as c:
+        assert c.execute("select 'thawed'").fetchone()[0] == "thawed"
+
+
+@pytest.mark.parametrize("how", ["sigkill"])
+def test_relay_killed_agent_reconnects(burrow, how):
+    agent = burrow.agents["agent-a"]
+    amark = agent.mark()
+    burrow.relay.kill()
+    agent.wait_for_log("tunnel down relay=", timeout=5, since=amark)
+    amark = agent.mark()
+    burrow.restart_relay()
+    agent.wait_for_log("tunnel up relay=", timeout=10, since=amark)
+    burrow.relay.wait_for_log("tunnel up agent=agent-a ", timeout=5)
+    with burrow.connect() as conn:
+        assert conn.execute("select 1").fetchone()[0] == 1
+
+
+def test_psycopg_async_large_results(burrow):
+    """psycopg 3.1 async clients hang when TLS records larger than a socket read sit decrypted
+    inside OpenSSL (design.md: records to clients are at most 8 KiB)."""
+
+    async def run():
+        conn = await psycopg.AsyncConnection.connect(burrow.dsn(), autocommit=True)
+        try:
+            for n in (1, 7, 100, 5000, 20000):
+                cur = await conn.execute("select repeat('q', 1000) from generate_series(1, %s)"
+                                         % n)
+                rows = await cur.fetchall()
+                assert len(rows) == n and len(rows[0][0]) == 1000
+            total = 0
+            async with conn.cursor() as cur:
+                async with cur.copy("COPY (SELECT repeat('w', 3000) FROM generate_series(1, 10000))"
+                                    " TO STDOUT") as copy:
+                    async for chunk in copy:
+                        total += len(chunk)
+            assert total == 10000 * 3001
+        finally:
+            await conn.close()
+
+    asyncio.run(asyncio.wait_for(run(), t(30)))
