@@ -93,6 +93,18 @@ void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on
 /* Abort the stream: RESET to the peer, local conn closed. */
 void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *msg);
 
+/*
+ * Filters see the bytes of one direction of a stream before they move on, and may rewrite
+ * them in place (never changing the length): the agent rewrites BackendKeyData, the relay
+ * reads statements for the audit log. Bytes come in arbitrary pieces (a message may be split
+ * anywhere). Return false to stop filtering that direction (no cost afterwards).
+ * TUNNEL_TO_PEER: local conn -> tunnel; TUNNEL_TO_LOCAL: tunnel -> local conn.
+ */
+enum tunnel_dir { TUNNEL_TO_PEER = 0, TUNNEL_TO_LOCAL = 1 };
+typedef bool (*tunnel_filter_fn)(void *ctx, uint8_t *data, size_t len);
+void tunnel_stream_set_filter(struct tunnel_stream *s, enum tunnel_dir dir, tunnel_filter_fn fn,
+                              void *ctx);
+
 uint32_t tunnel_stream_id(const struct tunnel_stream *s);
 struct tunnel *tunnel_stream_tunnel(const struct tunnel_stream *s);
 void *tunnel_stream_data(const struct tunnel_stream *s);

@@ -2,11 +2,13 @@
 Each follows from design.md / the contract and guards a failure a user would feel."""
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
 import ssl
 import struct
+import threading
 import time
 import warnings
 
@@ -267,3 +269,109 @@ def test_psycopg_async_large_results(burrow):
             await conn.close()
 
     asyncio.run(asyncio.wait_for(run(), t(30)))
+
+
+def test_large_single_messages(burrow):
+    """Messages far larger than any frame, window or TLS record: one 64 MB DataRow out,
+    one 48 MB Bind in."""
+    with burrow.connect() as conn:
+        big, md5 = conn.execute("select repeat('0123456789abcdef', 4 * 1024 * 1024), "
+                                "md5(repeat('0123456789abcdef', 4 * 1024 * 1024))").fetchone()
+        assert len(big) == 64 << 20
+        assert hashlib.md5(big.encode()).hexdigest() == md5
+        payload = hashlib.sha256(b"in").hexdigest() * (48 << 20 >> 6)
+        n, md5 = conn.execute("select length(%s::text), md5(%s::text)",
+                              (payload, payload)).fetchone()
+        assert n == len(payload)
+        assert md5 == hashlib.md5(payload.encode()).hexdigest()
+
+
+def test_pipeline_mode(burrow):
+    """libpq pipeline mode: thousands of small messages in flight both ways at once."""
+    n = 3000
+    with burrow.connect() as conn:
+        with conn.pipeline():
+            curs = [conn.execute("select %s::int, md5(%s::text)", (i, str(i))) for i in range(n)]
+        for i, cur in enumerate(curs):
+            assert cur.fetchone() == (i, hashlib.md5(str(i).encode()).hexdigest())
+
+
+def test_parallel_bulk_streams_keep_their_bytes(burrow):
+    """Several bulk streams multiplexed on one tunnel at once, both directions; every stream
+    arrives whole and unmixed."""
+    mb = 32
+    outs, ins = 4, 2
+    barrier = threading.Barrier(outs + ins, timeout=t(30))
+    errors = []
+
+    def copy_out(k):
+        cols = ("lpad(i::text, 8, '0')", "repeat(md5((i * %d)::text), 30)" % (k + 7))
+        row = "%s || E'\\t' || %s" % cols  # the text COPY writes for one row
+        rows = (mb << 20) // 970 + 1
+        h = hashlib.md5()
+        with burrow.connect(application_name="it-bulk-out-%d" % k) as conn:
+            barrier.wait()
+            with conn.cursor() as cur:
+                with cur.copy("COPY (SELECT %s, %s FROM generate_series(1, %d) i) TO STDOUT"
+                              % (cols + (rows,))) as copy:
+                    for chunk in copy:
+                        h.update(chunk)
+            want = conn.execute("SELECT md5(string_agg(%s || E'\\n', '' ORDER BY i)) "
+                                "FROM generate_series(1, %d) i" % (row, rows)).fetchone()[0]
+        if h.hexdigest() != want:
+            errors.append("copy out %d: md5 mismatch" % k)
+
+    def copy_in(k):
+        line = ("%d" % k).encode() * 1000
+        table = "bulk_in_%d" % k
+        rows = (mb << 20) // (len(line) + 8) + 1
+        with burrow.connect(application_name="it-bulk-in-%d" % k) as conn:
+            conn.execute("CREATE TEMP TABLE %s (i int, t text)" % table)
+            barrier.wait()
+            with conn.cursor() as cur:
+                with cur.copy("COPY %s FROM STDIN" % table) as copy:
+                    for start in range(1, rows + 1, 512):
+                        copy.write(b"".join(b"%d\t%s\n" % (i, line)
+                                            for i in range(start, min(start + 512, rows + 1))))
+            got = conn.execute("SELECT count(*), sum(i), count(DISTINCT t), min(t) = %s "
+                               "FROM " + table, (line.decode(),)).fetchone()
+        if got != (rows, rows * (rows + 1) // 2, 1, True):
+            errors.append("copy in %d: got %r" % (k, got))
+
+    def guard(fn, k):
+        try:
+            fn(k)
+        except BaseException as e:  # noqa: B902
+            errors.append("%s %d: %r" % (fn.__name__, k, e))
+            barrier.abort()
+
+    threads = [threading.Thread(target=guard, args=(copy_out, k), daemon=True) for k in range(outs)]
+    threads += [threading.Thread(target=guard, args=(copy_in, k), daemon=True) for k in range(ins)]
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + t(60)
+    for th in threads:
+        th.join(max(0.1, deadline - time.monotonic()))
+    assert not any(th.is_alive() for th in threads), "bulk streams still running (hang?)"
+    assert not errors, errors
+
+
+def test_two_agents_one_route_failover(burrow_env):
+    """[route a] agents = agent-a, agent-b: both serve; with one killed, the other serves."""
+    b = burrow_env
+    b.start_relay(routes={"a": ["agent-a", "agent-b"]})
+    b.start_agent("agent-a", routes=("a",))
+    b.start_agent("agent-b", routes=("a",))
+    for _ in range(6):
+        with b.connect() as conn:
+            assert conn.execute("select 1").fetchone()[0] == 1
+    served = {harness.kv(l).get("agent") for l in b.relay.lines("session start")}
+    assert served <= {"agent-a", "agent-b"}, served
+    mark = b.relay.mark()
+    b.agents["agent-a"].kill()
+    b.relay.wait_for_log("tunnel down agent=agent-a", timeout=5, since=mark)
+    for _ in range(6):
+        with b.connect() as conn:
+            assert conn.execute("select 2").fetchone()[0] == 2
+    after = {harness.kv(l).get("agent") for l in b.relay.lines("session start", since=mark)}
+    assert after == {"agent-b"}, after
