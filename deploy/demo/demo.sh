@@ -385,7 +385,11 @@ wait_for_log() { # relay|agent STRING
     i=0
     while [ "$i" -lt "$WAIT_TENTHS" ]; do
         grep -qF -- "$2" "$D/$1.log" 2>/dev/null && return 0
-        alive "$(cat "$D/$1.pid")" || die "pgburrow-$1 exited before logging \"$2\""
+        if ! alive "$(cat "$D/$1.pid")"; then
+            hint=""
+            [ "$1" != relay ] || hint=" (a port in use? see PGBURROW_DEMO_PORT, PGBURROW_DEMO_TUNNEL_PORT)"
+            die "pgburrow-$1 exited before logging \"$2\"$hint"
+        fi
         sleep 0.1
         i=$((i + 1))
     done

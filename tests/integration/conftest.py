@@ -90,6 +90,7 @@ class Burrow:
         self.daemons = []
         self.relay = None
         self.relay_ini = None
+        self.relay_args = ()
         self.agents = {}
         self._n = 0
 
@@ -118,13 +119,15 @@ class Burrow:
         self.relay_ini = write_ini(os.path.join(self.dir, "relay.ini"), sections)
         return self.relay_ini
 
-    def start_relay(self, routes=None, default_route="a", **keys):
+    def start_relay(self, routes=None, default_route="a", args=(), **keys):
+        """keys: [relay] keys for relay.ini; args: extra command-line flags."""
         self.write_relay_ini(routes, default_route, **keys)
+        self.relay_args = tuple(args)
         return self.restart_relay()
 
     def restart_relay(self):
         """Start the relay (again) with the current relay.ini; wait until it listens."""
-        d = Daemon("relay", self.relay_ini, self._logpath("relay")).start()
+        d = Daemon("relay", self.relay_ini, self._logpath("relay"), self.relay_args).start()
         self.daemons.append(d)
         self.relay = d
         d.wait_for_log("listening clients=", timeout=10)
@@ -152,16 +155,18 @@ class Burrow:
         return write_ini(path, sections)
 
     def start_agent(self, name="agent-a", routes=("a",), evil=False, wait=True, targets=None,
-                    **keys):
+                    args=(), **keys):
         ini = self.write_agent_ini(name, routes, evil, targets, **keys)
-        return self.restart_agent(name, ini, wait)
+        return self.restart_agent(name, ini, wait, args)
 
-    def restart_agent(self, name="agent-a", ini=None, wait=True):
+    def restart_agent(self, name="agent-a", ini=None, wait=True, args=None):
         """Start an agent (again); with wait, until both ends logged "tunnel up"."""
         if ini is None:
             ini = self.agents[name].config
+        if args is None:
+            args = self.agents[name].extra_args if name in self.agents else ()
         mark = self.relay.mark() if self.relay else 0
-        d = Daemon("agent", ini, self._logpath(name)).start()
+        d = Daemon("agent", ini, self._logpath(name), args).start()
         self.daemons.append(d)
         self.agents[name] = d
         if wait:

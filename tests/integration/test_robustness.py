@@ -375,3 +375,102 @@ def test_two_agents_one_route_failover(burrow_env):
             assert conn.execute("select 2").fetchone()[0] == 2
     after = {harness.kv(l).get("agent") for l in b.relay.lines("session start", since=mark)}
     assert after == {"agent-b"}, after
+
+
+def test_slow_postgres_does_not_stall_the_tunnel(burrow):
+    """PostgreSQL that stops reading (COPY FROM blocked on a lock) while a client pushes
+    100 MB: the agent and relay must push back instead of buffering, and other sessions on
+    the tunnel go on. Once unblocked, every row arrives."""
+    pg = burrow.pg
+    pg.sql("DROP TABLE IF EXISTS slowpg")
+    pg.sql("CREATE UNLOGGED TABLE slowpg (t text)")
+    locker = psycopg.connect(pg.direct_dsn(), connect_timeout=10)
+    locker.execute("LOCK TABLE slowpg IN ACCESS EXCLUSIVE MODE")
+    tls, reader = raw_session(burrow.client_port, burrow.certs.ca,
+                              {"user": "postgres", "database": "postgres",
+                               "application_name": "it-slowpg"})
+    row = b"x" * 1023 + b"\n"
+    per_msg = 64
+    msg = b"d" + struct.pack("!I", len(row) * per_msg + 4) + row * per_msg
+    nmsg = 1600  # 100 MiB
+    progress = {"sent": 0}
+
+    def sender():
+        try:
+            tls.sendall(query_message("COPY slowpg FROM STDIN"))
+            for _ in range(nmsg):
+                tls.sendall(msg)
+                progress["sent"] += 1
+            tls.sendall(b"c\0\0\0\4")  # CopyDone
+            progress["done"] = True
+        except BaseException as e:  # noqa: B902
+            progress["error"] = repr(e)
+
+    try:
+        rss0 = {d.kind: rss_kib(d.pid) for d in (burrow.relay, burrow.agents["agent-a"])}
+        th = threading.Thread(target=sender, daemon=True)
+        th.start()
+        harness.wait_until(lambda: pg.sql("select 1 from pg_stat_activity where application_name"
+                                          " = 'it-slowpg' and wait_event_type = 'Lock'"),
+                           t(10), "the COPY to wait for the table lock")
+        # Wait (bounded) until the client is pushed back: no progress for a while.
+        last = [-1, time.monotonic()]
+
+        def stalled():
+            if progress["sent"] != last[0]:
+                last[:] = [progress["sent"], time.monotonic()]
+            return time.monotonic() - last[1] > 0.5
+
+        harness.wait_until(stalled, t(20), "the client's sends to be pushed back")
+        assert "done" not in progress and "error" not in progress, progress
+        assert progress["sent"] < nmsg // 2, "%d of %d MiB accepted while PostgreSQL read nothing" % (
+            progress["sent"] // 16, nmsg // 16)
+        rss1 = {d.kind: rss_kib(d.pid) for d in (burrow.relay, burrow.agents["agent-a"])}
+        for kind in rss0:
+            assert rss1[kind] - rss0[kind] < 32 * 1024, "%s RSS grew by %d KiB" % (
+                kind, rss1[kind] - rss0[kind])
+        t0 = time.monotonic()
+        with burrow.connect() as conn:
+            for i in range(20):
+                assert conn.execute("select %s::int", (i,)).fetchone()[0] == i
+            assert len(conn.execute("select string_agg(repeat('y', 1000), '') "
+                                    "from generate_series(1, 5000)").fetchone()[0]) == 5000000
+        assert time.monotonic() - t0 < t(5)
+    finally:
+        locker.close()  # releases the lock
+    th.join(t(60))
+    assert not th.is_alive() and progress.get("done"), progress
+    while True:
+        typ, body = reader.read()
+        assert typ != "E", parse_error_response(body)
+        if typ == "C":
+            assert body.rstrip(b"\0") == b"COPY %d" % (nmsg * per_msg), body
+        if typ == "Z":
+            break
+    tls.sendall(TERMINATE)
+    tls.close()
+    assert pg.sql("select count(*) from slowpg")[0][0] == nmsg * per_msg
+    pg.sql("DROP TABLE slowpg")
+
+
+def test_max_sessions(burrow_env):
+    b = burrow_env
+    b.start_relay(max_sessions="3")
+    b.start_agent()
+    conns = [b.connect() for _ in range(3)]
+    try:
+        with raw_connect(b.client_port) as s:
+            with tls_after_sslrequest(s, b.certs.ca) as tls:
+                tls.settimeout(t(5))
+                tls.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+                err = read_error(tls)
+        assert err.get("S") == "FATAL" and err.get("M", "").startswith("pgburrow: "), err
+        for c in conns:
+            assert c.execute("select 1").fetchone()[0] == 1
+    finally:
+        conns.pop().close()
+    b.relay.wait_for_log("session end ", timeout=5)
+    with b.connect() as c:  # a freed slot is usable again
+        assert c.execute("select 1").fetchone()[0] == 1
+    for c in conns:
+        c.close()
