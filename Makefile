@@ -109,6 +109,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-asan
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
 # ---- demo and bench ------------------------------------------------------------------------
 demo:
@@ -128,6 +129,7 @@ bench:
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)
 	clang -std=c11 -D_GNU_SOURCE -DPGB_VERSION='"$(VERSION)"' -I. -g -O1 \

@@ -9,8 +9,9 @@
  *
  * connect_timeout bounds RESOLVE..WELCOME; once UP, keepalive (tunnel.c) detects a dead relay.
  *
- * Each OPEN becomes a session: connect to the route's PostgreSQL (Unix socket or TCP), answer
- * OPEN_OK and hand the connection to the stream, or answer OPEN_FAIL with the reason.
+ * Each OPEN becomes a session: connect to the route's PostgreSQL (Unix socket or TCP; with the
+ * route's sslmode, SSLRequest and the TLS handshake first, see upstream.h), answer OPEN_OK and
+ * hand the connection to the stream, or answer OPEN_FAIL with the reason.
  */
 #include "agent/agent.h"
 
@@ -20,6 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/cancel_key.h"
+#include "agent/reload.h"
+#include "agent/upstream.h"
 #include "common/log.h"
 #include "common/tls.h"
 
@@ -53,6 +57,8 @@ struct agent_session {
     char route[PROTO_NAME_MAX];
     char target[300];
     uint16_t port;
+    struct upstream_tls up;       /* the route's upstream TLS, until the handshake is done */
+    struct cancel_key_watch *cancel; /* rewrites BackendKeyData once bound */
 };
 
 static void link_schedule(struct agent_link *l, const char *why);
@@ -83,8 +89,10 @@ static uint64_t agent_rand(struct agent *a)
 
 static void session_unref(struct agent_session *ss)
 {
-    if (--ss->refs == 0)
+    if (--ss->refs == 0) {
+        upstream_tls_release(&ss->up);
         free(ss);
+    }
 }
 
 static void session_timer_closed(uv_handle_t *h)
@@ -93,11 +101,18 @@ static void session_timer_closed(uv_handle_t *h)
 }
 
 static void session_pg_on_connect(struct conn *c, int status);
+static void session_pg_on_handshake(struct conn *c);
+static size_t session_pg_on_read(struct conn *c, const uint8_t *data, size_t len);
+static void session_pg_on_eof(struct conn *c);
 static void session_pg_on_error(struct conn *c, int err, const char *reason);
 static void session_pg_on_close(struct conn *c);
 
+/* Until the stream takes the conn: connecting, and the upstream SSLRequest and handshake. */
 static const struct conn_ops session_pg_ops = {
     .on_connect = session_pg_on_connect,
+    .on_handshake = session_pg_on_handshake,
+    .on_read = session_pg_on_read,
+    .on_eof = session_pg_on_eof,
     .on_error = session_pg_on_error,
     .on_close = session_pg_on_close,
 };
@@ -125,6 +140,27 @@ static void session_fail(struct agent_session *ss, const char *fmt, ...)
     }
 }
 
+/* PostgreSQL is reachable (and TLS is up when the route asks for it): open the stream. */
+static void session_pg_ready(struct agent_session *ss, struct conn *c)
+{
+    const char *tls = conn_tls_version(c);
+
+    uv_timer_stop(&ss->timer);
+    if (tunnel_stream_accept_ok(ss->s) < 0) {
+        session_fail(ss, "tunnel closing");
+        return;
+    }
+    ss->pg = NULL;
+    ss->bound = true;
+    ss->refs--; /* the conn's reference moves to the stream */
+    log_msg(LOG_INFO, ss->tunnel_id, ss->stream_id,
+            "session open sid=%s route=%s postgres=%s postgres_tls=%s", ss->sid, ss->route,
+            ss->target, tls ? tls : "off");
+    tunnel_stream_bind(ss->s, c, false);
+    ss->cancel = cancel_key_watch_stream(ss->a->cancel_keys, ss->s, c, ss->target,
+                                         agent_config_route(&ss->a->cfg, ss->route), ss->sid);
+}
+
 static void session_pg_on_connect(struct conn *c, int status)
 {
     struct agent_session *ss = conn_data(c);
@@ -134,17 +170,43 @@ static void session_pg_on_connect(struct conn *c, int status)
         session_fail(ss, "%s: %s", ss->target, uv_strerror(status));
         return;
     }
-    uv_timer_stop(&ss->timer);
-    if (tunnel_stream_accept_ok(ss->s) < 0) {
-        session_fail(ss, "tunnel closing");
+    if (!upstream_tls_enabled(&ss->up)) {
+        session_pg_ready(ss, c);
         return;
     }
-    ss->pg = NULL;
-    ss->bound = true;
-    ss->refs--; /* the conn's reference moves to the stream */
-    log_msg(LOG_INFO, ss->tunnel_id, ss->stream_id, "session open sid=%s route=%s postgres=%s",
-            ss->sid, ss->route, ss->target);
-    tunnel_stream_bind(ss->s, c, false);
+    int rc = upstream_tls_request(&ss->up, c);
+    if (rc < 0)
+        session_fail(ss, "%s: could not send the SSL request: %s", ss->target, uv_strerror(rc));
+}
+
+static void session_pg_on_handshake(struct conn *c)
+{
+    struct agent_session *ss = conn_data(c);
+    if (!ss->s || ss->pg != c)
+        return;
+    upstream_tls_release(&ss->up); /* the conn's SSL holds its own reference */
+    session_pg_ready(ss, c);
+}
+
+/* Only the answer to SSLRequest arrives here: PostgreSQL says nothing more before startup. */
+static size_t session_pg_on_read(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct agent_session *ss = conn_data(c);
+    char why[PROTO_MSG_MAX - 64];
+
+    if (!ss->s || ss->pg != c)
+        return len;
+    if (upstream_tls_on_answer(&ss->up, c, data, len, ss->target, why, sizeof(why)) < 0)
+        session_fail(ss, "%s", why);
+    return len;
+}
+
+static void session_pg_on_eof(struct conn *c)
+{
+    struct agent_session *ss = conn_data(c);
+    if (ss->s && ss->pg == c)
+        session_fail(ss, "%s: PostgreSQL closed the connection before the session started",
+                     ss->target);
 }
 
 static void session_pg_on_error(struct conn *c, int err, const char *reason)
@@ -244,6 +306,7 @@ static int session_start(struct agent *a, struct tunnel *t, uint32_t id,
         return 0;
     }
     snprintf(ss->target, sizeof(ss->target), "%s:%u", route->host, route->port);
+    upstream_tls_init(&ss->up, route);
     struct sockaddr_storage sa;
     if (uv_ip4_addr(route->host, route->port, (struct sockaddr_in *)&sa) == 0 ||
         uv_ip6_addr(route->host, route->port, (struct sockaddr_in6 *)&sa) == 0) {
@@ -277,6 +340,8 @@ static void session_stream_done(struct tunnel_stream *s, const char *err)
                 (unsigned long long)tunnel_stream_bytes_out(s),
                 (unsigned long long)(uv_now(ss->a->loop) - ss->start_ms),
                 err ? err : "closed");
+    cancel_key_watch_free(ss->cancel); /* the session's cancel key dies with it */
+    ss->cancel = NULL;
     if (ss->pg) {
         struct conn *pg = ss->pg;
         ss->pg = NULL;
@@ -348,6 +413,8 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
                 l->label, l->routes, w.relay_id);
         return 0;
     }
+    if (hdr->type == PROTO_CANCEL && l->state == LINK_UP)
+        return cancel_key_on_frame(l->a->cancel_keys, t, body, hdr->length);
     if (hdr->type == PROTO_GOAWAY) {
         if (proto_decode_goaway(body, hdr->length, &g) < 0) {
             tunnel_fail(t, "08P01", "bad GOAWAY");
@@ -536,6 +603,22 @@ static void on_signal(uv_signal_t *sig, int signum)
     agent_stop(a);
 }
 
+SSL_CTX *agent_relay_ctx_new(const struct agent_config *cfg, char *err)
+{
+    char terr[TLS_ERR_MAX];
+    struct tls_client_opts o = {
+        .ca_file = cfg->ca,
+        .cert_file = cfg->cert,
+        .key_file = cfg->key,
+        .min_version = TLS1_3_VERSION,
+        .alpn = PROTO_ALPN,
+    };
+    SSL_CTX *ctx = tls_client_ctx_new(&o, terr);
+    if (!ctx)
+        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+    return ctx;
+}
+
 int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err)
 {
     char terr[TLS_ERR_MAX];
@@ -549,17 +632,22 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
         snprintf(err, CONFIG_ERR_MAX, "out of memory");
         return -ENOMEM;
     }
-    struct tls_client_opts o = {
-        .ca_file = a->cfg.ca,
-        .cert_file = a->cfg.cert,
-        .key_file = a->cfg.key,
-        .min_version = TLS1_3_VERSION,
-        .alpn = PROTO_ALPN,
-    };
-    a->relay_ctx = tls_client_ctx_new(&o, terr);
-    if (!a->relay_ctx) {
+    a->relay_ctx = agent_relay_ctx_new(&a->cfg, err);
+    if (!a->relay_ctx)
+        return -EINVAL;
+    if (upstream_build_contexts(&a->cfg, err) < 0)
+        return -EINVAL;
+    /* The relays know this agent by its certificate's CN; the fake cancel pids carry its
+     * hash so that any relay can route a cancel back here. */
+    char name[256];
+    if (tls_cert_file_cn(a->cfg.cert, name, sizeof(name), terr) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "%s", terr);
         return -EINVAL;
+    }
+    a->cancel_keys = cancel_key_map_new(loop, a->cl, name, a->cfg.connect_timeout_ms);
+    if (!a->cancel_keys) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
     }
     if (uv_random(NULL, NULL, &a->rng, sizeof(a->rng), 0, NULL) < 0 || a->rng == 0)
         a->rng = (uint64_t)uv_hrtime() | 1;
@@ -612,12 +700,15 @@ void agent_stop(struct agent *a)
             uv_cancel((uv_req_t *)&l->gai);
         uv_close((uv_handle_t *)&l->timer, NULL);
     }
+    cancel_key_map_stop(a->cancel_keys);
+    agent_reload_stop(a);
     if (a->cl)
         conn_loop_close(a->cl);
 }
 
 void agent_free(struct agent *a)
 {
+    cancel_key_map_free(a->cancel_keys);
     SSL_CTX_free(a->relay_ctx);
     if (a->cl)
         conn_loop_free(a->cl);

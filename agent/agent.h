@@ -18,6 +18,8 @@
 #include "common/tunnel.h"
 
 struct agent_link;
+struct agent_reload; /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
+struct cancel_key_map;
 
 struct agent {
     uv_loop_t *loop;
@@ -28,6 +30,8 @@ struct agent {
     uv_signal_t sig_term, sig_int;
     uint32_t next_tunnel_id;
     uint64_t rng;             /* xorshift state for backoff jitter */
+    struct cancel_key_map *cancel_keys; /* fake -> real cancel keys (cancel_key.h) */
+    struct agent_reload *reload; /* NULL until agent_reload_start (reload.h) */
     bool stopping;
 };
 
@@ -35,6 +39,11 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
 int agent_start(struct agent *a, char *err);
 void agent_stop(struct agent *a);
 void agent_free(struct agent *a);
+/* The TLS client context for the tunnels to relays, from cfg (start-up and reload). Returns
+ * new, or NULL with err[CONFIG_ERR_MAX]. A reload replaces cfg and relay_ctx between loop
+ * turns: never keep a pointer into a->cfg across turns, except a link's relay address (the
+ * relay list is never changed by a reload). */
+SSL_CTX *agent_relay_ctx_new(const struct agent_config *cfg, char *err);
 
 /* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)] ms. Pure. */
 uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd);

@@ -52,8 +52,15 @@ void agent_config_free(struct agent_config *c)
     free(c->log_level);
     free(c->log_format);
     free(c->log_file);
-    for (size_t i = 0; i < c->nroutes; i++)
-        free(c->routes[i].host);
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct agent_route *r = &c->routes[i];
+        free(r->host);
+        free(r->sslrootcert);
+        free(r->sslcert);
+        free(r->sslkey);
+        free(r->sslservername);
+        SSL_CTX_free(r->ssl_ctx);
+    }
     free(c->routes);
     memset(c, 0, sizeof(*c));
 }
@@ -124,6 +131,35 @@ static int set_pg_host(char **dst, const char *value, char *err)
     return config_set_str(dst, value);
 }
 
+static const char *const agent_sslmode_names[] = {"disable", "require", "verify-ca", "verify-full"};
+
+const char *agent_sslmode_name(enum agent_sslmode m)
+{
+    return (size_t)m < sizeof(agent_sslmode_names) / sizeof(agent_sslmode_names[0])
+               ? agent_sslmode_names[m]
+               : "?";
+}
+
+static int set_sslmode(enum agent_sslmode *dst, const char *value, char *err)
+{
+    for (size_t i = 0; i < sizeof(agent_sslmode_names) / sizeof(agent_sslmode_names[0]); i++) {
+        if (strcmp(value, agent_sslmode_names[i]) == 0) {
+            *dst = (enum agent_sslmode)i;
+            return 0;
+        }
+    }
+    if (strcmp(value, "prefer") == 0 || strcmp(value, "allow") == 0)
+        set_err(err,
+                "\"%s\" is not offered (it falls back to plaintext silently); expected "
+                "disable, require, verify-ca or verify-full",
+                value);
+    else
+        set_err(err, "expected disable, require, verify-ca or verify-full, got \"%.80s\"", value);
+    return -EINVAL;
+}
+
+static int set_optional(char **dst, const char *value);
+
 static int handle_route(struct agent_config *c, const char *name, const char *key,
                         const char *value, char *err)
 {
@@ -141,6 +177,16 @@ static int handle_route(struct agent_config *c, const char *name, const char *ke
             r->port = (uint16_t)port;
         return rc;
     }
+    if (strcmp(key, "sslmode") == 0)
+        return set_sslmode(&r->sslmode, value, err);
+    if (strcmp(key, "sslrootcert") == 0)
+        return set_optional(&r->sslrootcert, value);
+    if (strcmp(key, "sslcert") == 0)
+        return set_optional(&r->sslcert, value);
+    if (strcmp(key, "sslkey") == 0)
+        return set_optional(&r->sslkey, value);
+    if (strcmp(key, "sslservername") == 0)
+        return set_optional(&r->sslservername, value);
     return -ENOENT;
 }
 
@@ -279,6 +325,50 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
     return -ENOENT;
 }
 
+/* The upstream TLS keys of one route fit together (files are checked when contexts are built). */
+static int check_route_tls(const struct agent_route *r, char *err)
+{
+    const char *mode = agent_sslmode_name(r->sslmode);
+
+    if (r->sslmode == AGENT_SSLMODE_DISABLE) {
+        const char *stray = r->sslrootcert     ? "sslrootcert"
+                            : r->sslcert       ? "sslcert"
+                            : r->sslkey        ? "sslkey"
+                            : r->sslservername ? "sslservername"
+                                               : NULL;
+        if (stray) {
+            /* Most likely a forgotten sslmode: say so rather than connect in plaintext. */
+            set_err(err, "[route %s] %s: has no effect with sslmode=disable (set sslmode)", r->name,
+                    stray);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (r->host[0] == '/') {
+        /* PostgreSQL answers N to SSLRequest on Unix sockets; the socket is local anyway. */
+        set_err(err,
+                "[route %s] sslmode: %s needs a TCP host; PostgreSQL does not offer TLS on "
+                "the Unix socket %s (use sslmode=disable)",
+                r->name, mode, r->host);
+        return -EINVAL;
+    }
+    if (r->sslmode >= AGENT_SSLMODE_VERIFY_CA && !r->sslrootcert) {
+        set_err(err, "[route %s] sslrootcert: required with sslmode=%s", r->name, mode);
+        return -EINVAL;
+    }
+    if (!r->sslcert != !r->sslkey) {
+        set_err(err, "[route %s] %s: sslcert and sslkey go together", r->name,
+                r->sslcert ? "sslkey" : "sslcert");
+        return -EINVAL;
+    }
+    if (r->sslservername && r->sslmode != AGENT_SSLMODE_VERIFY_FULL) {
+        set_err(err, "[route %s] sslservername: only verify-full checks a name (sslmode=%s)",
+                r->name, mode);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int agent_config_check(const struct agent_config *c, char *err)
 {
     static const char *const required[] = {"ca", "cert", "key"};
@@ -317,6 +407,8 @@ int agent_config_check(const struct agent_config *c, char *err)
             set_err(err, "[route %s] host: must not be empty", c->routes[i].name);
             return -EINVAL;
         }
+        if (check_route_tls(&c->routes[i], err) < 0)
+            return -EINVAL;
     }
     return 0;
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
 #include "common/config.h"
 #include "proto/proto.h"
 
@@ -20,10 +22,25 @@ struct agent_relay_addr {
     uint16_t port;
 };
 
+/* Upstream TLS modes, ordered by strength (as libpq's sslmode; prefer/allow are not offered:
+ * an agent either needs TLS to its PostgreSQL or it does not). */
+enum agent_sslmode {
+    AGENT_SSLMODE_DISABLE,
+    AGENT_SSLMODE_REQUIRE,
+    AGENT_SSLMODE_VERIFY_CA,
+    AGENT_SSLMODE_VERIFY_FULL,
+};
+
 struct agent_route {
     char name[PROTO_NAME_MAX];
     char *host;      /* host = absolute Unix socket directory, or hostname / IP (default /var/run/postgresql) */
     uint16_t port;   /* port = 5432 */
+    /* Upstream TLS (agent -> PostgreSQL over TCP), as libpq's keys of the same names. */
+    enum agent_sslmode sslmode; /* sslmode = disable | require | verify-ca | verify-full */
+    char *sslrootcert;    /* sslrootcert = CA file (required for verify-ca / verify-full) */
+    char *sslcert, *sslkey; /* sslcert / sslkey = optional client certificate and key */
+    char *sslservername;  /* sslservername = name verified by verify-full (default: host) */
+    SSL_CTX *ssl_ctx;     /* built by upstream_build_contexts(); freed with the config */
 };
 
 struct agent_config {
@@ -53,5 +70,7 @@ int agent_config_check(const struct agent_config *c, char *err);
 int agent_config_build(struct agent_config *c, const char *path, int nflags, char **flags,
                        char *err);
 const struct agent_route *agent_config_route(const struct agent_config *c, const char *name);
+/* "disable", "require", "verify-ca", "verify-full". */
+const char *agent_sslmode_name(enum agent_sslmode m);
 
 #endif

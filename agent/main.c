@@ -9,6 +9,7 @@
 #include "common/cli.h"
 #include "common/log.h"
 #include "agent/agent.h"
+#include "agent/reload.h"
 
 static const char usage[] =
     "Usage: pgburrow-agent [-c FILE] [--section.key=VALUE ...] [--check-config]\n"
@@ -92,7 +93,8 @@ int main(int argc, char **argv)
         agent_stop(&agent);
         goto out_loop;
     }
-    if (agent_start(&agent, err) < 0) {
+    if (agent_start(&agent, err) < 0 ||
+        agent_reload_start(&agent, args.config_file, args.nflags, args.flags, err) < 0) {
         fprintf(stderr, "pgburrow-agent: %s\n", err);
         log_error("%s", err);
         agent_stop(&agent);

@@ -1330,6 +1330,11 @@ int conn_tls_server(struct conn *c, SSL_CTX *ctx, const uint8_t *pre, size_t pre
 
 int conn_tls_client(struct conn *c, SSL_CTX *ctx, const char *server_name)
 {
+    return conn_tls_client_sni(c, ctx, server_name, server_name != NULL);
+}
+
+int conn_tls_client_sni(struct conn *c, SSL_CTX *ctx, const char *server_name, bool verify_name)
+{
     char host[256];
     unsigned char ip[sizeof(struct in6_addr)];
     size_t n;
@@ -1346,12 +1351,13 @@ int conn_tls_client(struct conn *c, SSL_CTX *ctx, const char *server_name)
     ERR_clear_error();
     if (inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1) {
         /* no SNI for IP literals (RFC 6066); verify the IP SAN instead */
-        if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1)
+        if (verify_name && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), host) != 1)
             rc = UV_EINVAL;
     } else {
-        if (SSL_set_tlsext_host_name(c->ssl, host) != 1 || SSL_set1_host(c->ssl, host) != 1)
+        if (SSL_set_tlsext_host_name(c->ssl, host) != 1 ||
+            (verify_name && SSL_set1_host(c->ssl, host) != 1))
             rc = UV_EINVAL;
-        else
+        else if (verify_name)
             SSL_set_hostflags(c->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     }
     ERR_clear_error();
@@ -1556,6 +1562,18 @@ int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap)
     if (!(cert = SSL_get0_peer_certificate(c->ssl)))
         return -ENOENT;
     return tls_cert_common_name(cert, buf, cap);
+}
+
+int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_peer_info *info,
+                         char *err)
+{
+    X509 *cert;
+
+    err[0] = '\0';
+    if (!c->ssl || !c->established || !(cert = SSL_get0_peer_certificate(c->ssl)))
+        return -ENOENT;
+    /* server side: the chain the client sent, without its leaf */
+    return tls_verify_client_cert(cert, SSL_get_peer_cert_chain(c->ssl), store, info, err);
 }
 
 bool conn_eof_clean(const struct conn *c)

@@ -68,6 +68,9 @@ int conn_tls_server(struct conn *c, SSL_CTX *ctx, const uint8_t *pre, size_t pre
 /* Switch to TLS as client; server_name is sent as SNI and verified against the certificate
  * (hostname or IP address) when not NULL. */
 int conn_tls_client(struct conn *c, SSL_CTX *ctx, const char *server_name);
+/* The same, with the name sent as SNI but checked against the certificate only when
+ * verify_name (PostgreSQL's sslmode=require/verify-ca send SNI and check no name). */
+int conn_tls_client_sni(struct conn *c, SSL_CTX *ctx, const char *server_name, bool verify_name);
 
 int conn_read_start(struct conn *c);
 int conn_read_stop(struct conn *c);
@@ -100,6 +103,13 @@ const char *conn_tls_sni(const struct conn *c);      /* server role: name the cl
 const char *conn_tls_alpn(const struct conn *c, char *buf, size_t cap); /* selected ALPN */
 /* Verified peer certificate's CN into buf[cap] (0), -ENOENT when no verified certificate. */
 int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap);
+/* For server contexts that request certificates without verifying them in the handshake
+ * (tls_server_opts.request_cert_ca_files): verify what the client sent against store now.
+ * Returns 0 and fills *info (tls.h), -ENOENT when the client sent no certificate, -EACCES
+ * when verification failed (the reason in err[TLS_ERR_MAX]). */
+struct tls_peer_info;
+int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_peer_info *info,
+                         char *err);
 /* True when the last EOF was a TLS close_notify (not a bare TCP FIN). */
 bool conn_eof_clean(const struct conn *c);
 

@@ -277,6 +277,125 @@ out:
     return found;
 }
 
+#define ENDPOINT_KEY "endpoint="
+
+/* Append the raw (still escaped) text [start, end) of a kept word to rest. */
+static int opt_keep(char *rest, size_t cap, size_t *o, const char *start, const char *end)
+{
+    size_t n = (size_t)(end - start);
+
+    if (*o + (*o > 0) + n + 1 > cap)
+        return -ENOSPC;
+    if (*o > 0)
+        rest[(*o)++] = ' ';
+    memcpy(rest + *o, start, n);
+    *o += n;
+    rest[*o] = '\0';
+    return 0;
+}
+
+/* Look at a word that is not an option: 1 and *value if it is endpoint=NAME, 0 if it is
+ * something else, -EINVAL if it is endpoint= with a value that is not a name. */
+static int opt_endpoint_word(const struct opt_arg *a, const char **value)
+{
+    size_t klen = strlen(ENDPOINT_KEY);
+
+    if (a->len < klen || strncmp(a->text, ENDPOINT_KEY, klen) != 0)
+        return 0;
+    if (a->len >= sizeof(a->text) - 1)
+        return -EINVAL; /* truncated, so longer than any name */
+    *value = a->text + klen;
+    return proto_name_valid(*value) ? 1 : -EINVAL;
+}
+
+int pgwire_options_endpoint(const char *options, char *route, size_t cap, char *rest,
+                            size_t restcap)
+{
+    struct opt_cursor c = {options ? options : ""};
+    struct opt_arg arg;
+    bool operands = false; /* after "--": every word is an operand */
+    size_t o = 0;
+    int found = 0;
+
+    if (restcap == 0)
+        return -ENOSPC;
+    rest[0] = '\0';
+    while (opt_word_start(&c)) {
+        const char *start = c.p, *value = NULL;
+        int first = opt_word_char(&c), r;
+
+        if (first != '-' || operands) {
+            opt_collect(&c, first, &arg);
+            r = opt_endpoint_word(&arg, &value);
+            if (r > 0 && strlen(value) >= cap)
+                r = -EINVAL;
+            if (r > 0)
+                memcpy(route, value, strlen(value) + 1);
+            if (r != 0) {
+                found = found < 0 ? found : r;
+                continue; /* dropped from rest */
+            }
+            if (opt_keep(rest, restcap, &o, start, c.p) < 0)
+                return -ENOSPC;
+            continue;
+        }
+        /* an option word, possibly followed by the word that is its argument */
+        bool arg_word = false;
+        for (int i = 1, ch; (ch = opt_word_char(&c)) >= 0; i++) {
+            const char *spec = ch != ':' ? strchr(PG_SWITCHES, ch) : NULL;
+            if (!spec || spec[1] != ':')
+                continue;
+            if (opt_word_char(&c) >= 0)
+                ; /* "-cname=value": the argument is the rest of this word */
+            else if (ch == '-' && i == 1)
+                operands = true; /* the word "--" */
+            else
+                arg_word = true; /* "-c name=value" */
+            break;
+        }
+        while (opt_word_char(&c) >= 0)
+            ;
+        if (arg_word && opt_word_start(&c)) {
+            while (opt_word_char(&c) >= 0)
+                ;
+        }
+        if (opt_keep(rest, restcap, &o, start, c.p) < 0)
+            return -ENOSPC;
+    }
+    return found;
+}
+
+int pgwire_startup_with_options(const struct pgwire_startup *su, const char *options, uint8_t *out,
+                                size_t cap)
+{
+    size_t n = 8;
+
+    if (cap < 9)
+        return -ENOSPC;
+    put_be32(out + 4, su->protocol);
+    for (uint32_t i = 0; i < su->nparams; i++) {
+        const char *name = su->names[i], *value = su->values[i];
+        size_t nl, vl;
+
+        if (strcmp(name, "options") == 0) {
+            /* the last one is the one the server would use: it takes the new value */
+            if (value != su->options || !options || !options[0])
+                continue;
+            value = options;
+        }
+        nl = strlen(name) + 1;
+        vl = strlen(value) + 1;
+        if (n + nl + vl + 1 > cap || n + nl + vl + 1 > PGWIRE_STARTUP_MAX)
+            return -ENOSPC;
+        memcpy(out + n, name, nl);
+        memcpy(out + n + nl, value, vl);
+        n += nl + vl;
+    }
+    out[n++] = '\0';
+    put_be32(out, (uint32_t)n);
+    return (int)n;
+}
+
 int pgwire_error_response(uint8_t *out, size_t cap, const char *severity, const char *sqlstate,
                           const char *message)
 {

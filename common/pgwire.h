@@ -61,6 +61,27 @@ int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *
 int pgwire_options_route(const char *options, char *route, size_t cap);
 
 /*
+ * Find Neon-style "endpoint=NAME" words in an options string (libpq: options=endpoint%3DNAME),
+ * for clients that cannot send SNI. Only words that stand alone count (not the argument of an
+ * option such as "-c endpoint=x"). Returns 1 and copies NAME of the last such word into
+ * route[cap], 0 when there is none, -EINVAL when a value is not a valid route name.
+ * rest[restcap] receives the options without those words (the other words unchanged, one
+ * blank apart), for PostgreSQL, which would refuse them; restcap > strlen(options) always
+ * suffices (-ENOSPC otherwise).
+ */
+int pgwire_options_endpoint(const char *options, char *route, size_t cap, char *rest,
+                            size_t restcap);
+
+/*
+ * Rebuild the StartupMessage parsed into su with its "options" parameter set to options, or
+ * dropped when options is NULL or empty (earlier duplicates, which the server ignores, are
+ * dropped too). The order of the other parameters is kept. Writes out[cap]; returns the new
+ * length or -ENOSPC.
+ */
+int pgwire_startup_with_options(const struct pgwire_startup *su, const char *options, uint8_t *out,
+                                size_t cap);
+
+/*
  * Build an ErrorResponse ('E') with fields S (severity), V (same, non-localised), C (sqlstate),
  * M (message) into out[cap]. Returns the byte count, or -ENOSPC.
  */

@@ -23,6 +23,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 struct tls_alpn {
@@ -150,6 +151,40 @@ int tls_cert_common_name(X509 *cert, char *buf, size_t cap)
 out:
     OPENSSL_free(utf8);
     ERR_clear_error();
+    return rc;
+}
+
+int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err)
+{
+    X509 *cert = NULL;
+    FILE *f = NULL;
+    int rc;
+
+    if (cap > 0)
+        buf[0] = '\0';
+    if (!(f = fopen(path, "r"))) {
+        rc = -errno;
+        snprintf(err, TLS_ERR_MAX, "could not open certificate \"%s\": %s", path, strerror(-rc));
+        goto out;
+    }
+    ERR_clear_error();
+    /* the first certificate of a chain file is the leaf, as SSL_CTX_use_certificate_chain_file
+     * takes it */
+    if (!(cert = PEM_read_X509(f, NULL, NULL, NULL))) {
+        char e[256];
+        snprintf(err, TLS_ERR_MAX, "could not read certificate \"%s\": %s", path,
+                 tls_last_error(e, sizeof(e)));
+        rc = -EINVAL;
+        goto out;
+    }
+    rc = tls_cert_common_name(cert, buf, cap);
+    if (rc < 0)
+        snprintf(err, TLS_ERR_MAX, "certificate \"%s\" has %s common name (CN)", path,
+                 rc == -ENOENT ? "no" : "an unusable");
+out:
+    X509_free(cert);
+    if (f)
+        fclose(f);
     return rc;
 }
 
@@ -342,6 +377,8 @@ static int tls_server_alpn(SSL_CTX *ctx, const char *alpn, bool required, char *
     return 0;
 }
 
+static int tls_server_policy(SSL_CTX *ctx, const struct tls_server_opts *o, char *err);
+
 SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
 {
     SSL_CTX *ctx = NULL, *ret = NULL;
@@ -354,6 +391,11 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
     }
     if (o->require_client_cert && !o->client_ca_file) {
         snprintf(err, TLS_ERR_MAX, "requiring client certificates needs a client CA file");
+        goto out;
+    }
+    if (o->nrequest_cert_ca_files && o->client_ca_file) {
+        snprintf(err, TLS_ERR_MAX,
+                 "client certificates are verified in the handshake or later, not both");
         goto out;
     }
     if (o->alpn_required && !o->alpn) {
@@ -401,11 +443,20 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
     }
     if (o->alpn && tls_server_alpn(ctx, o->alpn, o->alpn_required, err) < 0)
         goto out;
+    if (tls_server_policy(ctx, o, err) < 0)
+        goto out;
     ret = ctx;
     ctx = NULL;
 out:
     SSL_CTX_free(ctx);
     return ret;
+}
+
+SSL_CTX *tls_ctx_ref(SSL_CTX *ctx)
+{
+    if (ctx)
+        SSL_CTX_up_ref(ctx);
+    return ctx;
 }
 
 SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
@@ -414,7 +465,7 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
     char e[256];
 
     err[0] = '\0';
-    if (!o->ca_file) {
+    if (!o->ca_file && !o->verify_none) {
         snprintf(err, TLS_ERR_MAX, "a CA file is required to verify the server");
         goto out;
     }
@@ -434,9 +485,9 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
     }
     if (tls_ctx_common(ctx, o->min_version, 0, err) < 0)
         goto out;
-    if (tls_load_ca(ctx, o->ca_file, err) < 0)
+    if (o->ca_file && tls_load_ca(ctx, o->ca_file, err) < 0)
         goto out;
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    SSL_CTX_set_verify(ctx, o->verify_none ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
     if (o->cert_file && tls_load_cert_key(ctx, o->cert_file, o->key_file, err) < 0)
         goto out;
     if (o->alpn) {
@@ -456,4 +507,290 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
 out:
     SSL_CTX_free(ctx);
     return ret;
+}
+
+/* ---- TLS policy and client certificates verified after the handshake -------------------- */
+
+/* Runs on a scratch context, so that --check-config reports the same errors as start-up. */
+static int tls_try_policy(const char *what, const char *value, int (*set)(SSL_CTX *, const char *),
+                          char *err)
+{
+    SSL_CTX *ctx;
+    char e[256];
+    int rc = 0;
+
+    ERR_clear_error();
+    if (!(ctx = SSL_CTX_new(TLS_server_method()))) {
+        snprintf(err, TLS_ERR_MAX, "could not create a TLS context: %s",
+                 tls_last_error(e, sizeof(e)));
+        return -ENOMEM;
+    }
+    if (set(ctx, value) != 1) {
+        snprintf(err, TLS_ERR_MAX, "%s \"%.200s\" not accepted by OpenSSL: %s", what, value,
+                 tls_last_error(e, sizeof(e)));
+        rc = -EINVAL;
+    }
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return rc;
+}
+
+static int tls_set_cipher_list(SSL_CTX *ctx, const char *v)
+{
+    STACK_OF(SSL_CIPHER) * sk;
+    int ok = 0;
+
+    if (SSL_CTX_set_cipher_list(ctx, v) != 1)
+        return 0;
+    /* the TLS 1.3 suites are always in the list: look for one that TLS 1.2 can use */
+    sk = SSL_CTX_get_ciphers(ctx);
+    for (int i = 0; sk && i < sk_SSL_CIPHER_num(sk); i++)
+        ok |= strcmp(SSL_CIPHER_get_version(sk_SSL_CIPHER_value(sk, i)), "TLSv1.3") != 0;
+    if (!ok)
+        ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_CIPHER_MATCH, "no TLS 1.2 cipher selected");
+    return ok;
+}
+
+static int tls_set_ciphersuites(SSL_CTX *ctx, const char *v)
+{
+    return SSL_CTX_set_ciphersuites(ctx, v);
+}
+
+static int tls_set_groups(SSL_CTX *ctx, const char *v)
+{
+    return SSL_CTX_set1_groups_list(ctx, v);
+}
+
+int tls_check_ciphers(const char *ciphers, char *err)
+{
+    return tls_try_policy("TLS 1.2 cipher list", ciphers, tls_set_cipher_list, err);
+}
+
+int tls_check_ciphersuites(const char *suites, char *err)
+{
+    char name[128];
+    const char *p = suites;
+
+    if (!suites[0]) {
+        snprintf(err, TLS_ERR_MAX, "empty TLS 1.3 cipher suite list");
+        return -EINVAL;
+    }
+    /* OpenSSL skips unknown names inside a list; a typo must not silently drop a suite. */
+    for (;;) {
+        const char *colon = strchr(p, ':');
+        size_t n = colon ? (size_t)(colon - p) : strlen(p);
+        int rc;
+
+        if (n == 0 || n >= sizeof(name)) {
+            snprintf(err, TLS_ERR_MAX, "invalid TLS 1.3 cipher suite list \"%.200s\"", suites);
+            return -EINVAL;
+        }
+        memcpy(name, p, n);
+        name[n] = '\0';
+        rc = tls_try_policy("TLS 1.3 cipher suite", name, tls_set_ciphersuites, err);
+        if (rc < 0) {
+            snprintf(err, TLS_ERR_MAX,
+                     "unknown TLS 1.3 cipher suite \"%.100s\" (known: TLS_AES_256_GCM_SHA384, "
+                     "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_GCM_SHA256, ...)",
+                     name);
+            return rc;
+        }
+        if (!colon)
+            return 0;
+        p = colon + 1;
+    }
+}
+
+int tls_check_groups(const char *groups, char *err)
+{
+    return tls_try_policy("group list", groups, tls_set_groups, err);
+}
+
+static int tls_request_client_certs(SSL_CTX *ctx, const struct tls_server_opts *o, char *err);
+
+/* Applies the policy fields of o to a server context (and the certificate request). */
+static int tls_server_policy(SSL_CTX *ctx, const struct tls_server_opts *o, char *err)
+{
+    int rc = 0;
+
+    /* the checks run first so that a refused value is named in err */
+    if (o->ciphers && ((rc = tls_check_ciphers(o->ciphers, err)) < 0 ||
+                       tls_set_cipher_list(ctx, o->ciphers) != 1))
+        goto fail;
+    if (o->ciphersuites && ((rc = tls_check_ciphersuites(o->ciphersuites, err)) < 0 ||
+                            SSL_CTX_set_ciphersuites(ctx, o->ciphersuites) != 1))
+        goto fail;
+    if (o->groups && ((rc = tls_check_groups(o->groups, err)) < 0 ||
+                      SSL_CTX_set1_groups_list(ctx, o->groups) != 1))
+        goto fail;
+    if (o->nrequest_cert_ca_files && (rc = tls_request_client_certs(ctx, o, err)) < 0)
+        goto fail;
+    return 0;
+fail:
+    if (rc == 0)
+        snprintf(err, TLS_ERR_MAX, "could not apply the TLS policy");
+    ERR_clear_error();
+    return rc < 0 ? rc : -EINVAL;
+}
+
+/* Accepts any certificate during the handshake: SSL_get_verify_result() keeps the (failed)
+ * result against the context's empty store, so conn_tls_peer_cn() never trusts it; the real
+ * check is tls_verify_client_cert() against the right store once the purpose is known. */
+static int tls_verify_later(int ok, X509_STORE_CTX *x)
+{
+    return 1;
+}
+
+static int tls_request_client_certs(SSL_CTX *ctx, const struct tls_server_opts *o, char *err)
+{
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    char e[256];
+    int rc = -EINVAL;
+
+    if (!names) {
+        snprintf(err, TLS_ERR_MAX, "out of memory");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < o->nrequest_cert_ca_files; i++) {
+        const char *f = o->request_cert_ca_files[i];
+
+        if (tls_check_readable("CA file", f, err) < 0)
+            goto out;
+        ERR_clear_error();
+        if (SSL_add_file_cert_subjects_to_stack(names, f) != 1) {
+            snprintf(err, TLS_ERR_MAX, "could not read CA names from \"%s\": %s", f,
+                     tls_last_error(e, sizeof(e)));
+            goto out;
+        }
+    }
+    SSL_CTX_set_client_CA_list(ctx, names);
+    names = NULL;
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_later);
+    rc = 0;
+out:
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    return rc;
+}
+
+X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err)
+{
+    X509_STORE *store = NULL, *ret = NULL;
+    X509_LOOKUP *lookup;
+    char e[256];
+
+    err[0] = '\0';
+    if (!ca_file) {
+        snprintf(err, TLS_ERR_MAX, "a CA file is required");
+        goto out;
+    }
+    if (tls_check_readable("CA file", ca_file, err) < 0)
+        goto out;
+    if (crl_file && tls_check_readable("CRL file", crl_file, err) < 0)
+        goto out;
+    ERR_clear_error();
+    if (!(store = X509_STORE_new()) ||
+        !(lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file()))) {
+        snprintf(err, TLS_ERR_MAX, "out of memory");
+        goto out;
+    }
+    if (X509_load_cert_file(lookup, ca_file, X509_FILETYPE_PEM) <= 0) {
+        snprintf(err, TLS_ERR_MAX, "could not load CA file \"%s\": %s", ca_file,
+                 tls_last_error(e, sizeof(e)));
+        goto out;
+    }
+    if (crl_file) {
+        if (X509_load_crl_file(lookup, crl_file, X509_FILETYPE_PEM) <= 0) {
+            snprintf(err, TLS_ERR_MAX, "could not load CRL file \"%s\": %s", crl_file,
+                     tls_last_error(e, sizeof(e)));
+            goto out;
+        }
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    }
+    ret = store;
+    store = NULL;
+out:
+    X509_STORE_free(store);
+    ERR_clear_error();
+    return ret;
+}
+
+/* RFC 4514 text of a name, with blanks and non-printable bytes escaped as \XX so that it is
+ * one word in a log line and still a valid distinguished name. */
+static void tls_name_text(X509_NAME *name, char *buf, size_t cap)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *p = NULL;
+    long n = 0;
+    size_t o = 0;
+
+    buf[0] = '\0';
+    if (!bio)
+        return;
+    if (X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253) >= 0)
+        n = BIO_get_mem_data(bio, &p);
+    for (long i = 0; i < n && o + 4 < cap; i++) {
+        unsigned char ch = (unsigned char)p[i];
+
+        if (ch == '\\' && i + 1 < n && p[i + 1] == ' ')
+            continue; /* "\ " (an escaped edge blank) becomes "\20" below */
+        if (ch <= ' ' || ch >= 0x7f) {
+            snprintf(buf + o, cap - o, "\\%02X", ch);
+            o += 3;
+        } else {
+            buf[o++] = (char)ch;
+        }
+    }
+    buf[o] = '\0';
+    BIO_free(bio);
+}
+
+int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
+                           struct tls_peer_info *info, char *err)
+{
+    X509_STORE_CTX *x = NULL;
+    BIGNUM *bn = NULL;
+    char *hex = NULL;
+    int rc = -ENOMEM, vr;
+
+    memset(info, 0, sizeof(*info));
+    err[0] = '\0';
+    if (!leaf || !store) {
+        snprintf(err, TLS_ERR_MAX, "no certificate");
+        return -EINVAL;
+    }
+    ERR_clear_error();
+    if (!(x = X509_STORE_CTX_new()) || X509_STORE_CTX_init(x, store, leaf, chain) != 1) {
+        snprintf(err, TLS_ERR_MAX, "out of memory");
+        goto out;
+    }
+    /* what OpenSSL checks when it verifies a client during the handshake */
+    X509_STORE_CTX_set_default(x, "ssl_client");
+    vr = X509_verify_cert(x);
+    if (vr != 1) {
+        int e = X509_STORE_CTX_get_error(x);
+
+        snprintf(err, TLS_ERR_MAX, "%s%s", X509_verify_cert_error_string(e),
+                 e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
+                         e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
+                         e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
+                     ? " (not issued by the expected CA)"
+                     : "");
+        rc = -EACCES;
+        goto out;
+    }
+    if (tls_cert_common_name(leaf, info->cn, sizeof(info->cn)) == -EINVAL) {
+        snprintf(err, TLS_ERR_MAX, "the certificate subject has several or unusable CNs");
+        rc = -EACCES;
+        goto out;
+    }
+    tls_name_text(X509_get_subject_name(leaf), info->subject, sizeof(info->subject));
+    if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf), NULL)) && (hex = BN_bn2hex(bn)))
+        snprintf(info->serial, sizeof(info->serial), "%s", hex);
+    rc = 0;
+out:
+    OPENSSL_free(hex);
+    BN_free(bn);
+    X509_STORE_CTX_free(x);
+    ERR_clear_error();
+    return rc;
 }

@@ -25,6 +25,23 @@ struct tls_server_opts {
     const char *alpn;           /* protocol name to select, e.g. "postgresql" or "pgburrow/1" */
     bool alpn_required;         /* true: a client offering no ALPN is refused */
     size_t max_send_fragment;   /* 0 = OpenSSL default (16 KiB); clients get 8192 */
+    const char *ciphers;        /* TLS 1.2 cipher list, OpenSSL syntax (NULL: OpenSSL default) */
+    const char *ciphersuites;   /* TLS 1.3 suites, "A:B" (NULL: OpenSSL default) */
+    const char *groups;         /* key exchange groups, "X25519:P-256" (NULL: OpenSSL default) */
+    /* Ask every client for a certificate, but neither require nor verify it during the
+     * handshake: the owner verifies it later with conn_tls_verify_peer() against the store of
+     * whatever the certificate is for (the relay: the route, known only after the
+     * StartupMessage). The CertificateRequest lists the subjects of the CAs in these files.
+     * Not with client_ca_file. */
+    const char *const *request_cert_ca_files;
+    size_t nrequest_cert_ca_files;
+};
+
+/* What a verified client certificate says, for logs and identity checks. */
+struct tls_peer_info {
+    char cn[256];      /* subject CN ("" when absent) */
+    char subject[256]; /* RFC 4514 form, blanks and control bytes escaped as \XX */
+    char serial[80];   /* hexadecimal */
 };
 
 struct tls_client_opts {
@@ -33,10 +50,14 @@ struct tls_client_opts {
     const char *key_file;       /* its key (required with cert_file; permission-checked) */
     int min_version;            /* 0 = TLS1_2_VERSION */
     const char *alpn;           /* offered ALPN, e.g. "pgburrow/1" (NULL: none) */
+    bool verify_none;           /* encrypt only, accept any certificate (PostgreSQL's
+                                   sslmode=require); ca_file may then be NULL */
 };
 
 SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err);
 SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err);
+/* Another reference on ctx (to hold it across a reload); release it with SSL_CTX_free. */
+SSL_CTX *tls_ctx_ref(SSL_CTX *ctx);
 
 /* Refuse a private key file that group or others can read/write (as PostgreSQL does), or
  * that is not a regular file. Returns 0 or negative with err filled. */
@@ -47,6 +68,27 @@ int tls_parse_version(const char *s, int *out);
 
 /* The CN of a certificate's subject into buf[cap]; 0 or -ENOENT. */
 int tls_cert_common_name(X509 *cert, char *buf, size_t cap);
+/* The CN of the first (leaf) certificate in the PEM file path into buf[cap]. Returns 0, or
+ * negative with a sentence in err[TLS_ERR_MAX] (unreadable file, no or ambiguous CN). */
+int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err);
+
+/* Validate TLS policy values (as --check-config does). 0 or -EINVAL with err filled.
+ * ciphers: an OpenSSL cipher list that selects at least one TLS 1.2 cipher; ciphersuites:
+ * TLS 1.3 suite names separated by ':', each one known; groups: group names, each known. */
+int tls_check_ciphers(const char *ciphers, char *err);
+int tls_check_ciphersuites(const char *suites, char *err);
+int tls_check_groups(const char *groups, char *err);
+
+/* A certificate store for verifying client certificates after the handshake: the CAs of
+ * ca_file, and when crl_file is not NULL its CRLs, checked for the leaf certificate
+ * (X509_V_FLAG_CRL_CHECK). Returns new (X509_STORE_free), or NULL with err filled. */
+X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err);
+
+/* Verify leaf (with the untrusted chain the peer sent, may be NULL) against store for client
+ * authentication; fill *info. Returns 0, or -EACCES with the X509 reason in err
+ * ("certificate revoked"), or -EINVAL/-ENOMEM. */
+int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) *chain, X509_STORE *store,
+                           struct tls_peer_info *info, char *err);
 
 /* Last OpenSSL error queue entry as text (and clears the queue). */
 const char *tls_last_error(char *buf, size_t cap);

@@ -308,10 +308,14 @@ static void local_on_close(struct conn *c)
 {
     struct tunnel_stream *s = conn_data(c);
     s->local = NULL;
-    if (s->state != ST_DONE)
+    if (s->state != ST_DONE) {
+        /* closed under us (an error found inside a conn_* call): the peer must know */
+        if (s->t && !s->t->closing)
+            send_error_frame(s->t, PROTO_RESET, s->id, "08006", "connection closed");
         stream_finish(s, "connection closed");
-    else
+    } else {
         stream_free(s);
+    }
 }
 
 static const struct conn_ops local_conn_ops = {

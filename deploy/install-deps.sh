@@ -8,7 +8,15 @@ case "$what" in
 build) ;;
 demo) pkgs="$pkgs postgresql-15 postgresql-client-15" ;;
 test) pkgs="$pkgs libcmocka-dev postgresql-15 postgresql-client-15 python3 python3-pytest \
-python3-psycopg python3-psycopg2 python3-asyncpg clang libclang-rt-14-dev valgrind" ;;
+python3-psycopg python3-psycopg2 python3-asyncpg clang libclang-rt-14-dev valgrind \
+libpostgresql-jdbc-java"
+    # Client compatibility tests (JDBC, node pg): a JDK and node may already come from
+    # elsewhere (e.g. NodeSource's nodejs, which conflicts with Debian's npm); only add
+    # Debian's when the command is missing.
+    command -v javac >/dev/null 2>&1 || pkgs="$pkgs default-jdk-headless"
+    command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+    command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+    ;;
 bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox" ;;
 *) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
 esac

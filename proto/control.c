@@ -1,5 +1,6 @@
 /*
- * control — msgpack control bodies (HELLO, WELCOME, OPEN, OPEN_OK, OPEN_FAIL, RESET, GOAWAY).
+ * control — msgpack control bodies (HELLO, WELCOME, OPEN, OPEN_OK, OPEN_FAIL, RESET, GOAWAY,
+ * CANCEL).
  *
  * Each message is described once, by a table of fields (key, kind, required, limits, where
  * the value lives in the C struct). The same table drives the encoder and the decoder, so
@@ -24,6 +25,7 @@ enum field_kind {
     FIELD_U16,   /* uint16_t in min..max */
     FIELD_U32,   /* uint32_t in min..max */
     FIELD_NAMES, /* char[PROTO_MAX_ROUTES][PROTO_NAME_MAX] + count in min..max, distinct */
+    FIELD_BIN,   /* uint8_t[cap] + length (*count) in min..cap */
 };
 
 struct field {
@@ -31,10 +33,10 @@ struct field {
     enum field_kind kind;
     bool required;
     void *val;
-    size_t cap;      /* FIELD_STR: size of the array, NUL included */
-    uint32_t min;    /* FIELD_STR: length; ints: value; FIELD_NAMES: entries */
+    size_t cap;      /* FIELD_STR: size of the array, NUL included; FIELD_BIN: max length */
+    uint32_t min;    /* FIELD_STR, FIELD_BIN: length; ints: value; FIELD_NAMES: entries */
     uint32_t max;    /* ints: value; FIELD_NAMES: entries */
-    uint32_t *count; /* FIELD_NAMES */
+    uint32_t *count; /* FIELD_NAMES: entries; FIELD_BIN: length */
 };
 
 #define MAX_FIELDS 16 /* per message; also bounds the `seen` bit mask */
@@ -46,6 +48,7 @@ struct field {
 #define F_U16(k, p)                {k, FIELD_U16, true, (p), 0, 0, UINT16_MAX, NULL}
 #define F_U32(k, p, lo, hi)        {k, FIELD_U32, true, (p), 0, lo, hi, NULL}
 #define F_NAMES(k, req, arr, n, lo) {k, FIELD_NAMES, req, (arr), 0, lo, PROTO_MAX_ROUTES, (n)}
+#define F_BIN(k, arr, n, minlen)   {k, FIELD_BIN, true, (arr), sizeof(arr), minlen, 0, (n)}
 /* clang-format on */
 
 /* Copy a message's table into f[MAX_FIELDS] and return its number of fields. */
@@ -111,6 +114,15 @@ static size_t goaway_fields(struct field *f, struct proto_goaway *m)
         F_U32("last", &m->last_stream_id, 0, UINT32_MAX),
         F_CODE("code", m->code),
         F_STR("msg", false, m->message, 0),
+    };
+    RETURN_TABLE(f, t);
+}
+
+static size_t cancel_fields(struct field *f, struct proto_cancel *m)
+{
+    const struct field t[] = {
+        F_U32("pid", &m->pid, 0, UINT32_MAX),
+        F_BIN("key", m->key, &m->key_len, PROTO_CANCEL_KEY_MIN),
     };
     RETURN_TABLE(f, t);
 }
@@ -213,6 +225,8 @@ static int field_check(const struct field *f)
         uint32_t v = *(const uint32_t *)f->val;
         return v >= f->min && v <= f->max ? 0 : PROTO_E_FIELD;
     }
+    if (f->kind == FIELD_BIN)
+        return *f->count >= f->min && *f->count <= f->cap ? 0 : PROTO_E_FIELD;
     char(*names)[PROTO_NAME_MAX] = f->val;
     if (*f->count < f->min || *f->count > f->max)
         return PROTO_E_FIELD;
@@ -248,6 +262,9 @@ static int pack_field(msgpack_packer *pk, const struct field *f)
             rc = pack_str(pk, names[i]);
         return rc;
     }
+    case FIELD_BIN:
+        rc = msgpack_pack_bin(pk, *f->count);
+        return rc != 0 ? rc : msgpack_pack_bin_body(pk, f->val, *f->count);
     default:
         return pack_str(pk, f->val);
     }
@@ -336,6 +353,13 @@ int proto_encode_goaway(uint8_t *out, size_t cap, const struct proto_goaway *m)
     return encode_fields(out, cap, PROTO_GOAWAY, 0, f, nf);
 }
 
+int proto_encode_cancel(uint8_t *out, size_t cap, const struct proto_cancel *m)
+{
+    struct field f[MAX_FIELDS];
+    size_t nf = cancel_fields(f, (struct proto_cancel *)m);
+    return encode_fields(out, cap, PROTO_CANCEL, 0, f, nf);
+}
+
 /* ---- decoder --------------------------------------------------------------------------- */
 
 static int decode_string(const struct field *f, const msgpack_object *o, char *dst)
@@ -375,6 +399,12 @@ static int decode_value(const struct field *f, const msgpack_object *o)
         *f->count = o->via.array.size;
         return names_distinct(names, *f->count) ? 0 : PROTO_E_FIELD;
     }
+    case FIELD_BIN:
+        if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size < f->min || o->via.bin.size > f->cap)
+            return PROTO_E_FIELD;
+        memcpy(f->val, o->via.bin.ptr, o->via.bin.size);
+        *f->count = o->via.bin.size;
+        return 0;
     default:
         return decode_string(f, o, f->val);
     }
@@ -472,4 +502,11 @@ int proto_decode_goaway(const uint8_t *body, size_t len, struct proto_goaway *m)
     struct field f[MAX_FIELDS];
     memset(m, 0, sizeof *m);
     return decode_fields(body, len, f, goaway_fields(f, m));
+}
+
+int proto_decode_cancel(const uint8_t *body, size_t len, struct proto_cancel *m)
+{
+    struct field f[MAX_FIELDS];
+    memset(m, 0, sizeof *m);
+    return decode_fields(body, len, f, cancel_fields(f, m));
 }

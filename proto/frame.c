@@ -83,6 +83,7 @@ const char *proto_type_name(uint8_t type)
         [PROTO_OPEN_OK] = "OPEN_OK", [PROTO_OPEN_FAIL] = "OPEN_FAIL", [PROTO_CLOSE] = "CLOSE",
         [PROTO_RESET] = "RESET",     [PROTO_PING] = "PING",           [PROTO_PONG] = "PONG",
         [PROTO_HELLO] = "HELLO",     [PROTO_WELCOME] = "WELCOME",     [PROTO_GOAWAY] = "GOAWAY",
+        [PROTO_CANCEL] = "CANCEL",
     };
     return type <= PROTO_TYPE_MAX ? names[type] : "?";
 }

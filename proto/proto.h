@@ -60,7 +60,8 @@ enum proto_type {
     PROTO_HELLO = 0x09,     /* agent->relay, stream 0, msgpack struct proto_hello */
     PROTO_WELCOME = 0x0a,   /* relay->agent, stream 0, msgpack struct proto_welcome */
     PROTO_GOAWAY = 0x0b,    /* stream 0, msgpack struct proto_goaway */
-    PROTO_TYPE_MAX = PROTO_GOAWAY
+    PROTO_CANCEL = 0x0c,    /* relay->agent, stream 0, msgpack struct proto_cancel */
+    PROTO_TYPE_MAX = PROTO_CANCEL
 };
 
 /* Error codes returned by this module (negative). */
@@ -139,6 +140,22 @@ struct proto_goaway {
     char message[PROTO_MSG_MAX]; /* "msg" (optional) */
 };
 
+/* A client's CancelRequest, routed to the agent that holds the session. pid and key are the
+ * values the client got in BackendKeyData, i.e. the agent's fake ones (PROTOCOL.md 4.5). */
+#define PROTO_CANCEL_KEY_MIN 4   /* protocol 3.0 keys are 4 bytes */
+#define PROTO_CANCEL_KEY_MAX 256 /* protocol 3.2 allows up to 256 */
+struct proto_cancel {
+    uint32_t pid;                      /* "pid" (required) */
+    uint32_t key_len;                  /* bytes used in key */
+    uint8_t key[PROTO_CANCEL_KEY_MAX]; /* "key": bin, 4..256 bytes (required) */
+};
+
+/* The fake backend pid an agent hands out: bit 31 clear, bits 30..16 the 15-bit hash of the
+ * agent's name, bits 15..0 random. Any relay can read from a pid which agent gave it out. */
+uint16_t proto_cancel_name_hash(const char *agent_name); /* FNV-1a 32, xor-folded to 15 bits */
+uint16_t proto_cancel_pid_hash(uint32_t pid);            /* bits 30..16 */
+uint32_t proto_cancel_fake_pid(uint16_t name_hash, uint16_t rnd); /* never 0 */
+
 /* Encoders write a complete frame (header + body) into out[cap] and return its total size,
  * or PROTO_E_NOSPACE. No allocation. They refuse to emit what a peer's decoder would reject:
  * PROTO_E_FIELD (string not NUL-terminated in its array, invalid name or code, count out of
@@ -152,6 +169,7 @@ int proto_encode_open_ok(uint8_t *out, size_t cap, uint32_t stream);
 int proto_encode_error(uint8_t *out, size_t cap, uint8_t type /* OPEN_FAIL|RESET */,
                        uint32_t stream, const struct proto_error *m);
 int proto_encode_goaway(uint8_t *out, size_t cap, const struct proto_goaway *m);
+int proto_encode_cancel(uint8_t *out, size_t cap, const struct proto_cancel *m);
 int proto_encode_window(uint8_t *out, size_t cap, uint32_t stream, uint32_t increment);
 int proto_encode_ping(uint8_t *out, size_t cap, uint8_t type /* PING|PONG */, uint64_t opaque);
 int proto_encode_close(uint8_t *out, size_t cap, uint32_t stream);
@@ -166,6 +184,7 @@ int proto_decode_welcome(const uint8_t *body, size_t len, struct proto_welcome *
 int proto_decode_open(const uint8_t *body, size_t len, struct proto_open *m);
 int proto_decode_error(const uint8_t *body, size_t len, struct proto_error *m);
 int proto_decode_goaway(const uint8_t *body, size_t len, struct proto_goaway *m);
+int proto_decode_cancel(const uint8_t *body, size_t len, struct proto_cancel *m);
 int proto_decode_open_ok(const uint8_t *body, size_t len); /* a valid map; no known keys */
 int proto_decode_window(const uint8_t *body, size_t len, uint32_t *increment); /* > 0 */
 int proto_decode_ping(const uint8_t *body, size_t len, uint64_t *opaque);

@@ -22,9 +22,13 @@
 
 #include "common/log.h"
 #include "common/pgwire.h"
+#include "relay/audit.h"
+#include "relay/cancel.h"
+#include "relay/access.h"
 #include "relay/relay.h"
+#include "relay/routing.h"
 
-enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_OPENING, FD_STREAMING, FD_ENDING };
+enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_CANCEL, FD_OPENING, FD_STREAMING, FD_ENDING };
 
 struct relay_client {
     struct relay *r;
@@ -49,6 +53,12 @@ struct relay_client {
     char database[PROTO_META_MAX];
     char sni[256];
     char tls_version[16];
+    char tls_cipher[64];
+    char application_name[PROTO_META_MAX];
+    struct audit_stmt *stmt;         /* statement audit filter (audit_statements = on) */
+    bool denied;                     /* not in [relay] allow: refused before any TLS work */
+    char cert_subject[256];          /* verified client certificate (routes with client_cert) */
+    char cert_serial[80];
 };
 
 static const struct conn_ops client_ops;
@@ -64,6 +74,7 @@ static void client_unlink_free(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     r->nclients--;
+    audit_stmt_free(c->stmt);
     free(c->pkt);
     free(c);
 }
@@ -91,6 +102,7 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     log_warn("refused client=%s sqlstate=%s reason=%s", c->peer, sqlstate, msg + 10);
+    audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, msg + 10);
     if (c->s) {
         struct tunnel_stream *s = c->s;
         c->s = NULL;
@@ -112,9 +124,18 @@ static void startup_timeout(uv_timer_t *timer)
     struct relay_client *c = timer->data;
     if (c->state == FD_ENDING || c->state == FD_STREAMING)
         return;
+    if (c->state == FD_CANCEL) {
+        /* a CancelRequest is never answered, not even with an error */
+        log_info("cancel dropped reason=incomplete request after %llu ms client=%s",
+                 (unsigned long long)c->r->cfg.startup_timeout_ms, c->peer);
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return;
+    }
     if (c->state == FD_FIRST || c->state == FD_TLS) {
         log_warn("refused client=%s reason=no startup within %llu ms", c->peer,
                  (unsigned long long)c->r->cfg.startup_timeout_ms);
+        audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, "no startup in time");
         c->state = FD_ENDING;
         conn_close(c->conn);
         return;
@@ -124,42 +145,109 @@ static void startup_timeout(uv_timer_t *timer)
 
 /* ---- session ------------------------------------------------------------------------- */
 
+static void frontdoor_tls_refused(struct relay_client *c, const char *reason)
+{
+    char why[300];
+    snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
+    log_warn("refused client=%s reason=%s", c->peer, why);
+    audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, why);
+}
+
+/* One audit line for the session; s (session_end) adds bytes, duration and reason. */
+static void audit_session_event(struct relay_client *c, const char *event,
+                                const struct tunnel_stream *s, const char *err)
+{
+    struct audit_session as = {
+        .relay = c->r->cfg.name,
+        .sid = c->sid,
+        .route = c->route,
+        .client = c->peer,
+        .sni = c->sni[0] ? c->sni : NULL,
+        .user = c->user,
+        .database = c->database,
+        .application_name = c->application_name[0] ? c->application_name : NULL,
+        .cert_subject = c->cert_subject[0] ? c->cert_subject : NULL,
+        .cert_serial = c->cert_serial[0] ? c->cert_serial : NULL,
+        .agent = c->agent,
+        .tls_version = c->tls_version,
+        .tls_cipher = c->tls_cipher[0] ? c->tls_cipher : NULL,
+    };
+    if (!audit_enabled(c->r->audit))
+        return;
+    if (s) {
+        as.bytes_in = tunnel_stream_bytes_out(s);
+        as.bytes_out = tunnel_stream_bytes_in(s);
+        as.duration_ms = uv_now(c->r->loop) - c->start_ms;
+        as.reason = err ? err : "closed";
+    }
+    audit_session(c->r->audit, event, &as);
+}
+
+/* PostgreSQL would refuse the endpoint= words of options (they only choose the route): the
+ * StartupMessage goes on without them. su points into c->pkt, which is replaced. */
+static int client_strip_endpoint(struct relay_client *c, const struct pgwire_startup *su,
+                                 const char *options)
+{
+    uint8_t *pkt = malloc(c->pkt_len); /* the rebuilt packet is never longer */
+    int n;
+
+    if (!pkt)
+        return -ENOMEM;
+    n = pgwire_startup_with_options(su, options, pkt, c->pkt_len);
+    if (n < 0) {
+        free(pkt);
+        return n;
+    }
+    free(c->pkt);
+    c->pkt = pkt;
+    c->pkt_len = c->pkt_have = (uint32_t)n;
+    return 0;
+}
+
 static void session_open(struct relay_client *c, const struct pgwire_startup *su)
 {
     struct relay *r = c->r;
-    char opt_route[PROTO_NAME_MAX];
     const char *agent = NULL;
-    int rc;
+    const struct relay_route *route;
+    struct routing_result *rt = NULL;
+    struct tls_peer_info cert;
+    char msg[ACCESS_MSG_MAX];
 
     snprintf(c->user, sizeof(c->user), "%s", su->user);
     snprintf(c->database, sizeof(c->database), "%s", su->database ? su->database : su->user);
-    rc = su->options ? pgwire_options_route(su->options, opt_route, sizeof(opt_route)) : 0;
-    if (rc < 0) {
-        client_fail(c, "3D000", "pgburrow: invalid route name in options");
+    if (su->application_name)
+        snprintf(c->application_name, sizeof(c->application_name), "%s", su->application_name);
+    /* on the heap: it holds a copy of the options, up to a whole startup packet */
+    if (!(rt = malloc(sizeof(*rt)))) {
+        client_fail(c, "53200", "pgburrow: out of memory");
         return;
     }
-    if (rc == 1)
-        snprintf(c->route, sizeof(c->route), "%s", opt_route);
-    else if (r->cfg.default_route)
-        snprintf(c->route, sizeof(c->route), "%s", r->cfg.default_route);
-    else {
-        client_fail(c, "3D000", "pgburrow: no route given and no default_route");
-        return;
+    if (routing_choose(r->cfg.sni_domains, r->cfg.nsni_domains, c->sni[0] ? c->sni : NULL,
+                       su->options, r->cfg.default_route, rt, msg) < 0) {
+        client_fail(c, "3D000", "%s", msg);
+        goto out;
     }
-    if (!relay_config_route(&r->cfg, c->route)) {
+    snprintf(c->route, sizeof(c->route), "%s", rt->route);
+    if (!(route = relay_config_route(&r->cfg, c->route))) {
         client_fail(c, "3D000", "pgburrow: unknown route \"%s\"", c->route);
-        return;
+        goto out;
     }
+    if (access_check_session(r->access, route, c->conn, c->peer, c->user, &cert, msg) < 0) {
+        client_fail(c, "28000", "%s", msg);
+        goto out;
+    }
+    snprintf(c->cert_subject, sizeof(c->cert_subject), "%s", cert.subject);
+    snprintf(c->cert_serial, sizeof(c->cert_serial), "%s", cert.serial);
     if (r->nsessions >= r->cfg.max_sessions) {
         client_fail(c, "53300", "pgburrow: too many sessions on this relay (max_sessions=%llu)",
                     (unsigned long long)r->cfg.max_sessions);
-        return;
+        goto out;
     }
     r->session_counter++;
     struct tunnel *t = relay_route_pick_tunnel(r, c->route, &agent);
     if (!t) {
         client_fail(c, "57P03", "pgburrow: no agent is connected for route \"%s\"", c->route);
-        return;
+        goto out;
     }
     snprintf(c->agent, sizeof(c->agent), "%s", agent);
 
@@ -172,14 +260,21 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     snprintf(m.database, sizeof(m.database), "%s", c->database);
     if (su->application_name)
         snprintf(m.application_name, sizeof(m.application_name), "%s", su->application_name);
+    if (rt->options_changed && client_strip_endpoint(c, su, rt->options) < 0) {
+        client_fail(c, "53200", "pgburrow: out of memory");
+        goto out;
+    }
+    su = NULL; /* it pointed into the packet client_strip_endpoint replaced */
     c->s = tunnel_stream_open(t, &m, c);
     if (!c->s) {
         client_fail(c, "53300", "pgburrow: agent %s cannot take more sessions", c->agent);
-        return;
+        goto out;
     }
     c->counted = true;
     r->nsessions++;
     c->state = FD_OPENING;
+out:
+    free(rt);
 }
 
 void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail)
@@ -205,10 +300,17 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
     struct conn *conn = c->conn;
     c->conn = NULL;
     log_msg(LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
-            "session start sid=%s route=%s client=%s user=%s database=%s agent=%s sni=%s tls=%s",
-            c->sid, c->route, c->peer, c->user, c->database, c->agent,
-            c->sni[0] ? c->sni : "-", c->tls_version);
+            "session start sid=%s route=%s client=%s user=%s database=%s agent=%s sni=%s tls=%s "
+            "cert_subject=%s cert_serial=%s",
+            c->sid, c->route, c->peer, c->user, c->database, c->agent, c->sni[0] ? c->sni : "-",
+            c->tls_version, c->cert_subject[0] ? c->cert_subject : "-",
+            c->cert_serial[0] ? c->cert_serial : "-");
+    audit_session_event(c, "session_start", NULL, NULL);
     tunnel_stream_bind(s, conn, true);
+    /* after the StartupMessage went out: the filter sees typed messages only */
+    c->stmt = audit_stmt_new(c->r->audit, c->r->cfg.name, c->sid, c->route, c->user);
+    if (c->stmt)
+        tunnel_stream_set_filter(s, TUNNEL_TO_PEER, audit_stmt_filter, c->stmt);
 }
 
 void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
@@ -233,15 +335,89 @@ void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
             (unsigned long long)tunnel_stream_bytes_out(s),
             (unsigned long long)tunnel_stream_bytes_in(s), (unsigned long long)ms,
             err ? err : "closed");
+    audit_session_event(c, "session_end", s, err);
     client_release(c);
 }
 
+/* ---- CancelRequest: read it whole (bounded), forward it, close; never answer ----------- */
+
+static size_t read_cancel(struct relay_client *c, const uint8_t *data, size_t len)
+{
+    size_t n = c->pkt_len - c->pkt_have;
+    if (n > len)
+        n = len;
+    memcpy(c->pkt + c->pkt_have, data, n);
+    c->pkt_have += n;
+    if (c->pkt_have == c->pkt_len) {
+        relay_cancel_request(c->r, c->peer, c->pkt, c->pkt_len);
+        c->state = FD_ENDING;
+        uv_timer_stop(&c->timer);
+        conn_close(c->conn);
+    }
+    return len; /* whatever follows the request is ignored */
+}
+
+/* libpq <= 16 sends the CancelRequest in plaintext on a new connection; the first 8 bytes
+ * (length and code) are in c->first. */
+static size_t start_cancel(struct relay_client *c, const uint8_t *data, size_t len)
+{
+    uint32_t n = pgwire_packet_len(c->first, sizeof(c->first));
+    bool len_ok = relay_cancel_len_ok(n);
+    if (!len_ok || !(c->pkt = malloc(n))) {
+        log_info("cancel dropped reason=%s client=%s", len_ok ? "out of memory" : "invalid length",
+                 c->peer);
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return len;
+    }
+    memcpy(c->pkt, c->first, sizeof(c->first));
+    c->pkt_len = n;
+    c->pkt_have = sizeof(c->first);
+    c->state = FD_CANCEL;
+    return read_cancel(c, data, len);
+}
+
 /* ---- reading the start of the connection --------------------------------------------- */
+
+/* Not in [relay] allow: no TLS work is spent. The first request gets a plaintext FATAL
+ * ErrorResponse (libpq reports it as the answer to its SSLRequest); a TLS ClientHello (no
+ * PostgreSQL message can be sent there) and a CancelRequest (never answered) are just closed. */
+static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t len)
+{
+    size_t n = sizeof(c->first) - c->first_have;
+
+    if (c->first_have == 0 && len > 0 && data[0] == PGWIRE_TLS_HANDSHAKE) {
+        log_warn("refused client=%s sqlstate=28000 reason=address not allowed (direct TLS)",
+                 c->peer);
+        audit_refused(c->r->audit, c->r->cfg.name, c->peer, "28000",
+                      "address not allowed (direct TLS)");
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return len;
+    }
+    if (n > len)
+        n = len;
+    memcpy(c->first + c->first_have, data, n);
+    c->first_have += n;
+    if (c->first_have < sizeof(c->first))
+        return len;
+    if (pgwire_classify(c->first, sizeof(c->first)) == PGWIRE_CANCEL) {
+        log_info("cancel dropped reason=address not allowed client=%s", c->peer);
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return len;
+    }
+    client_fail(c, "28000", "pgburrow: address not allowed");
+    return len;
+}
 
 static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len)
 {
     struct relay *r = c->r;
     size_t used = 0;
+
+    if (c->denied)
+        return read_denied(c, data, len);
 
     while (used < len && c->state == FD_FIRST) {
         if (c->first_have == 0 && data[used] == PGWIRE_TLS_HANDSHAKE) {
@@ -282,10 +458,7 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
             conn_write(c->conn, "N", 1);
             continue;
         case PGWIRE_CANCEL:
-            /* cancel routing is not implemented yet: never answer a CancelRequest */
-            log_info("cancel request from %s ignored: not supported yet", c->peer);
-            c->state = FD_ENDING;
-            conn_close(c->conn);
+            start_cancel(c, data + used, len - used);
             return len;
         case PGWIRE_STARTUP:
             client_fail(c, "28000",
@@ -343,8 +516,10 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
         return len;
     }
     if (code == PGWIRE_CANCEL_REQUEST) {
-        log_info("cancel request from %s ignored: not supported yet", c->peer);
+        /* libpq 17 sends it inside TLS, after SSLRequest; the packet is complete here */
+        relay_cancel_request(c->r, c->peer, c->pkt, c->pkt_len);
         c->state = FD_ENDING;
+        uv_timer_stop(&c->timer);
         conn_close(c->conn);
         return len;
     }
@@ -366,6 +541,8 @@ static size_t client_on_read(struct conn *conn, const uint8_t *data, size_t len)
         return read_first(c, data, len);
     case FD_STARTUP:
         return read_startup(c, data, len);
+    case FD_CANCEL:
+        return read_cancel(c, data, len);
     case FD_OPENING:
         return 0;
     default:
@@ -377,7 +554,9 @@ static void client_on_handshake(struct conn *conn)
 {
     struct relay_client *c = conn_data(conn);
     const char *v = conn_tls_version(conn), *sni = conn_tls_sni(conn);
+    const char *cipher = conn_tls_cipher(conn);
     snprintf(c->tls_version, sizeof(c->tls_version), "%s", v ? v : "?");
+    snprintf(c->tls_cipher, sizeof(c->tls_cipher), "%s", cipher ? cipher : "");
     if (sni)
         snprintf(c->sni, sizeof(c->sni), "%s", sni);
     c->state = FD_STARTUP;
@@ -402,9 +581,11 @@ static void client_on_error(struct conn *conn, int err, const char *reason)
     struct relay_client *c = conn_data(conn);
     if (c->state == FD_ENDING)
         return;
-    if (c->state == FD_TLS)
-        log_warn("refused client=%s reason=TLS handshake failed: %s", c->peer,
-                 reason ? reason : uv_strerror(err));
+    if (!c->got_bytes)
+        log_debug("client=%s closed without sending anything: %s", c->peer,
+                  reason ? reason : uv_strerror(err)); /* a load balancer's health check */
+    else if (c->state == FD_TLS)
+        frontdoor_tls_refused(c, reason ? reason : uv_strerror(err));
     else
         log_info("client=%s error during startup: %s", c->peer,
                  reason ? reason : uv_strerror(err));
@@ -462,14 +643,16 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         return;
     }
     snprintf(c->peer, sizeof(c->peer), "%s", conn_peer_addr(c->conn));
+    c->denied = !access_address_allowed(&r->cfg.allow, c->peer);
     uv_timer_start(&c->timer, startup_timeout, c->r->cfg.startup_timeout_ms, 0);
     conn_read_start(c->conn);
 }
 
 void frontdoor_close_all(struct relay *r)
 {
+    /* refused clients too: conn_end would otherwise hold the shutdown until its timeout */
     for (struct relay_client *c = r->clients; c; c = c->next) {
-        if (c->conn && c->state != FD_ENDING) {
+        if (c->conn) { /* conn_close is a no-op on a conn already closing */
             c->state = FD_ENDING;
             conn_close(c->conn);
         }

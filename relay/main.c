@@ -9,6 +9,7 @@
 #include "common/cli.h"
 #include "common/log.h"
 #include "relay/relay.h"
+#include "relay/reload.h"
 
 static const char usage[] =
     "Usage: pgburrow-relay [-c FILE] [--section.key=VALUE ...] [--check-config]\n"
@@ -90,7 +91,8 @@ int main(int argc, char **argv)
         relay_stop(&relay);
         goto out_loop;
     }
-    if (relay_start(&relay, err) < 0) {
+    if (relay_start(&relay, err) < 0 ||
+        relay_reload_start(&relay, args.config_file, args.nflags, args.flags, err) < 0) {
         fprintf(stderr, "pgburrow-relay: %s\n", err);
         log_error("%s", err);
         relay_stop(&relay);

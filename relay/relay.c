@@ -18,6 +18,10 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "relay/cancel.h"
+#include "relay/audit.h"
+#include "relay/reload.h"
+#include "relay/access.h"
 
 struct relay_agent {
     struct relay *r;
@@ -30,6 +34,8 @@ struct relay_agent {
     char peer[64];
     uint32_t nroutes;
     char routes[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
+    uint32_t noffered;   /* routes in its HELLO: re-checked against the config on reload */
+    char offered[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
 };
 
 /* Defined in frontdoor.c: the stream callbacks route to the client that opened the stream. */
@@ -88,6 +94,8 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
     w.idle_timeout_ms = (uint32_t)r->cfg.dead_timeout_ms;
     w.initial_window = PROTO_INITIAL_WINDOW;
     w.max_streams = (uint32_t)r->cfg.max_streams;
+    for (uint32_t i = 0; i < h.nroutes; i++)
+        snprintf(a->offered[a->noffered++], PROTO_NAME_MAX, "%s", h.routes[i]);
     for (uint32_t i = 0; i < h.nroutes; i++) {
         const struct relay_route *route = relay_config_route(&r->cfg, h.routes[i]);
         if (route && relay_route_allows(route, a->name)) {
@@ -120,6 +128,7 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
     tunnel_start_keepalive(t);
     log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up agent=%s routes=%s peer=%s version=%u.%u",
             a->name, accepted, a->peer, w.ver_major, w.ver_minor);
+    audit_tunnel(r->audit, "tunnel_up", r->cfg.name, a->name, a->peer, accepted, NULL);
     return 0;
 }
 
@@ -158,11 +167,19 @@ static void agent_on_tunnel_done(struct tunnel *t, const char *reason)
 {
     struct relay_agent *a = tunnel_data(t);
     struct relay *r = a->r;
-    if (a->up)
+    if (a->up) {
+        char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX] = "";
+        for (uint32_t i = 0; i < a->nroutes; i++) {
+            if (i)
+                strcat(routes, ",");
+            strcat(routes, a->routes[i]);
+        }
         log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel down agent=%s reason=%s", a->name, reason);
-    else if (!r->stopping)
+        audit_tunnel(r->audit, "tunnel_down", r->cfg.name, a->name, a->peer, routes, reason);
+    } else if (!r->stopping) {
         log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s%s%s reason=%s", a->peer,
                 a->name[0] ? " agent=" : "", a->name, reason);
+    }
     if (a->prev)
         a->prev->next = a->next;
     else
@@ -252,6 +269,41 @@ struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const
     return NULL;
 }
 
+void relay_agents_recheck(struct relay *r)
+{
+    for (struct relay_agent *a = r->agents; a; a = a->next) {
+        uint32_t n = 0;
+        if (!a->up)
+            continue;
+        for (uint32_t i = 0; i < a->noffered; i++) {
+            const char *route = a->offered[i];
+            const struct relay_route *rr = relay_config_route(&r->cfg, route);
+            bool was = false, allowed = rr && relay_route_allows(rr, a->name);
+            for (uint32_t k = 0; k < a->nroutes && !was; k++)
+                was = strcmp(a->routes[k], route) == 0;
+            if (was && !allowed)
+                log_msg(LOG_WARN, tunnel_id(a->t), 0,
+                        "tunnel route revoked agent=%s route=%s reason=%s (open sessions go on)",
+                        a->name, route,
+                        rr ? "agent no longer allowed for this route" : "route removed");
+            else if (!was && allowed)
+                log_msg(LOG_INFO, tunnel_id(a->t), 0, "tunnel route added agent=%s route=%s",
+                        a->name, route);
+            if (allowed)
+                memcpy(a->routes[n++], route, strlen(route) + 1); /* both PROTO_NAME_MAX */
+        }
+        a->nroutes = n;
+    }
+}
+
+void relay_foreach_agent_tunnel(struct relay *r, relay_tunnel_fn fn, void *ctx)
+{
+    for (struct relay_agent *a = r->agents; a; a = a->next) {
+        if (a->up)
+            fn(ctx, a->t, a->name);
+    }
+}
+
 /* ---- listeners, signals, lifecycle --------------------------------------------------- */
 
 static void handle_closed(uv_handle_t *h)
@@ -326,53 +378,114 @@ static int listen_on(struct relay *r, uv_tcp_t *h, const char *hostport, uv_conn
     return 0;
 }
 
-int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err)
+int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err)
 {
     char terr[TLS_ERR_MAX];
-    memset(r, 0, sizeof(*r));
-    r->loop = loop;
-    r->cfg = *cfg;
-    memset(cfg, 0, sizeof(*cfg)); /* ownership moves into the relay */
-    r->cl = conn_loop_new(loop);
-    if (!r->cl) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
-        return -ENOMEM;
-    }
+    int rc = -EINVAL;
+
+    memset(t, 0, sizeof(*t));
+    const char *client_cas[RELAY_MAX_ROUTES];
+    if (!(t->access = access_new(cfg, terr)))
+        goto out;
     struct tls_server_opts client = {
-        .cert_file = r->cfg.tls_cert,
-        .key_file = r->cfg.tls_key,
-        .min_version = r->cfg.tls_min_version,
+        .cert_file = cfg->tls_cert,
+        .key_file = cfg->tls_key,
+        .min_version = cfg->tls_min_version,
         .alpn = "postgresql",
         .max_send_fragment = 8192,
     };
-    r->client_ctx = tls_server_ctx_new(&client, terr);
-    if (!r->client_ctx)
-        goto tls_fail;
+    access_client_tls_opts(cfg, &client, client_cas);
+    t->client_ctx = tls_server_ctx_new(&client, terr);
+    if (!t->client_ctx)
+        goto out;
     client.alpn_required = true;
-    r->client_direct_ctx = tls_server_ctx_new(&client, terr);
-    if (!r->client_direct_ctx)
-        goto tls_fail;
+    t->client_direct_ctx = tls_server_ctx_new(&client, terr);
+    if (!t->client_direct_ctx)
+        goto out;
     struct tls_server_opts tunnel = {
-        .cert_file = r->cfg.tunnel_cert ? r->cfg.tunnel_cert : r->cfg.tls_cert,
-        .key_file = r->cfg.tunnel_key ? r->cfg.tunnel_key : r->cfg.tls_key,
-        .client_ca_file = r->cfg.agent_ca,
+        .cert_file = cfg->tunnel_cert ? cfg->tunnel_cert : cfg->tls_cert,
+        .key_file = cfg->tunnel_key ? cfg->tunnel_key : cfg->tls_key,
+        .client_ca_file = cfg->agent_ca,
         .require_client_cert = true,
         .min_version = TLS1_3_VERSION,
         .alpn = PROTO_ALPN,
         .alpn_required = true,
     };
-    r->tunnel_ctx = tls_server_ctx_new(&tunnel, terr);
-    if (!r->tunnel_ctx)
-        goto tls_fail;
+    access_tunnel_tls_opts(cfg, &tunnel);
+    t->tunnel_ctx = tls_server_ctx_new(&tunnel, terr);
+    if (!t->tunnel_ctx)
+        goto out;
+    rc = 0;
+out:
+    if (rc < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        relay_tls_free(t);
+    }
+    return rc;
+}
+
+static void swap_ctx(SSL_CTX **a, SSL_CTX **b)
+{
+    SSL_CTX *tmp = *a;
+    *a = *b;
+    *b = tmp;
+}
+
+void relay_tls_swap(struct relay *r, struct relay_tls *t)
+{
+    swap_ctx(&r->client_ctx, &t->client_ctx);
+    swap_ctx(&r->client_direct_ctx, &t->client_direct_ctx);
+    swap_ctx(&r->tunnel_ctx, &t->tunnel_ctx);
+    struct access *a = r->access;
+    r->access = t->access;
+    t->access = a;
+}
+
+void relay_tls_free(struct relay_tls *t)
+{
+    /* connections made with these contexts hold their own references (SSL_new) */
+    SSL_CTX_free(t->client_ctx);
+    SSL_CTX_free(t->client_direct_ctx);
+    SSL_CTX_free(t->tunnel_ctx);
+    access_free(t->access);
+    memset(t, 0, sizeof(*t));
+}
+
+int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err)
+{
+    struct relay_tls tls;
+    char aerr[CONFIG_ERR_MAX];
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    r->loop = loop;
+    r->cfg = *cfg;
+    memset(cfg, 0, sizeof(*cfg)); /* ownership moves into the relay */
+    r->cl = conn_loop_new(loop);
+    r->audit = audit_new();
+    if (!r->cl || !r->audit) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
+    }
+    /* checked here (--check-config), opened by relay_start */
+    if ((rc = audit_check_path(r->cfg.audit_log, aerr, sizeof(aerr))) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "%s", aerr);
+        return rc;
+    }
+    rc = relay_tls_build(&r->cfg, &tls, err);
+    if (rc < 0)
+        return rc;
+    relay_tls_swap(r, &tls);
     return 0;
-tls_fail:
-    snprintf(err, CONFIG_ERR_MAX, "%s", terr);
-    return -EINVAL;
 }
 
 int relay_start(struct relay *r, char *err)
 {
     int rc;
+    rc = audit_configure(r->audit, r->cfg.audit_log, r->cfg.audit_statements,
+                         (size_t)r->cfg.audit_statement_max, err, CONFIG_ERR_MAX);
+    if (rc < 0)
+        return rc;
     rc = listen_on(r, &r->client_listener, r->cfg.listen, client_on_connection, err);
     if (rc < 0)
         return rc;
@@ -402,6 +515,7 @@ void relay_stop(struct relay *r)
         uv_close((uv_handle_t *)&r->sig_term, handle_closed);
         uv_close((uv_handle_t *)&r->sig_int, handle_closed);
     }
+    relay_reload_stop(r);
     frontdoor_close_all(r);
     for (struct relay_agent *a = r->agents; a; a = a->next)
         tunnel_close(a->t, "relay shutting down");
@@ -410,9 +524,12 @@ void relay_stop(struct relay *r)
 
 void relay_free(struct relay *r)
 {
-    SSL_CTX_free(r->client_ctx);
-    SSL_CTX_free(r->client_direct_ctx);
-    SSL_CTX_free(r->tunnel_ctx);
+    relay_cancel_limiter_free(r->cancel_limiter);
+    struct relay_tls tls = {0};
+    relay_tls_swap(r, &tls);
+    relay_tls_free(&tls);
+    audit_free(r->audit);
+    r->audit = NULL;
     conn_loop_free(r->cl);
     relay_config_free(&r->cfg);
 }

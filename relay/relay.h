@@ -19,6 +19,9 @@
 
 struct relay_agent;  /* one accepted agent tunnel */
 struct relay_client; /* one PostgreSQL client connection */
+struct relay_reload; /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
+struct audit;        /* the audit log (audit.h) */
+struct access;       /* allowlists and client certificate checks (access.h) */
 
 struct relay {
     uv_loop_t *loop;
@@ -31,13 +34,37 @@ struct relay {
     uv_signal_t sig_term, sig_int;
     struct relay_agent *agents; /* every tunnel, up or not (doubly linked) */
     struct relay_client *clients;
+    struct relay_cancel_limiter *cancel_limiter; /* cancel.h; created at the first cancel */
     uint32_t next_tunnel_id;
     uint64_t nsessions;         /* client connections that have a stream open */
     uint64_t nclients;
     uint64_t session_counter;
     bool stopping;
     int open_handles;           /* listeners + signals: for clean shutdown */
+    struct relay_reload *reload; /* NULL until relay_reload_start (reload.h) */
+    struct audit *audit;        /* always allocated; off when audit_log is empty */
+    struct access *access;      /* built with the TLS contexts (struct relay_tls) */
 };
+
+/*
+ * Everything a reload rebuilds from files (certificates, keys, CAs, CRLs) and swaps as a
+ * whole. A reload replaces r->cfg and these contexts between two loop turns: never keep a
+ * pointer into r->cfg across turns (copy what you need), and take an SSL_CTX reference
+ * (conn_tls_server does) to use a context later. A context added to struct relay must be
+ * built in relay_tls_build and moved in relay_tls_swap.
+ */
+struct relay_tls {
+    SSL_CTX *client_ctx, *client_direct_ctx, *tunnel_ctx;
+    struct access *access; /* per-route client certificate stores, ident maps (access.h) */
+};
+/* Build every context from cfg. 0, or negative with err[CONFIG_ERR_MAX] (t then empty). */
+int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err);
+/* Exchange t with the relay's contexts (t then holds the old ones: relay_tls_free them). */
+void relay_tls_swap(struct relay *r, struct relay_tls *t);
+void relay_tls_free(struct relay_tls *t);
+/* After r->cfg changed: each up tunnel serves exactly the routes it offered that the new
+ * configuration allows for its agent (logged when that changes; open sessions go on). */
+void relay_agents_recheck(struct relay *r);
 
 int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err);
 int relay_start(struct relay *r, char *err);
@@ -47,6 +74,10 @@ void relay_free(struct relay *r);
 
 /* Tunnels (relay.c), used by the front door: pick an up tunnel serving route, round robin. */
 struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const char **agent);
+/* Call fn for every tunnel whose agent said HELLO and was accepted, draining ones included
+ * (their sessions go on): cancel routing (cancel.c). agent: its certificate name. */
+typedef void (*relay_tunnel_fn)(void *ctx, struct tunnel *t, const char *agent);
+void relay_foreach_agent_tunnel(struct relay *r, relay_tunnel_fn fn, void *ctx);
 
 /* Front door (frontdoor.c). */
 void frontdoor_accept(struct relay *r, uv_stream_t *server);

@@ -17,6 +17,7 @@
 #include <openssl/ssl.h>
 
 #include "common/log.h"
+#include "relay/access.h"
 
 #define RELAY_DEFAULT_NAME "pgburrow-relay"
 #define RELAY_DURATION_MAX_MS (24ull * 60 * 60 * 1000) /* also fits the u32 WELCOME fields */
@@ -54,6 +55,7 @@ void relay_config_init(struct relay_config *c)
     c->max_streams = 10000;
     c->log_level = strdup("info");
     c->log_format = strdup("text");
+    c->audit_statement_max = 1024;
 }
 
 void relay_config_free(struct relay_config *c)
@@ -72,6 +74,8 @@ void relay_config_free(struct relay_config *c)
     free(c->log_level);
     free(c->log_format);
     free(c->log_file);
+    free(c->audit_log);
+    access_config_free(c);
     free(c->routes);
     memset(c, 0, sizeof(*c));
 }
@@ -154,7 +158,7 @@ static int handle_route(struct relay_config *c, const char *name, const char *ke
     if (rc < 0 || !key)
         return rc;
     if (strcmp(key, "agents") != 0)
-        return -ENOENT;
+        return access_route_key(r, key, value, err);
     struct relay_route *scratch = calloc(1, sizeof(*scratch));
     if (!scratch)
         return -ENOMEM;
@@ -253,6 +257,22 @@ static int set_name(char **dst, const char *value, bool optional, char *err)
     return config_set_str(dst, value);
 }
 
+/* Bounded so that a statement line stays a reasonable write (6 bytes per byte, escaped). */
+static int set_statement_max(uint64_t *dst, const char *value, char *err)
+{
+    uint64_t v;
+    int rc = config_parse_size(value, &v, err);
+
+    if (rc < 0)
+        return rc;
+    if (v < 1 || v > 1024 * 1024) {
+        set_err(err, "must be from 1 byte to 1M, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    *dst = v;
+    return 0;
+}
+
 static int set_count(uint64_t *dst, const char *value, char *err)
 {
     return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err);
@@ -310,7 +330,13 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return set_log_format(&c->log_format, value, err);
     if (strcmp(key, "log_file") == 0)
         return set_optional(&c->log_file, value);
-    return -ENOENT;
+    if (strcmp(key, "audit_log") == 0)
+        return set_optional(&c->audit_log, value);
+    if (strcmp(key, "audit_statements") == 0)
+        return config_parse_bool(value, &c->audit_statements, err);
+    if (strcmp(key, "audit_statement_max") == 0)
+        return set_statement_max(&c->audit_statement_max, value, err);
+    return access_relay_key(c, key, value, err);
 }
 
 int relay_config_check(const struct relay_config *c, char *err)
@@ -352,7 +378,7 @@ int relay_config_check(const struct relay_config *c, char *err)
                 c->default_route, c->default_route);
         return -EINVAL;
     }
-    return 0;
+    return access_config_check(c, err);
 }
 
 int relay_config_build(struct relay_config *c, const char *path, int nflags, char **flags,

@@ -12,16 +12,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cidr.h"
 #include "common/config.h"
 #include "proto/proto.h"
 
 #define RELAY_MAX_ROUTES 1024
 #define RELAY_MAX_ROUTE_AGENTS 64
 
+enum relay_client_cert { RELAY_CERT_NONE = 0, RELAY_CERT_VERIFY, RELAY_CERT_VERIFY_USER };
+
 struct relay_route {
     char name[PROTO_NAME_MAX];
     uint32_t nagents;                                     /* agents = a, b, c */
     char agents[RELAY_MAX_ROUTE_AGENTS][PROTO_NAME_MAX];
+    /* access control (keys parsed and checked in relay/access.c) */
+    enum relay_client_cert client_cert; /* client_cert = none | verify | verify-user */
+    char *client_ca;                    /* client_ca = CA file (required unless none) */
+    char *client_crl;                   /* client_crl = CRL file (optional) */
+    char *ident_map;                    /* ident_map = "CERT_CN PG_USER" lines (verify-user) */
+    struct cidr_list allow;             /* allow = CIDR, ... (empty: no route-level check) */
 };
 
 struct relay_config {
@@ -39,7 +48,20 @@ struct relay_config {
     uint64_t dead_timeout_ms;   /* dead_timeout = 4s: no frame from an agent for this long */
     uint64_t max_sessions;      /* max_sessions = 10000 (all routes) */
     uint64_t max_streams;       /* max_streams_per_tunnel = 10000 */
+    /* audit log (relay/audit.h) */
+    char *audit_log;            /* audit_log = PATH | stdout (default: empty = off) */
+    bool audit_statements;      /* audit_statements = on | off (default off) */
+    uint64_t audit_statement_max; /* audit_statement_max = 1024 (bytes kept per statement) */
     char *log_level, *log_format, *log_file; /* log_level=info log_format=text log_file= */
+    /* SNI routing, source addresses, TLS policy (keys parsed in relay/access.c) */
+    char **sni_domains;         /* sni_domains = db.example.com, ... (route = first label) */
+    size_t nsni_domains;
+    struct cidr_list allow;     /* allow = CIDR, ... (empty: every address) */
+    char *tls_ciphers;          /* tls_ciphers = TLS 1.2 cipher list (OpenSSL default) */
+    char *tls_ciphersuites;     /* tls_ciphersuites = TLS 1.3 suites for clients */
+    char *tls_groups;           /* tls_groups = key exchange groups for clients */
+    char *tunnel_ciphersuites;  /* tunnel_ciphersuites = TLS 1.3 suites for agents */
+    char *tunnel_groups;        /* tunnel_groups = key exchange groups for agents */
     /* [route NAME] */
     size_t nroutes;
     struct relay_route *routes;

@@ -40,6 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct proto_open open, open2;
     struct proto_error err, err2;
     struct proto_goaway ga, ga2;
+    static struct proto_cancel cancel, cancel2;
     const uint8_t *body;
     size_t len;
     int valid = proto_msgpack_validate(data, size);
@@ -86,6 +87,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         body = encoded_body(n, PROTO_GOAWAY, &len);
         CHECK(proto_decode_goaway(body, len, &ga2) == PROTO_OK);
         CHECK(memcmp(&ga, &ga2, sizeof ga) == 0);
+    }
+
+    rc = proto_decode_cancel(data, size, &cancel);
+    CHECK(valid == PROTO_OK || rc == PROTO_E_MSGPACK);
+    if (rc == PROTO_OK) {
+        CHECK(cancel.key_len >= PROTO_CANCEL_KEY_MIN && cancel.key_len <= PROTO_CANCEL_KEY_MAX);
+        int n = proto_encode_cancel(frame, sizeof frame, &cancel);
+        body = encoded_body(n, PROTO_CANCEL, &len);
+        CHECK(proto_decode_cancel(body, len, &cancel2) == PROTO_OK);
+        CHECK(memcmp(&cancel, &cancel2, sizeof cancel) == 0);
     }
 
     uint32_t inc;

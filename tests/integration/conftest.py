@@ -115,7 +115,10 @@ class Burrow:
         relay.update(keys)
         sections = [("relay", relay)]
         for name, agents in routes.items():
-            sections.append(("route %s" % name, {"agents": ", ".join(agents)}))
+            # agents: a list of agent names, or a dict of [route NAME] keys whose "agents" is one
+            route = dict(agents) if isinstance(agents, dict) else {"agents": agents}
+            route["agents"] = ", ".join(route["agents"])
+            sections.append(("route %s" % name, route))
         self.relay_ini = write_ini(os.path.join(self.dir, "relay.ini"), sections)
         return self.relay_ini
 

@@ -6,6 +6,7 @@ wrapper with bounded log waits, and raw PostgreSQL protocol helpers for the host
 Every wait is bounded; nothing sleeps as synchronisation where a readiness signal exists.
 """
 
+import atexit
 import os
 import re
 import signal
@@ -248,6 +249,16 @@ class DaemonDied(AssertionError):
     pass
 
 
+_started = []  # every daemon process, so that none outlives an interrupted run
+
+
+@atexit.register
+def _kill_leftovers():
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+
+
 class Daemon:
     """One run of pgburrow-relay or pgburrow-agent; stdout and stderr go to a log file."""
 
@@ -271,6 +282,7 @@ class Daemon:
                 [self.binary, "-c", self.config] + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=DAEMON_ENV, cwd=os.path.dirname(self.logpath), start_new_session=True)
+        _started.append(self.proc)
         return self
 
     def log(self):

@@ -198,3 +198,78 @@ def test_protocol_3_2_startup_is_forwarded(burrow):
                 seen.append(typ)
             assert seen[0] == "v", seen  # NegotiateProtocolVersion from PostgreSQL 15
             tls.sendall(b"X\0\0\0\4")
+
+
+def test_fragmented_and_coalesced_startup(burrow):
+    """The relay reassembles an SSLRequest split over TCP segments and a StartupMessage split
+    into one-byte TLS records; bytes that follow the StartupMessage in the same record (a
+    pipelined Query) reach PostgreSQL."""
+    with raw_connect(burrow.client_port) as s:
+        req = ssl_request()
+        s.sendall(req[:3])
+        s.sendall(req[3:])
+        assert recv_exact(s, 1) == b"S"
+        with harness.client_tls_context(burrow.certs.ca).wrap_socket(
+                s, server_hostname="localhost") as tls:
+            for byte in startup_message({"user": "postgres", "database": "postgres"}):
+                tls.sendall(bytes([byte]))
+            seen = []
+            while not seen or seen[-1] != "Z":
+                typ, body = read_message(tls)
+                assert typ != "E", parse_error_response(body)
+                seen.append(typ)
+    with raw_connect(burrow.client_port) as s:
+        with tls_after_sslrequest(s, burrow.certs.ca) as tls:
+            tls.sendall(startup_message({"user": "postgres", "database": "postgres"}) +
+                        harness.query_message("select 6 * 7") + harness.TERMINATE)
+            rows = []
+            while True:
+                typ, body = read_message(tls)
+                assert typ != "E", parse_error_response(body)
+                if typ == "D":
+                    rows.append(body[6:].decode())
+                if typ == "C":
+                    break
+            assert rows == ["42"], rows
+
+
+def test_clients_abandon_at_every_stage(burrow):
+    """Clients that vanish after the SSLRequest, mid-handshake, after the StartupMessage or
+    mid-authentication harm nobody (and, in the sanitizer run, leak nothing)."""
+    ca = burrow.certs.ca
+    query = ("select pid, usename, application_name, state, wait_event, backend_start "
+             "from pg_stat_activity where backend_type = 'client backend' "
+             "and pid <> pg_backend_pid()")
+    before = {r[0] for r in burrow.pg.sql(query)}
+    for _ in range(10):
+        s = raw_connect(burrow.client_port)
+        s.sendall(ssl_request()[:5])
+        s.close()
+        s = raw_connect(burrow.client_port)
+        s.sendall(ssl_request())
+        s.close()
+        s = raw_connect(burrow.client_port)
+        s.sendall(ssl_request())
+        recv_exact(s, 1)
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello, cut short
+        s.close()
+        s = raw_connect(burrow.client_port)
+        tls = tls_after_sslrequest(s, ca)
+        tls.sendall(startup_message({"user": "postgres", "database": "postgres"}))
+        tls.close()
+        s = raw_connect(burrow.client_port)
+        tls = tls_after_sslrequest(s, ca)
+        tls.sendall(startup_message({"user": SCRAM_USER, "database": "postgres"}))
+        assert read_message(tls)[0] == "R"
+        tls.close()
+    left = []
+
+    def gone():
+        left[:] = [r for r in burrow.pg.sql(query) if r[0] not in before]
+        return not left
+
+    try:
+        harness.wait_until(gone, t(10), "the abandoned clients' backends to end")
+    except AssertionError as e:
+        raise AssertionError("%s; still there: %r" % (e, left))
+    assert_still_serving(burrow)

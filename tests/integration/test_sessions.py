@@ -21,6 +21,15 @@ def test_psql_verify_full(burrow):
                        env=burrow.libpq_env())
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "1"
+    # As `make demo` sets it up: libpq environment only, with a client certificate offered.
+    env = burrow.libpq_env(user=SCRAM_USER)
+    env.update(PGPASSWORD=SCRAM_PASSWORD, PGSSLCERT=burrow.certs.client_crt(SCRAM_USER),
+               PGSSLKEY=burrow.certs.client_key(SCRAM_USER))
+    r = subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c",
+                        "select current_user, current_setting('server_version_num')::int / 10000"],
+                       capture_output=True, text=True, timeout=t(30), env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "%s|15" % SCRAM_USER, r.stdout
     line = burrow.relay.wait_for_log("session end ", timeout=5)
     fields = harness.kv(line)
     assert fields.get("route") == "a", line
@@ -283,3 +292,19 @@ def test_copy_in_256mb(burrow):
     line = burrow.relay.wait_for_log("session end ", timeout=5)
     assert int(harness.kv(line)["bytes_in"]) >= COPY_BYTES, line
     print("COPY IN %d MB in %.1fs" % (sent >> 20, elapsed))
+
+
+def test_backend_terminated_error_reaches_client(burrow):
+    """A session ended by PostgreSQL shows the client PostgreSQL's own FATAL (57P01)."""
+    with burrow.connect(application_name="it-terminated") as conn:
+        pid = conn.execute("select pg_backend_pid()").fetchone()[0]
+        assert burrow.pg.sql("select pg_terminate_backend(%s)", (pid,))[0][0] is True
+        with pytest.raises(psycopg.OperationalError) as ei:
+            harness.run_bounded(lambda: conn.execute("select 1"), t(10), "query on a killed backend")
+        text = str(ei.value)
+        del ei
+    assert "terminating connection due to administrator command" in text, text
+    line = burrow.relay.wait_for_log("session end ", timeout=5)
+    assert "route=a" in line, line
+    with burrow.connect() as conn:
+        assert conn.execute("select 1").fetchone()[0] == 1

@@ -222,6 +222,7 @@ static void test_hdr_stream_rule(void **state)
         [PROTO_DATA] = 1,      [PROTO_WINDOW] = 4, [PROTO_OPEN] = 1,    [PROTO_OPEN_OK] = 1,
         [PROTO_OPEN_FAIL] = 1, [PROTO_CLOSE] = 0,  [PROTO_RESET] = 1,   [PROTO_PING] = 8,
         [PROTO_PONG] = 8,      [PROTO_HELLO] = 1,  [PROTO_WELCOME] = 1, [PROTO_GOAWAY] = 1,
+        [PROTO_CANCEL] = 1,
     };
     for (uint8_t t = 0; t <= PROTO_TYPE_MAX; t++) {
         bool needs_stream = t <= PROTO_RESET;
@@ -1172,7 +1173,7 @@ static void test_reader_rejects_before_body(void **state)
         int rc;
     } bad[] = {
         {2, PROTO_PING, 0, 0, 8, PROTO_E_VERSION},
-        {1, 0x0c, 0, 0, 8, PROTO_E_TYPE},
+        {1, PROTO_TYPE_MAX + 1, 0, 0, 8, PROTO_E_TYPE},
         {1, PROTO_PING, 4, 0, 8, PROTO_E_FLAGS},
         {1, PROTO_DATA, 0, 0, 8, PROTO_E_STREAM},
         {1, PROTO_DATA, 0, 1, PROTO_MAX_DATA + 1, PROTO_E_TOO_BIG},

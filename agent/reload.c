@@ -1,0 +1,262 @@
+/*
+ * reload.c — SIGHUP, watched files and SIGUSR1 for the agent (see reload.h).
+ *
+ *   SIGHUP / watched file changed
+ *     --> build config (file + flags) --> relay TLS context --> upstream contexts
+ *         --> same agent name (certificate CN)? --> open log_file
+ *           \------------- any failure: log it, free what was built, keep everything ----/
+ *     --> keep the relay list in force, swap config + context, apply log settings, re-watch
+ */
+#include "agent/reload.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/agent.h"
+#include "agent/upstream.h"
+#include "common/log.h"
+#include "common/tls.h"
+#include "common/watch.h"
+
+struct agent_reload {
+    struct agent *a;
+    char *path; /* NULL: no configuration file, flags only */
+    int nflags;
+    char **flags;
+    char name[256]; /* the agent name (CN) the relays know */
+    uv_signal_t sig_hup, sig_usr1;
+    struct watch *watch;
+    int open_handles;
+};
+
+static void reload_free(struct agent_reload *rl)
+{
+    free(rl->path);
+    for (int i = 0; i < rl->nflags; i++)
+        free(rl->flags[i]);
+    free(rl->flags);
+    free(rl);
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct agent_reload *rl = h->data;
+    if (--rl->open_handles == 0)
+        reload_free(rl);
+}
+
+static bool str_differs(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a != b;
+    return strcmp(a, b) != 0;
+}
+
+static void watch_config_files(struct agent_reload *rl)
+{
+    const struct agent_config *c = &rl->a->cfg;
+    size_t n = 0, cap = 3 + 3 * c->nroutes;
+    const char **files = calloc(cap, sizeof(*files));
+
+    if (!files) {
+        log_warn("reload: out of memory; certificate files are not watched");
+        return;
+    }
+    files[n++] = c->ca;
+    files[n++] = c->cert;
+    files[n++] = c->key;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        files[n++] = c->routes[i].sslrootcert;
+        files[n++] = c->routes[i].sslcert;
+        files[n++] = c->routes[i].sslkey;
+    }
+    if (watch_set_files(rl->watch, files, n) < 0)
+        log_warn("reload: out of memory; certificate files are not watched");
+    free(files);
+}
+
+static bool relays_differ(const struct agent_config *x, const struct agent_config *y)
+{
+    if (x->nrelays != y->nrelays)
+        return true;
+    for (size_t i = 0; i < x->nrelays; i++) {
+        if (x->relays[i].port != y->relays[i].port ||
+            strcmp(x->relays[i].host, y->relays[i].host) != 0)
+            return true;
+    }
+    return false;
+}
+
+/* Log the routes that appeared or disappeared (host/port changes need no words). */
+static void log_route_changes(const struct agent_config *old, const struct agent_config *nc)
+{
+    for (size_t i = 0; i < nc->nroutes; i++) {
+        if (!agent_config_route(old, nc->routes[i].name))
+            log_warn("reload: route %s added: it is offered to relays from the next tunnel on "
+                     "(restart pgburrow-agent to offer it now)",
+                     nc->routes[i].name);
+    }
+    for (size_t i = 0; i < old->nroutes; i++) {
+        if (!agent_config_route(nc, old->routes[i].name))
+            log_info("reload: route %s removed: new sessions for it are refused, open ones go on",
+                     old->routes[i].name);
+    }
+}
+
+static void apply_log_settings(const struct agent_config *c)
+{
+    enum log_level level = LOG_INFO;
+    enum log_format format = LOG_TEXT;
+    if (c->log_level)
+        log_level_parse(c->log_level, &level);
+    if (c->log_format)
+        log_format_parse(c->log_format, &format);
+    log_configure(level, format, NULL);
+}
+
+int agent_reload(struct agent *a, const char *trigger)
+{
+    struct agent_reload *rl = a->reload;
+    struct agent_config nc, old;
+    SSL_CTX *relay_ctx = NULL;
+    char err[CONFIG_ERR_MAX] = "", terr[TLS_ERR_MAX], name[256];
+    int rc;
+
+    if (!rl || a->stopping)
+        return 0;
+    agent_config_init(&nc);
+    rc = agent_config_build(&nc, rl->path, rl->nflags, rl->flags, err);
+    if (rc < 0)
+        goto fail;
+    rc = -EINVAL;
+    if (!(relay_ctx = agent_relay_ctx_new(&nc, err)))
+        goto fail;
+    if ((rc = upstream_build_contexts(&nc, err)) < 0)
+        goto fail;
+    if ((rc = tls_cert_file_cn(nc.cert, name, sizeof(name), terr)) < 0) {
+        snprintf(err, sizeof(err), "%s", terr);
+        goto fail;
+    }
+    if (strcmp(name, rl->name) != 0) {
+        snprintf(err, sizeof(err),
+                 "certificate \"%s\" names agent \"%s\", not \"%s\": restart pgburrow-agent to "
+                 "change its name",
+                 nc.cert, name, rl->name);
+        rc = -EINVAL;
+        goto fail;
+    }
+    if (str_differs(nc.log_file, a->cfg.log_file) && (rc = log_open(nc.log_file)) < 0) {
+        snprintf(err, sizeof(err), "cannot open log_file \"%s\": %s", nc.log_file, strerror(-rc));
+        goto fail;
+    }
+
+    /* nothing fails from here on */
+    if (relays_differ(&nc, &a->cfg))
+        log_warn("reload: the relay list changed: restart pgburrow-agent to apply it (the "
+                 "running tunnels and their addresses stay as they are)");
+    /* the links point at a->cfg.relays[i]: keep that array exactly as it is */
+    nc.nrelays = a->cfg.nrelays;
+    memcpy(nc.relays, a->cfg.relays, sizeof(nc.relays));
+    log_route_changes(&a->cfg, &nc);
+
+    old = a->cfg;
+    a->cfg = nc;
+    agent_config_free(&old);    /* sessions still connecting hold their own context reference */
+    SSL_CTX_free(a->relay_ctx); /* open tunnels hold their own references */
+    a->relay_ctx = relay_ctx;
+    apply_log_settings(&a->cfg);
+    watch_config_files(rl);
+    log_info("reload: ok (trigger=%s) routes=%zu", trigger, a->cfg.nroutes);
+    return 0;
+fail:
+    SSL_CTX_free(relay_ctx);
+    agent_config_free(&nc);
+    log_error("reload: failed: %s; keeping the running configuration (trigger=%s)", err, trigger);
+    watch_config_files(rl);
+    return rc;
+}
+
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+    struct agent_reload *rl = sig->data;
+    watch_resync(rl->watch);
+    agent_reload(rl->a, "SIGHUP");
+}
+
+static void on_file_change(void *ctx, const char *path)
+{
+    struct agent_reload *rl = ctx;
+    char trigger[300];
+    snprintf(trigger, sizeof(trigger), "file change %s", path);
+    agent_reload(rl->a, trigger);
+}
+
+static void on_sigusr1(uv_signal_t *sig, int signum)
+{
+    struct agent_reload *rl = sig->data;
+    const char *path = rl->a->cfg.log_file;
+    int rc;
+
+    if (!path)
+        return;
+    if ((rc = log_open(path)) < 0)
+        log_error("SIGUSR1: cannot reopen log_file \"%s\": %s", path, strerror(-rc));
+    else
+        log_info("SIGUSR1: reopened log_file=%s", path);
+}
+
+int agent_reload_start(struct agent *a, const char *config_path, int nflags, char *const *flags,
+                       char *err)
+{
+    struct agent_reload *rl = calloc(1, sizeof(*rl));
+    char terr[TLS_ERR_MAX];
+
+    if (!rl)
+        goto nomem;
+    rl->a = a;
+    if (tls_cert_file_cn(a->cfg.cert, rl->name, sizeof(rl->name), terr) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        reload_free(rl);
+        return -EINVAL;
+    }
+    if (config_path && !(rl->path = strdup(config_path)))
+        goto nomem;
+    if (nflags > 0 && !(rl->flags = calloc((size_t)nflags, sizeof(*rl->flags))))
+        goto nomem;
+    for (; rl->nflags < nflags; rl->nflags++) {
+        if (!(rl->flags[rl->nflags] = strdup(flags[rl->nflags])))
+            goto nomem;
+    }
+    rl->watch = watch_new(a->loop, AGENT_RELOAD_DEBOUNCE_MS, on_file_change, rl);
+    if (!rl->watch)
+        goto nomem;
+    uv_signal_init(a->loop, &rl->sig_hup);
+    uv_signal_init(a->loop, &rl->sig_usr1);
+    rl->sig_hup.data = rl->sig_usr1.data = rl;
+    rl->open_handles = 2;
+    uv_signal_start(&rl->sig_hup, on_sighup, SIGHUP);
+    uv_signal_start(&rl->sig_usr1, on_sigusr1, SIGUSR1);
+    a->reload = rl;
+    watch_config_files(rl);
+    return 0;
+nomem:
+    if (rl)
+        reload_free(rl);
+    snprintf(err, CONFIG_ERR_MAX, "out of memory");
+    return -ENOMEM;
+}
+
+void agent_reload_stop(struct agent *a)
+{
+    struct agent_reload *rl = a->reload;
+    if (!rl)
+        return;
+    a->reload = NULL;
+    watch_close(rl->watch);
+    rl->watch = NULL;
+    uv_close((uv_handle_t *)&rl->sig_hup, handle_closed);
+    uv_close((uv_handle_t *)&rl->sig_usr1, handle_closed);
+}

@@ -1,0 +1,546 @@
+/*
+ * access — allowlists, client certificates per route, TLS policy (see access.h).
+ */
+#include "relay/access.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "common/cidr.h"
+
+struct access_route {
+    char name[PROTO_NAME_MAX];
+    X509_STORE *store; /* NULL: client_cert = none */
+    bool has_map;
+    struct access_ident_map map;
+};
+
+struct access {
+    size_t nroutes;
+    struct access_route *routes;
+};
+
+static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void set_err(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- configuration keys ---------------------------------------------------------------- */
+
+/* An optional string: empty means "not set". */
+static int set_optional(char **dst, const char *value)
+{
+    if (value[0] == '\0') {
+        free(*dst);
+        *dst = NULL;
+        return 0;
+    }
+    return config_set_str(dst, value);
+}
+
+static int set_policy(char **dst, const char *value, int (*check)(const char *, char *), char *err)
+{
+    char terr[TLS_ERR_MAX];
+
+    if (value[0] != '\0' && check(value, terr) < 0) {
+        set_err(err, "%s", terr);
+        return -EINVAL;
+    }
+    return set_optional(dst, value);
+}
+
+static int set_allow(struct cidr_list *l, const char *value, char *err)
+{
+    if (value[0] == '\0') {
+        cidr_list_free(l);
+        return 0;
+    }
+    return cidr_list_parse(value, l, err);
+}
+
+struct domain_list {
+    size_t n;
+    char **v;
+};
+
+static int domain_add(void *ctx, const char *item, char *err)
+{
+    struct domain_list *l = ctx;
+    size_t n = strlen(item), label = 0;
+    char **v;
+
+    if (strncmp(item, "*.", 2) == 0) {
+        set_err(err, "\"%.80s\": write the domain without \"*.\" (\"%.80s\")", item, item + 2);
+        return -EINVAL;
+    }
+    if (n == 0 || n > 253 || item[0] == '.' || item[n - 1] == '.') {
+        set_err(err, "invalid domain name \"%.80s\"", item);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (item[i] == '.') {
+            if (label == 0) {
+                set_err(err, "invalid domain name \"%.80s\": empty label", item);
+                return -EINVAL;
+            }
+            label = 0;
+        } else if (isalnum((unsigned char)item[i]) || item[i] == '-' || item[i] == '_') {
+            if (++label > 63) {
+                set_err(err, "invalid domain name \"%.80s\": label longer than 63", item);
+                return -EINVAL;
+            }
+        } else {
+            set_err(err, "invalid domain name \"%.80s\": only A-Z a-z 0-9 - _ and dots", item);
+            return -EINVAL;
+        }
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcasecmp(l->v[i], item) == 0) {
+            set_err(err, "domain \"%.80s\" listed twice", item);
+            return -EINVAL;
+        }
+    }
+    if (!(v = realloc(l->v, (l->n + 1) * sizeof(*v))) || !(v[l->n] = strdup(item))) {
+        if (v)
+            l->v = v;
+        set_err(err, "out of memory");
+        return -ENOMEM;
+    }
+    l->v = v;
+    l->n++;
+    return 0;
+}
+
+static void domains_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int set_domains(struct relay_config *c, const char *value, char *err)
+{
+    struct domain_list l = {0, NULL};
+    int rc = value[0] ? config_parse_list(value, domain_add, &l, err) : 0;
+
+    if (rc < 0) {
+        domains_free(l.v, l.n);
+        return rc;
+    }
+    domains_free(c->sni_domains, c->nsni_domains);
+    c->sni_domains = l.v;
+    c->nsni_domains = l.n;
+    return 0;
+}
+
+int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err)
+{
+    if (strcmp(key, "sni_domains") == 0)
+        return set_domains(c, value, err);
+    if (strcmp(key, "allow") == 0)
+        return set_allow(&c->allow, value, err);
+    if (strcmp(key, "tls_ciphers") == 0)
+        return set_policy(&c->tls_ciphers, value, tls_check_ciphers, err);
+    if (strcmp(key, "tls_ciphersuites") == 0)
+        return set_policy(&c->tls_ciphersuites, value, tls_check_ciphersuites, err);
+    if (strcmp(key, "tls_groups") == 0)
+        return set_policy(&c->tls_groups, value, tls_check_groups, err);
+    if (strcmp(key, "tunnel_ciphersuites") == 0)
+        return set_policy(&c->tunnel_ciphersuites, value, tls_check_ciphersuites, err);
+    if (strcmp(key, "tunnel_groups") == 0)
+        return set_policy(&c->tunnel_groups, value, tls_check_groups, err);
+    return -ENOENT;
+}
+
+int access_route_key(struct relay_route *r, const char *key, const char *value, char *err)
+{
+    if (strcmp(key, "client_cert") == 0) {
+        if (strcmp(value, "none") == 0 || value[0] == '\0')
+            r->client_cert = RELAY_CERT_NONE;
+        else if (strcmp(value, "verify") == 0)
+            r->client_cert = RELAY_CERT_VERIFY;
+        else if (strcmp(value, "verify-user") == 0)
+            r->client_cert = RELAY_CERT_VERIFY_USER;
+        else {
+            set_err(err, "expected none, verify or verify-user, got \"%.80s\"", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (strcmp(key, "client_ca") == 0)
+        return set_optional(&r->client_ca, value);
+    if (strcmp(key, "client_crl") == 0)
+        return set_optional(&r->client_crl, value);
+    if (strcmp(key, "ident_map") == 0)
+        return set_optional(&r->ident_map, value);
+    if (strcmp(key, "allow") == 0)
+        return set_allow(&r->allow, value, err);
+    return -ENOENT;
+}
+
+int access_config_check(const struct relay_config *c, char *err)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct relay_route *r = &c->routes[i];
+
+        if (r->client_cert == RELAY_CERT_NONE && (r->client_ca || r->client_crl)) {
+            set_err(err,
+                    "[route %s] client_ca/client_crl are set but client_cert = none: set "
+                    "client_cert = verify or verify-user (or remove them)",
+                    r->name);
+            return -EINVAL;
+        }
+        if (r->client_cert != RELAY_CERT_NONE && !r->client_ca) {
+            set_err(err, "[route %s] client_ca: required when client_cert = %s", r->name,
+                    r->client_cert == RELAY_CERT_VERIFY ? "verify" : "verify-user");
+            return -EINVAL;
+        }
+        if (r->ident_map && r->client_cert != RELAY_CERT_VERIFY_USER) {
+            set_err(err, "[route %s] ident_map: only used with client_cert = verify-user", r->name);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+void access_config_free(struct relay_config *c)
+{
+    for (size_t i = 0; i < c->nroutes; i++) {
+        struct relay_route *r = &c->routes[i];
+
+        free(r->client_ca);
+        free(r->client_crl);
+        free(r->ident_map);
+        cidr_list_free(&r->allow);
+        r->client_ca = r->client_crl = r->ident_map = NULL;
+    }
+    domains_free(c->sni_domains, c->nsni_domains);
+    c->sni_domains = NULL;
+    c->nsni_domains = 0;
+    cidr_list_free(&c->allow);
+    free(c->tls_ciphers);
+    free(c->tls_ciphersuites);
+    free(c->tls_groups);
+    free(c->tunnel_ciphersuites);
+    free(c->tunnel_groups);
+    c->tls_ciphers = c->tls_ciphersuites = c->tls_groups = NULL;
+    c->tunnel_ciphersuites = c->tunnel_groups = NULL;
+}
+
+void access_client_tls_opts(const struct relay_config *c, struct tls_server_opts *o,
+                            const char **files)
+{
+    size_t n = 0;
+
+    o->ciphers = c->tls_ciphers;
+    o->ciphersuites = c->tls_ciphersuites;
+    o->groups = c->tls_groups;
+    for (size_t i = 0; i < c->nroutes && n < RELAY_MAX_ROUTES; i++) {
+        const char *ca = c->routes[i].client_ca;
+        bool dup = false;
+
+        if (c->routes[i].client_cert == RELAY_CERT_NONE || !ca)
+            continue;
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = strcmp(files[k], ca) == 0;
+        if (!dup)
+            files[n++] = ca;
+    }
+    o->request_cert_ca_files = n ? files : NULL;
+    o->nrequest_cert_ca_files = n;
+}
+
+void access_tunnel_tls_opts(const struct relay_config *c, struct tls_server_opts *o)
+{
+    o->ciphersuites = c->tunnel_ciphersuites;
+    o->groups = c->tunnel_groups;
+}
+
+/* ---- ident maps ---------------------------------------------------------------------------- */
+
+/* Next field of a line: bare (up to a blank or '#') or double-quoted. 1 with the field copied
+ * into out[cap], 0 at the end of the line (or a comment), -EINVAL when malformed. */
+static int ident_field(const char **pp, char *out, size_t cap)
+{
+    const char *p = *pp;
+    size_t n = 0;
+
+    while (*p == ' ' || *p == '\t' || *p == '\r')
+        p++;
+    if (*p == '\0' || *p == '\n' || *p == '#') {
+        *pp = p;
+        return 0;
+    }
+    if (*p == '"') {
+        for (p++;; p++) {
+            if (*p == '\0' || *p == '\n')
+                return -EINVAL; /* unterminated */
+            if (*p == '"' && p[1] == '"')
+                p++;
+            else if (*p == '"')
+                break;
+            if (n + 1 >= cap)
+                return -EINVAL;
+            out[n++] = *p;
+        }
+        p++;
+        if (n == 0 ||
+            (*p != '\0' && *p != '\n' && *p != ' ' && *p != '\t' && *p != '\r' && *p != '#'))
+            return -EINVAL;
+    } else {
+        while (*p && *p != '\n' && *p != ' ' && *p != '\t' && *p != '\r' && *p != '#') {
+            if (n + 1 >= cap)
+                return -EINVAL;
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    *pp = p;
+    return 1;
+}
+
+int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
+{
+    struct access_ident_map l = {0, NULL};
+    char cn[256], user[256], extra[8];
+    const char *p = text;
+    int line = 0, rc = 0;
+
+    while (*p) {
+        line++;
+        const char *start = p;
+        int a = ident_field(&p, cn, sizeof(cn));
+        int b = a == 1 ? ident_field(&p, user, sizeof(user)) : 0;
+        int c = b == 1 ? ident_field(&p, extra, sizeof(extra)) : 0;
+
+        if (a < 0 || b < 0 || (a == 1 && b == 0) || c != 0) {
+            int len = (int)strcspn(start, "\r\n");
+
+            set_err(err,
+                    "line %d: expected CERT_CN PG_USER (two fields, \"quoted\" when they "
+                    "hold blanks), got \"%.*s\"",
+                    line, len > 60 ? 60 : len, start);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (a == 1) {
+            struct access_ident *v = realloc(l.v, (l.n + 1) * sizeof(*v));
+            if (!v) {
+                rc = -ENOMEM;
+                goto nomem;
+            }
+            l.v = v;
+            v[l.n].cn = strdup(cn);
+            v[l.n].user = strdup(user);
+            l.n++;
+            if (!v[l.n - 1].cn || !v[l.n - 1].user) {
+                rc = -ENOMEM;
+                goto nomem;
+            }
+        }
+        /* skip the comment, if any, and the newline */
+        while (*p && *p != '\n')
+            p++;
+        if (*p == '\n')
+            p++;
+    }
+    access_ident_free(m);
+    *m = l;
+    l.v = NULL;
+    l.n = 0;
+    goto out;
+nomem:
+    set_err(err, "out of memory");
+out:
+    access_ident_free(&l);
+    return rc;
+}
+
+bool access_ident_allows(const struct access_ident_map *m, const char *cn, const char *user)
+{
+    for (size_t i = 0; i < m->n; i++) {
+        if (strcmp(m->v[i].cn, cn) == 0 && strcmp(m->v[i].user, user) == 0)
+            return true;
+    }
+    return false;
+}
+
+void access_ident_free(struct access_ident_map *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->v[i].cn);
+        free(m->v[i].user);
+    }
+    free(m->v);
+    m->v = NULL;
+    m->n = 0;
+}
+
+/* ---- run time ------------------------------------------------------------------------------ */
+
+/* Read a whole (small) file; start-up or reload only. */
+static char *read_text_file(const char *path, char *err)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t n;
+
+    if (!f) {
+        set_err(err, "cannot open \"%s\": %s", path, strerror(errno));
+        return NULL;
+    }
+    if (!(buf = malloc(ACCESS_IDENT_FILE_MAX + 1))) {
+        set_err(err, "out of memory");
+        goto out;
+    }
+    n = fread(buf, 1, ACCESS_IDENT_FILE_MAX + 1, f);
+    if (ferror(f) || n > ACCESS_IDENT_FILE_MAX) {
+        set_err(err, "cannot read \"%s\": %s", path,
+                ferror(f) ? "read error" : "larger than 1 MiB");
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    if (memchr(buf, '\0', n)) {
+        set_err(err, "\"%s\" is not a text file (NUL byte)", path);
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    buf[n] = '\0';
+out:
+    fclose(f);
+    return buf;
+}
+
+struct access *access_new(const struct relay_config *c, char *err)
+{
+    struct access *a = calloc(1, sizeof(*a));
+    char terr[TLS_ERR_MAX], why[CONFIG_ERR_MAX];
+
+    if (!a || (c->nroutes && !(a->routes = calloc(c->nroutes, sizeof(*a->routes))))) {
+        set_err(err, "out of memory");
+        goto fail;
+    }
+    a->nroutes = c->nroutes;
+    for (size_t i = 0; i < c->nroutes; i++) {
+        const struct relay_route *r = &c->routes[i];
+        struct access_route *ar = &a->routes[i];
+
+        memcpy(ar->name, r->name, sizeof(ar->name));
+        if (r->client_cert == RELAY_CERT_NONE)
+            continue;
+        if (!(ar->store = tls_store_new(r->client_ca, r->client_crl, terr))) {
+            set_err(err, "[route %s] client_ca/client_crl: %s", r->name, terr);
+            goto fail;
+        }
+        if (r->ident_map) {
+            char *text = read_text_file(r->ident_map, why);
+            bool was_read = text != NULL;
+            int rc = was_read ? access_ident_parse(text, &ar->map, why) : -EIO;
+
+            free(text);
+            if (rc < 0) {
+                set_err(err, "[route %s] ident_map: %s%s%s", r->name, was_read ? r->ident_map : "",
+                        was_read ? ": " : "", why);
+                goto fail;
+            }
+            ar->has_map = true;
+        }
+    }
+    return a;
+fail:
+    access_free(a);
+    return NULL;
+}
+
+void access_free(struct access *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < a->nroutes; i++) {
+        X509_STORE_free(a->routes[i].store);
+        access_ident_free(&a->routes[i].map);
+    }
+    free(a->routes);
+    free(a);
+}
+
+bool access_address_allowed(const struct cidr_list *l, const char *peer)
+{
+    uint8_t addr[16];
+
+    if (l->n == 0)
+        return true;
+    return cidr_addr_parse(peer, addr) == 0 && cidr_list_match(l, addr);
+}
+
+static const struct access_route *access_route_find(const struct access *a, const char *name)
+{
+    for (size_t i = 0; i < a->nroutes; i++) {
+        if (strcmp(a->routes[i].name, name) == 0)
+            return &a->routes[i];
+    }
+    return NULL;
+}
+
+int access_check_session(const struct access *a, const struct relay_route *route,
+                         const struct conn *conn, const char *peer, const char *user,
+                         struct tls_peer_info *info, char *msg)
+{
+    const struct access_route *ar;
+    char why[TLS_ERR_MAX];
+    int rc;
+
+    memset(info, 0, sizeof(*info));
+    if (!access_address_allowed(&route->allow, peer)) {
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: address not allowed for route \"%s\"",
+                 route->name);
+        return -EACCES;
+    }
+    if (route->client_cert == RELAY_CERT_NONE)
+        return 0;
+    ar = access_route_find(a, route->name);
+    if (!ar || !ar->store) {
+        /* a route added by a reload whose certificate store was not built: fail closed */
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" cannot verify client certificates",
+                 route->name);
+        return -EACCES;
+    }
+    rc = conn_tls_verify_peer(conn, ar->store, info, why);
+    if (rc == -ENOENT) {
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" requires a client certificate",
+                 route->name);
+        return -EACCES;
+    }
+    if (rc < 0) {
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\": certificate verify failed: %s",
+                 route->name, why);
+        memset(info, 0, sizeof(*info));
+        return -EACCES;
+    }
+    if (route->client_cert == RELAY_CERT_VERIFY_USER) {
+        bool ok = ar->has_map ? access_ident_allows(&ar->map, info->cn, user)
+                              : strcmp(info->cn, user) == 0;
+        if (!ok) {
+            snprintf(msg, ACCESS_MSG_MAX,
+                     "pgburrow: route \"%s\": certificate CN \"%s\" %s user \"%s\"", route->name,
+                     info->cn, ar->has_map ? "is not mapped (ident_map) to" : "does not match",
+                     user);
+            return -EACCES;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,312 @@
+/*
+ * cancel.c — rate-limit and forward clients' CancelRequests (see cancel.h).
+ *
+ * The limiter is a fixed table allocated once: entries[sources], hash buckets chained by
+ * index, and an LRU list through the same entries. Lookups hash the source with a per-table
+ * random seed, so that nobody can aim many sources at one chain. Tokens are counted in
+ * thousandths so that refilling at `rate` per second needs no floating point.
+ */
+#include "relay/cancel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <uv.h>
+
+#include "common/log.h"
+#include "common/pgwire.h"
+#include "relay/relay.h"
+
+#define NONE UINT32_MAX
+#define MILLI 1000u
+
+struct limiter_entry {
+    uint8_t src[16];
+    uint64_t mtokens; /* thousandths of a token */
+    uint64_t refill_ms;
+    uint64_t logged_ms;
+    uint32_t suppressed;
+    bool logged;
+    uint32_t hnext;      /* bucket chain */
+    uint32_t prev, next; /* LRU: head = most recently seen */
+};
+
+struct relay_cancel_limiter {
+    size_t cap, n;
+    uint32_t nbuckets; /* a power of 2 */
+    uint32_t rate, burst;
+    uint32_t lru_head, lru_tail;
+    uint64_t seed;
+    uint32_t *buckets;
+    struct limiter_entry *e;
+};
+
+struct relay_cancel_limiter *relay_cancel_limiter_new(size_t sources, uint32_t rate, uint32_t burst)
+{
+    struct relay_cancel_limiter *l = calloc(1, sizeof(*l));
+    if (!l || sources == 0 || sources >= NONE)
+        goto fail;
+    l->cap = sources;
+    l->nbuckets = 1;
+    while (l->nbuckets < sources)
+        l->nbuckets *= 2;
+    l->buckets = malloc(l->nbuckets * sizeof(*l->buckets));
+    l->e = calloc(sources, sizeof(*l->e));
+    if (!l->buckets || !l->e)
+        goto fail;
+    for (uint32_t i = 0; i < l->nbuckets; i++)
+        l->buckets[i] = NONE;
+    l->lru_head = l->lru_tail = NONE;
+    l->rate = rate;
+    l->burst = burst;
+    if (RAND_bytes((unsigned char *)&l->seed, sizeof(l->seed)) != 1)
+        l->seed = uv_hrtime();
+    return l;
+fail:
+    relay_cancel_limiter_free(l);
+    return NULL;
+}
+
+void relay_cancel_limiter_free(struct relay_cancel_limiter *l)
+{
+    if (!l)
+        return;
+    free(l->buckets);
+    free(l->e);
+    free(l);
+}
+
+size_t relay_cancel_limiter_size(const struct relay_cancel_limiter *l)
+{
+    return l->n;
+}
+
+/* The source of "ip:port" / "[v6]:port": an IPv4 address as IPv4-mapped IPv6, or an IPv6
+ * /64. Anything unparsable shares the all-zero source (so it is still limited). */
+static void source_of(const char *peer, uint8_t src[16])
+{
+    char host[64];
+    const char *colon = strrchr(peer, ':');
+    uint8_t a[16];
+
+    memset(src, 0, 16);
+    if (!colon || (size_t)(colon - peer) >= sizeof(host))
+        return;
+    memcpy(host, peer, (size_t)(colon - peer));
+    host[colon - peer] = '\0';
+    if (host[0] == '[') {
+        size_t n = strlen(host);
+        if (n < 3 || host[n - 1] != ']')
+            return;
+        host[n - 1] = '\0';
+        if (uv_inet_pton(AF_INET6, host + 1, a) != 0)
+            return;
+        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a, v4mapped, 12) == 0)
+            memcpy(src, a, 16);
+        else
+            memcpy(src, a, 8);
+        return;
+    }
+    if (uv_inet_pton(AF_INET, host, a) != 0)
+        return;
+    src[10] = src[11] = 0xff;
+    memcpy(src + 12, a, 4);
+}
+
+static uint32_t source_bucket(const struct relay_cancel_limiter *l, const uint8_t src[16])
+{
+    uint64_t h = 14695981039346656037ull ^ l->seed; /* FNV-1a 64, keyed by the seed */
+    for (int i = 0; i < 16; i++) {
+        h ^= src[i];
+        h *= 1099511628211ull;
+    }
+    return (uint32_t)(h ^ (h >> 32)) & (l->nbuckets - 1);
+}
+
+static void lru_unlink(struct relay_cancel_limiter *l, uint32_t i)
+{
+    struct limiter_entry *e = &l->e[i];
+    if (e->prev != NONE)
+        l->e[e->prev].next = e->next;
+    else
+        l->lru_head = e->next;
+    if (e->next != NONE)
+        l->e[e->next].prev = e->prev;
+    else
+        l->lru_tail = e->prev;
+}
+
+static void lru_push_head(struct relay_cancel_limiter *l, uint32_t i)
+{
+    struct limiter_entry *e = &l->e[i];
+    e->prev = NONE;
+    e->next = l->lru_head;
+    if (l->lru_head != NONE)
+        l->e[l->lru_head].prev = i;
+    l->lru_head = i;
+    if (l->lru_tail == NONE)
+        l->lru_tail = i;
+}
+
+static void bucket_unlink(struct relay_cancel_limiter *l, uint32_t i)
+{
+    for (uint32_t *p = &l->buckets[source_bucket(l, l->e[i].src)]; *p != NONE;
+         p = &l->e[*p].hnext) {
+        if (*p == i) {
+            *p = l->e[i].hnext;
+            return;
+        }
+    }
+}
+
+/* The entry of src, creating it (full bucket) or recycling the least recently seen one. */
+static struct limiter_entry *limiter_entry(struct relay_cancel_limiter *l, const uint8_t src[16],
+                                           uint64_t now_ms)
+{
+    uint32_t b = source_bucket(l, src), i;
+
+    for (i = l->buckets[b]; i != NONE; i = l->e[i].hnext) {
+        if (memcmp(l->e[i].src, src, 16) == 0) {
+            lru_unlink(l, i);
+            lru_push_head(l, i);
+            return &l->e[i];
+        }
+    }
+    if (l->n < l->cap) {
+        i = (uint32_t)l->n++;
+    } else {
+        i = l->lru_tail;
+        lru_unlink(l, i);
+        bucket_unlink(l, i);
+    }
+    struct limiter_entry *e = &l->e[i];
+    memset(e, 0, sizeof(*e));
+    memcpy(e->src, src, 16);
+    e->mtokens = (uint64_t)l->burst * MILLI;
+    e->refill_ms = now_ms;
+    e->hnext = l->buckets[b];
+    l->buckets[b] = i;
+    lru_push_head(l, i);
+    return e;
+}
+
+bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer, uint64_t now_ms,
+                               bool *log_drop, uint32_t *suppressed)
+{
+    uint8_t src[16];
+    source_of(peer, src);
+    struct limiter_entry *e = limiter_entry(l, src, now_ms);
+    uint64_t full = (uint64_t)l->burst * MILLI;
+
+    if (now_ms > e->refill_ms) {
+        /* rate tokens per second = rate milli-tokens per millisecond */
+        uint64_t add = (now_ms - e->refill_ms) * l->rate;
+        e->mtokens = add >= full - e->mtokens ? full : e->mtokens + add;
+        e->refill_ms = now_ms;
+    }
+    *log_drop = false;
+    *suppressed = 0;
+    if (e->mtokens >= MILLI) {
+        e->mtokens -= MILLI;
+        return true;
+    }
+    if (!e->logged || now_ms - e->logged_ms >= RELAY_CANCEL_LOG_MS) {
+        *log_drop = true;
+        *suppressed = e->suppressed;
+        e->suppressed = 0;
+        e->logged = true;
+        e->logged_ms = now_ms;
+    } else {
+        e->suppressed++;
+    }
+    return false;
+}
+
+bool relay_cancel_len_ok(uint32_t len)
+{
+    return len >= RELAY_CANCEL_PKT_MIN && len <= RELAY_CANCEL_PKT_MAX;
+}
+
+/* ---- forwarding ------------------------------------------------------------------------ */
+
+struct forward {
+    uint16_t hash;
+    const uint8_t *frame;
+    size_t frame_len;
+    unsigned nsent;
+    char agents[256]; /* distinct agent names, for the log line */
+};
+
+static void forward_to(void *ctx, struct tunnel *t, const char *agent)
+{
+    struct forward *f = ctx;
+    if (proto_cancel_name_hash(agent) != f->hash)
+        return;
+    if (tunnel_send(t, f->frame, f->frame_len) < 0)
+        return;
+    f->nsent++;
+    /* an agent holding several tunnels to this relay is named once */
+    size_t n = strlen(agent), used = strlen(f->agents);
+    for (const char *p = f->agents; (p = strstr(p, agent)) != NULL; p += n) {
+        if ((p == f->agents || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return;
+    }
+    if (used + n + 2 < sizeof(f->agents))
+        snprintf(f->agents + used, sizeof(f->agents) - used, "%s%s", used ? "," : "", agent);
+}
+
+void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt, size_t len)
+{
+    struct proto_cancel c;
+    uint8_t frame[PROTO_HDR_SIZE + 32 + PROTO_CANCEL_KEY_MAX];
+    bool log_drop;
+    uint32_t suppressed;
+
+    if (!r->cancel_limiter) {
+        r->cancel_limiter =
+            relay_cancel_limiter_new(RELAY_CANCEL_SOURCES, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST);
+        if (!r->cancel_limiter) {
+            log_warn("cancel dropped reason=out of memory client=%s", peer);
+            return;
+        }
+    }
+    if (!relay_cancel_limiter_take(r->cancel_limiter, peer, uv_now(r->loop), &log_drop,
+                                   &suppressed)) {
+        if (log_drop)
+            log_warn("cancel dropped reason=rate limited client=%s limit=%u/s burst=%u "
+                     "unlogged_drops=%u",
+                     peer, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST, suppressed);
+        return;
+    }
+    if (len < RELAY_CANCEL_PKT_MIN || len > RELAY_CANCEL_PKT_MAX ||
+        pgwire_packet_len(pkt, len) != len) {
+        log_info("cancel dropped reason=invalid length %zu client=%s", len, peer);
+        return;
+    }
+    memset(&c, 0, sizeof(c));
+    c.pid = pgwire_packet_len(pkt + 8, 4);
+    c.key_len = (uint32_t)(len - 12);
+    memcpy(c.key, pkt + 12, c.key_len);
+    int n = proto_encode_cancel(frame, sizeof(frame), &c);
+    OPENSSL_cleanse(&c, sizeof(c));
+    if (n < 0) {
+        log_warn("cancel dropped reason=%s client=%s", proto_strerror(n), peer);
+        return;
+    }
+    struct forward f = {
+        .hash = proto_cancel_pid_hash(pgwire_packet_len(pkt + 8, 4)),
+        .frame = frame,
+        .frame_len = (size_t)n,
+    };
+    relay_foreach_agent_tunnel(r, forward_to, &f);
+    OPENSSL_cleanse(frame, sizeof(frame));
+    if (f.nsent == 0) {
+        log_info("cancel dropped reason=no connected agent matches the key client=%s", peer);
+        return;
+    }
+    log_info("cancel forwarded pid=%u agents=%s tunnels=%u client=%s",
+             pgwire_packet_len(pkt + 8, 4), f.agents, f.nsent, peer);
+}

@@ -1,0 +1,44 @@
+/*
+ * routing — which route a client session is for.
+ *
+ * In order: the TLS server name (SNI) when it is LABEL.<domain> for one of the configured
+ * sni_domains (route = LABEL, e.g. orders.db.example.com -> orders, with a wildcard relay
+ * certificate); else the StartupMessage options: "-c pgburrow.route=NAME" or a Neon-style
+ * "endpoint=NAME" word (for clients that cannot send SNI; removed before the StartupMessage
+ * goes to PostgreSQL, which would refuse it); else default_route. A server name under no
+ * configured domain ("localhost", or none at all when connecting by IP address) is ignored.
+ * Two sources naming different routes are refused rather than one silently winning.
+ * Pure code: borrows its inputs, no I/O. Whether the route exists is the caller's check.
+ */
+#ifndef PGB_ROUTING_H
+#define PGB_ROUTING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/pgwire.h"
+#include "proto/proto.h"
+
+#define ROUTING_MSG_MAX 400
+
+enum routing_source { ROUTING_SNI, ROUTING_OPTIONS, ROUTING_DEFAULT };
+
+struct routing_result {
+    char route[PROTO_NAME_MAX];
+    enum routing_source source;
+    bool options_changed;             /* endpoint= words removed: forward options below */
+    char options[PGWIRE_STARTUP_MAX]; /* the options without them ("" = drop the parameter) */
+};
+
+/* 1 and LABEL in route[cap] when sni is LABEL.<domain> for one of domains (compared without
+ * regard to case, as DNS does; LABEL is kept as sent); 0 when sni is NULL or under no domain;
+ * -EINVAL when what precedes the domain is not a route name (e.g. "a.b" or too long). */
+int routing_sni_route(const char *sni, char *const *domains, size_t ndomains, char *route,
+                      size_t cap);
+
+/* Choose the route. Returns 0 with *out filled, or -EINVAL with the client's FATAL message
+ * (SQLSTATE 3D000, starting "pgburrow: ") in msg[ROUTING_MSG_MAX]. */
+int routing_choose(char *const *domains, size_t ndomains, const char *sni, const char *options,
+                   const char *default_route, struct routing_result *out, char *msg);
+
+#endif
