@@ -31,7 +31,10 @@ enum link_state { LINK_WAIT, LINK_RESOLVE, LINK_CONNECT, LINK_HANDSHAKE, LINK_UP
 
 struct agent_link {
     struct agent *a;
-    const struct agent_relay_addr *addr;
+    struct agent_link *next;      /* a->links */
+    struct agent_relay_addr addr; /* a copy: a reload replaces the configuration */
+    bool removed;                 /* a reload dropped the address: draining, then freed */
+    bool timer_closed;
     char label[300];              /* host:port for logs */
     enum link_state state;
     uv_timer_t timer;             /* backoff wait, then connect timeout */
@@ -63,6 +66,8 @@ struct agent_session {
 
 static void link_schedule(struct agent_link *l, const char *why);
 static void link_dial(struct agent_link *l);
+static void link_maybe_free(struct agent_link *l);
+static void link_timer_closed(uv_handle_t *h);
 
 uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd)
 {
@@ -432,6 +437,14 @@ static void link_on_tunnel_done(struct tunnel *t, const char *reason)
 {
     struct agent_link *l = tunnel_data(t);
     l->t = NULL;
+    if (l->removed) {
+        log_info("tunnel closed relay=%s reason=%s (removed from the configuration: not dialed "
+                 "again)",
+                 l->label, reason);
+        if (!uv_is_closing((uv_handle_t *)&l->timer))
+            uv_close((uv_handle_t *)&l->timer, link_timer_closed);
+        return;
+    }
     if (l->a->stopping)
         return;
     link_schedule(l, reason);
@@ -457,6 +470,10 @@ static const struct conn_ops link_conn_ops = {
 static void link_conn_on_connect(struct conn *c, int status)
 {
     struct agent_link *l = conn_data(c);
+    if (!l) { /* its link was removed meanwhile */
+        conn_close(c);
+        return;
+    }
     struct agent *a = l->a;
     if (status < 0) {
         char why[128];
@@ -479,7 +496,7 @@ static void link_conn_on_connect(struct conn *c, int status)
         link_schedule(l, "out of memory");
         return;
     }
-    const char *sni = a->cfg.relay_server_name ? a->cfg.relay_server_name : l->addr->host;
+    const char *sni = a->cfg.relay_server_name ? a->cfg.relay_server_name : l->addr.host;
     if (conn_tls_client(c, a->relay_ctx, sni) < 0 || conn_read_start(c) < 0)
         tunnel_close(l->t, "could not start TLS");
 }
@@ -488,6 +505,8 @@ static void link_conn_on_error(struct conn *c, int err, const char *reason)
 {
     struct agent_link *l = conn_data(c);
     char why[256];
+    if (!l)
+        return;
     snprintf(why, sizeof(why), "%s", reason ? reason : uv_strerror(err));
     if (l->pending == c) {
         l->pending = NULL;
@@ -505,13 +524,18 @@ static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
     struct agent_link *l = req->data;
     struct agent *a = l->a;
     l->gai_busy = false;
+    if (l->removed) {
+        uv_freeaddrinfo(res);
+        link_maybe_free(l);
+        return;
+    }
     if (a->stopping || l->state != LINK_RESOLVE) {
         uv_freeaddrinfo(res);
         return;
     }
     if (status < 0) {
         char why[160];
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr->host, uv_strerror(status));
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr.host, uv_strerror(status));
         link_schedule(l, why);
         return;
     }
@@ -532,6 +556,12 @@ static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
 static void link_timer_fired(uv_timer_t *timer)
 {
     struct agent_link *l = timer->data;
+    if (l->removed) {
+        /* draining: close once the relay's last session on this tunnel has ended */
+        if (l->t && tunnel_nstreams(l->t) == 0)
+            tunnel_close(l->t, "relay removed from the configuration");
+        return;
+    }
     if (l->state == LINK_WAIT) {
         link_dial(l);
         return;
@@ -559,18 +589,18 @@ static void link_dial(struct agent_link *l)
     struct agent *a = l->a;
     char port[8];
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    if (a->stopping)
+    if (a->stopping || a->draining)
         return;
     l->state = LINK_RESOLVE;
     uv_timer_start(&l->timer, link_timer_fired, a->cfg.connect_timeout_ms, 0);
-    snprintf(port, sizeof(port), "%u", l->addr->port);
+    snprintf(port, sizeof(port), "%u", l->addr.port);
     l->gai.data = l;
     l->gai_busy = true;
-    int rc = uv_getaddrinfo(a->loop, &l->gai, link_on_resolved, l->addr->host, port, &hints);
+    int rc = uv_getaddrinfo(a->loop, &l->gai, link_on_resolved, l->addr.host, port, &hints);
     if (rc < 0) {
         char why[160];
         l->gai_busy = false;
-        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr->host, uv_strerror(rc));
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr.host, uv_strerror(rc));
         link_schedule(l, why);
     }
 }
@@ -578,7 +608,7 @@ static void link_dial(struct agent_link *l)
 static void link_schedule(struct agent_link *l, const char *why)
 {
     struct agent *a = l->a;
-    if (a->stopping)
+    if (a->stopping || l->removed)
         return;
     uint64_t delay = agent_backoff_ms(a->cfg.reconnect_min_ms, a->cfg.reconnect_max_ms,
                                       l->attempt, agent_rand(a));
@@ -594,13 +624,164 @@ static void link_schedule(struct agent_link *l, const char *why)
     uv_timer_start(&l->timer, link_timer_fired, delay, 0);
 }
 
+/* Free a removed link once nothing refers to it any more (timer, resolver, tunnel). */
+static void link_maybe_free(struct agent_link *l)
+{
+    struct agent *a = l->a;
+    if (!l->timer_closed || l->gai_busy || l->t)
+        return;
+    for (struct agent_link **p = &a->links; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    free(l);
+}
+
+static void link_timer_closed(uv_handle_t *h)
+{
+    struct agent_link *l = h->data;
+    l->timer_closed = true;
+    if (l->removed)
+        link_maybe_free(l);
+}
+
+/* A new link to addr, dialing at once. NULL when out of memory (logged). */
+static struct agent_link *link_add(struct agent *a, const struct agent_relay_addr *addr)
+{
+    struct agent_link *l = calloc(1, sizeof(*l));
+    if (!l) {
+        log_error("out of memory: no tunnel to relay %s:%u", addr->host, addr->port);
+        return NULL;
+    }
+    l->a = a;
+    l->addr = *addr;
+    if (strchr(l->addr.host, ':'))
+        snprintf(l->label, sizeof(l->label), "[%s]:%u", l->addr.host, l->addr.port);
+    else
+        snprintf(l->label, sizeof(l->label), "%s:%u", l->addr.host, l->addr.port);
+    uv_timer_init(a->loop, &l->timer);
+    l->timer.data = l;
+    l->next = a->links;
+    a->links = l;
+    link_dial(l);
+    return l;
+}
+
+/*
+ * A reload dropped the relay address: the relay gets a GOAWAY (no new sessions), the tunnel
+ * closes when the last of its sessions ends, and the link is never dialed again.
+ */
+static void link_retire(struct agent_link *l)
+{
+    uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
+    struct proto_goaway g = {.code = "00000"};
+
+    l->removed = true;
+    uv_timer_stop(&l->timer);
+    if (l->pending) {
+        conn_set_data(l->pending, NULL); /* its callbacks must not find this link */
+        conn_close(l->pending);
+        l->pending = NULL;
+    }
+    if (l->gai_busy)
+        uv_cancel((uv_req_t *)&l->gai); /* link_on_resolved still runs, then frees */
+    if (!l->t) {
+        uv_close((uv_handle_t *)&l->timer, link_timer_closed);
+        return;
+    }
+    if (l->state != LINK_UP) {
+        tunnel_close(l->t, "relay removed from the configuration");
+        return;
+    }
+    snprintf(g.message, sizeof(g.message), "relay removed from the agent's configuration");
+    int n = proto_encode_goaway(buf, sizeof(buf), &g);
+    if (n < 0 || tunnel_send(l->t, buf, (size_t)n) < 0) {
+        tunnel_close(l->t, "relay removed from the configuration");
+        return;
+    }
+    log_info("tunnel draining relay=%s sessions=%u (relay removed from the configuration)",
+             l->label, tunnel_nstreams(l->t));
+    uv_timer_start(&l->timer, link_timer_fired, 0, 250);
+}
+
+void agent_links_update(struct agent *a)
+{
+    if (a->stopping)
+        return;
+    for (struct agent_link *l = a->links; l; l = l->next) {
+        bool kept = false;
+        if (l->removed)
+            continue;
+        for (size_t i = 0; i < a->cfg.nrelays && !kept; i++)
+            kept = a->cfg.relays[i].port == l->addr.port &&
+                   strcmp(a->cfg.relays[i].host, l->addr.host) == 0;
+        if (!kept)
+            link_retire(l);
+    }
+    for (size_t i = 0; i < a->cfg.nrelays; i++) {
+        const struct agent_relay_addr *addr = &a->cfg.relays[i];
+        bool have = false;
+        for (struct agent_link *l = a->links; l && !have; l = l->next)
+            have = !l->removed && l->addr.port == addr->port &&
+                   strcmp(l->addr.host, addr->host) == 0;
+        if (!have && link_add(a, addr))
+            log_info("relay added relay=%s:%u: dialing", addr->host, addr->port);
+    }
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 static void on_signal(uv_signal_t *sig, int signum)
 {
     struct agent *a = sig->data;
-    log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (signum == SIGTERM && !a->draining) {
+        agent_drain(a);
+        return;
+    }
+    log_info("received %s: shutting down now", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     agent_stop(a);
+}
+
+static uint64_t agent_nsessions(const struct agent *a)
+{
+    uint64_t n = 0;
+    for (const struct agent_link *l = a->links; l; l = l->next)
+        if (l->t)
+            n += tunnel_nstreams(l->t);
+    return n;
+}
+
+static void drain_tick(uv_timer_t *timer)
+{
+    struct agent *a = timer->data;
+    uint64_t n = agent_nsessions(a);
+    if (n == 0) {
+        log_info("drain: every session has ended; stopping");
+        agent_stop(a);
+    } else if (uv_now(a->loop) >= a->drain_deadline_ms) {
+        log_warn("drain: drain_timeout reached; closing %llu remaining session(s)",
+                 (unsigned long long)n);
+        agent_stop(a);
+    }
+}
+
+void agent_drain(struct agent *a)
+{
+    if (a->draining || a->stopping)
+        return;
+    a->draining = true;
+    log_info("received SIGTERM: draining: GOAWAY to every relay; %llu session(s) may run for up "
+             "to %llu ms (send SIGTERM again to stop now)",
+             (unsigned long long)agent_nsessions(a), (unsigned long long)a->cfg.drain_timeout_ms);
+    for (struct agent_link *l = a->links; l; l = l->next)
+        if (l->t)
+            tunnel_goaway(l->t, "agent is shutting down");
+    a->drain_deadline_ms = uv_now(a->loop) + a->cfg.drain_timeout_ms;
+    uv_timer_init(a->loop, &a->drain_timer);
+    a->drain_timer.data = a;
+    uv_timer_start(&a->drain_timer, drain_tick, 0, 100);
 }
 
 SSL_CTX *agent_relay_ctx_new(const struct agent_config *cfg, char *err)
@@ -627,8 +808,7 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
     a->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg));
     a->cl = conn_loop_new(loop);
-    a->links = calloc(a->cfg.nrelays, sizeof(*a->links));
-    if (!a->cl || !a->links) {
+    if (!a->cl) {
         snprintf(err, CONFIG_ERR_MAX, "out of memory");
         return -ENOMEM;
     }
@@ -663,16 +843,10 @@ int agent_start(struct agent *a, char *err)
     uv_signal_start(&a->sig_term, on_signal, SIGTERM);
     uv_signal_start(&a->sig_int, on_signal, SIGINT);
     for (size_t i = 0; i < a->cfg.nrelays; i++) {
-        struct agent_link *l = &a->links[i];
-        l->a = a;
-        l->addr = &a->cfg.relays[i];
-        if (strchr(l->addr->host, ':'))
-            snprintf(l->label, sizeof(l->label), "[%s]:%u", l->addr->host, l->addr->port);
-        else
-            snprintf(l->label, sizeof(l->label), "%s:%u", l->addr->host, l->addr->port);
-        uv_timer_init(a->loop, &l->timer);
-        l->timer.data = l;
-        link_dial(l);
+        if (!link_add(a, &a->cfg.relays[i])) {
+            snprintf(err, CONFIG_ERR_MAX, "out of memory");
+            return -ENOMEM;
+        }
     }
     log_info("started relays=%zu routes=%zu", a->cfg.nrelays, a->cfg.nroutes);
     return 0;
@@ -683,14 +857,13 @@ void agent_stop(struct agent *a)
     if (a->stopping)
         return;
     a->stopping = true;
+    if (a->draining)
+        uv_close((uv_handle_t *)&a->drain_timer, NULL);
     if (a->sig_term.loop) {
         uv_close((uv_handle_t *)&a->sig_term, NULL);
         uv_close((uv_handle_t *)&a->sig_int, NULL);
     }
-    for (size_t i = 0; a->links && i < a->cfg.nrelays; i++) {
-        struct agent_link *l = &a->links[i];
-        if (!l->a)
-            continue;
+    for (struct agent_link *l = a->links; l; l = l->next) {
         if (l->t)
             tunnel_close(l->t, "agent shutting down");
         if (l->pending)
@@ -698,7 +871,8 @@ void agent_stop(struct agent *a)
         l->pending = NULL;
         if (l->gai_busy)
             uv_cancel((uv_req_t *)&l->gai);
-        uv_close((uv_handle_t *)&l->timer, NULL);
+        if (!uv_is_closing((uv_handle_t *)&l->timer))
+            uv_close((uv_handle_t *)&l->timer, link_timer_closed);
     }
     cancel_key_map_stop(a->cancel_keys);
     agent_reload_stop(a);
@@ -712,6 +886,10 @@ void agent_free(struct agent *a)
     SSL_CTX_free(a->relay_ctx);
     if (a->cl)
         conn_loop_free(a->cl);
-    free(a->links);
+    while (a->links) {
+        struct agent_link *l = a->links;
+        a->links = l->next;
+        free(l);
+    }
     agent_config_free(&a->cfg);
 }

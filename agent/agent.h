@@ -26,24 +26,33 @@ struct agent {
     struct conn_loop *cl;
     struct agent_config cfg;
     SSL_CTX *relay_ctx;
-    struct agent_link *links; /* cfg.nrelays of them */
+    struct agent_link *links; /* one per relay address (list), plus removed ones draining */
     uv_signal_t sig_term, sig_int;
     uint32_t next_tunnel_id;
     uint64_t rng;             /* xorshift state for backoff jitter */
     struct cancel_key_map *cancel_keys; /* fake -> real cancel keys (cancel_key.h) */
     struct agent_reload *reload; /* NULL until agent_reload_start (reload.h) */
     bool stopping;
+    bool draining;            /* SIGTERM: GOAWAY sent, sessions finishing */
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline_ms;
 };
 
 int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err);
 int agent_start(struct agent *a, char *err);
 void agent_stop(struct agent *a);
+/* Graceful stop: GOAWAY to every relay (no new sessions), let sessions finish for
+ * drain_timeout, then agent_stop. */
+void agent_drain(struct agent *a);
 void agent_free(struct agent *a);
 /* The TLS client context for the tunnels to relays, from cfg (start-up and reload). Returns
  * new, or NULL with err[CONFIG_ERR_MAX]. A reload replaces cfg and relay_ctx between loop
- * turns: never keep a pointer into a->cfg across turns, except a link's relay address (the
- * relay list is never changed by a reload). */
+ * turns: never keep a pointer into a->cfg across turns (copy what you need). */
 SSL_CTX *agent_relay_ctx_new(const struct agent_config *cfg, char *err);
+
+/* After a reload replaced a->cfg: dial relay addresses that are new, drain and close the
+ * links to addresses that are gone (GOAWAY, then closed when their last session ends). */
+void agent_links_update(struct agent *a);
 
 /* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)] ms. Pure. */
 uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd);

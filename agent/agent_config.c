@@ -34,6 +34,7 @@ void agent_config_init(struct agent_config *c)
     c->reconnect_min_ms = 100;
     c->reconnect_max_ms = 30000;
     c->connect_timeout_ms = 5000;
+    c->drain_timeout_ms = 30000;
     c->ping_interval_ms = 1000;
     c->dead_timeout_ms = 4000;
     /* A failed strdup leaves NULL, which agent_config_check reports. */
@@ -310,6 +311,8 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
         return set_duration(&c->reconnect_min_ms, value, err);
     if (strcmp(key, "reconnect_max") == 0)
         return set_duration(&c->reconnect_max_ms, value, err);
+    if (strcmp(key, "drain_timeout") == 0)
+        return set_duration(&c->drain_timeout_ms, value, err);
     if (strcmp(key, "connect_timeout") == 0)
         return set_duration(&c->connect_timeout_ms, value, err);
     if (strcmp(key, "ping_interval") == 0)

@@ -53,6 +53,7 @@ struct agent_config {
     char *cert, *key;         /* cert / key = agent client certificate; its CN is the agent name */
     uint64_t reconnect_min_ms; /* reconnect_min = 100ms: first backoff step */
     uint64_t reconnect_max_ms; /* reconnect_max = 30s: backoff cap */
+    uint64_t drain_timeout_ms;  /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
     uint64_t connect_timeout_ms; /* connect_timeout = 5s (relay TCP+TLS, and PostgreSQL) */
     uint64_t ping_interval_ms; /* ping_interval = 1s */
     uint64_t dead_timeout_ms;  /* dead_timeout = 4s */

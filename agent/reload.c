@@ -5,7 +5,8 @@
  *     --> build config (file + flags) --> relay TLS context --> upstream contexts
  *         --> same agent name (certificate CN)? --> open log_file
  *           \------------- any failure: log it, free what was built, keep everything ----/
- *     --> keep the relay list in force, swap config + context, apply log settings, re-watch
+ *     --> swap config + context, apply log settings, dial new relays / drain removed ones,
+ *         re-watch
  */
 #include "agent/reload.h"
 
@@ -123,6 +124,7 @@ int agent_reload(struct agent *a, const char *trigger)
     struct agent_config nc, old;
     SSL_CTX *relay_ctx = NULL;
     char err[CONFIG_ERR_MAX] = "", terr[TLS_ERR_MAX], name[256];
+    bool relays_changed;
     int rc;
 
     if (!rl || a->stopping)
@@ -154,12 +156,7 @@ int agent_reload(struct agent *a, const char *trigger)
     }
 
     /* nothing fails from here on */
-    if (relays_differ(&nc, &a->cfg))
-        log_warn("reload: the relay list changed: restart pgburrow-agent to apply it (the "
-                 "running tunnels and their addresses stay as they are)");
-    /* the links point at a->cfg.relays[i]: keep that array exactly as it is */
-    nc.nrelays = a->cfg.nrelays;
-    memcpy(nc.relays, a->cfg.relays, sizeof(nc.relays));
+    relays_changed = relays_differ(&nc, &a->cfg);
     log_route_changes(&a->cfg, &nc);
 
     old = a->cfg;
@@ -168,8 +165,11 @@ int agent_reload(struct agent *a, const char *trigger)
     SSL_CTX_free(a->relay_ctx); /* open tunnels hold their own references */
     a->relay_ctx = relay_ctx;
     apply_log_settings(&a->cfg);
+    if (relays_changed)
+        agent_links_update(a);
     watch_config_files(rl);
-    log_info("reload: ok (trigger=%s) routes=%zu", trigger, a->cfg.nroutes);
+    log_info("reload: ok (trigger=%s) relays=%zu routes=%zu", trigger, a->cfg.nrelays,
+             a->cfg.nroutes);
     return 0;
 fail:
     SSL_CTX_free(relay_ctx);

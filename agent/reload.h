@@ -10,11 +10,13 @@
  *
  * What a reload changes: tunnels stay up (their TLS connections keep the context they were
  * made with); new tunnels (every reconnect) use the new certificate; new sessions use the new
- * route table (host, port, upstream TLS); a removed route is refused for new sessions. Not
- * reloaded: the relay address list (a warning says a restart is needed; the old list stays in
- * force), the routes offered to relays already connected (HELLO is sent once per tunnel: an
- * added route is offered from the next tunnel on), the agent name (a certificate with
- * another CN is refused: restart to rename an agent), and keepalive of open tunnels.
+ * route table (host, port, upstream TLS); a removed route is refused for new sessions. Relay
+ * addresses (agent_links_update): a new one is dialed at once; a removed one is drained (GOAWAY:
+ * the relay opens no new sessions on it; the tunnel closes when its last session ends) and
+ * never dialed again. Not reloaded: the routes offered to relays already connected (HELLO is
+ * sent once per tunnel: an added route is offered from the next tunnel on), the agent name (a
+ * certificate with another CN is refused: restart to rename an agent), and keepalive of open
+ * tunnels.
  *
  * SIGUSR1 reopens log_file (log rotation). Owns its signal handles, the watch and a copy of
  * the command line; agent_reload_stop() closes them and the module frees itself.

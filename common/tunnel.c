@@ -50,6 +50,7 @@ struct tunnel {
     int open_handles;               /* conn + timer; freed when both closed */
     bool closing;
     bool keepalive;
+    bool goaway_sent;               /* drain: no new streams from this side */
     bool opener;                    /* relay role: opens streams */
     char close_reason[256];
     uint64_t last_rx_ms;
@@ -537,6 +538,11 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
             tunnel_fail(t, "08P01", "bad OPEN: %s", proto_strerror(rc));
             return -EPROTO;
         }
+        if (t->goaway_sent) {
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "57P03",
+                             "agent is shutting down");
+            return 0;
+        }
         if (t->nstreams >= t->lim.max_streams) {
             send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "53300",
                              "too many streams on this tunnel");
@@ -833,6 +839,20 @@ static void tunnel_teardown(struct tunnel *t, const char *reason, bool flush)
         conn_end(t->conn);
     else
         conn_close(t->conn);
+}
+
+void tunnel_goaway(struct tunnel *t, const char *msg)
+{
+    struct proto_goaway g;
+    if (t->closing || t->goaway_sent)
+        return;
+    memset(&g, 0, sizeof(g));
+    snprintf(g.code, sizeof(g.code), "00000");
+    snprintf(g.message, sizeof(g.message), "%s", msg);
+    g.last_stream_id = t->max_stream_id;
+    int n = proto_encode_goaway(t->scratch, sizeof(t->scratch), &g);
+    if (n > 0 && tunnel_send(t, t->scratch, (size_t)n) == 0)
+        t->goaway_sent = true;
 }
 
 void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)

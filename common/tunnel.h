@@ -71,6 +71,9 @@ uint32_t tunnel_nstreams(const struct tunnel *t);
 void tunnel_start_keepalive(struct tunnel *t);
 /* Send a complete frame (from proto_encode_*). 0 or negative (tunnel closing). */
 int tunnel_send(struct tunnel *t, const uint8_t *frame, size_t len);
+/* Send GOAWAY(code "00000", msg): the sender opens or accepts no new streams; running ones go
+ * on. The tunnel stays up. */
+void tunnel_goaway(struct tunnel *t, const char *msg);
 /* Send GOAWAY(code, msg) and close the tunnel after it is flushed. */
 void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

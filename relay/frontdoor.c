@@ -215,6 +215,10 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
 
     snprintf(c->user, sizeof(c->user), "%s", su->user);
     snprintf(c->database, sizeof(c->database), "%s", su->database ? su->database : su->user);
+    if (r->draining) {
+        client_fail(c, "57P01", "pgburrow: the relay is shutting down; connect again");
+        return;
+    }
     if (su->application_name)
         snprintf(c->application_name, sizeof(c->application_name), "%s", su->application_name);
     /* on the heap: it holds a copy of the options, up to a whole startup packet */

@@ -315,8 +315,46 @@ static void handle_closed(uv_handle_t *h)
 static void on_signal(uv_signal_t *sig, int signum)
 {
     struct relay *r = sig->data;
-    log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    if (signum == SIGTERM && !r->draining) {
+        relay_drain(r);
+        return;
+    }
+    log_info("received %s: shutting down now", signum == SIGTERM ? "SIGTERM" : "SIGINT");
     relay_stop(r);
+}
+
+static void drain_tick(uv_timer_t *timer)
+{
+    struct relay *r = timer->data;
+    if (r->nsessions == 0) {
+        log_info("drain: every session has ended; stopping");
+        relay_stop(r);
+    } else if (uv_now(r->loop) >= r->drain_deadline_ms) {
+        log_warn("drain: drain_timeout reached; closing %llu remaining session(s)",
+                 (unsigned long long)r->nsessions);
+        relay_stop(r);
+    }
+}
+
+void relay_drain(struct relay *r)
+{
+    if (r->draining || r->stopping)
+        return;
+    r->draining = true;
+    log_info("received SIGTERM: draining: %llu session(s) may run for up to %llu ms; no new "
+             "connections (send SIGTERM again to stop now)",
+             (unsigned long long)r->nsessions, (unsigned long long)r->cfg.drain_timeout_ms);
+    if (r->client_listener.loop && !uv_is_closing((uv_handle_t *)&r->client_listener))
+        uv_close((uv_handle_t *)&r->client_listener, handle_closed);
+    if (r->tunnel_listener.loop && !uv_is_closing((uv_handle_t *)&r->tunnel_listener))
+        uv_close((uv_handle_t *)&r->tunnel_listener, handle_closed);
+    for (struct relay_agent *a = r->agents; a; a = a->next)
+        tunnel_goaway(a->t, "relay is shutting down");
+    r->drain_deadline_ms = uv_now(r->loop) + r->cfg.drain_timeout_ms;
+    uv_timer_init(r->loop, &r->drain_timer);
+    r->drain_timer.data = r;
+    r->open_handles++;
+    uv_timer_start(&r->drain_timer, drain_tick, 0, 100);
 }
 
 static void client_on_connection(uv_stream_t *server, int status)
@@ -507,10 +545,12 @@ void relay_stop(struct relay *r)
     if (r->stopping)
         return;
     r->stopping = true;
-    if (r->client_listener.loop)
+    if (r->client_listener.loop && !uv_is_closing((uv_handle_t *)&r->client_listener))
         uv_close((uv_handle_t *)&r->client_listener, handle_closed);
-    if (r->tunnel_listener.loop)
+    if (r->tunnel_listener.loop && !uv_is_closing((uv_handle_t *)&r->tunnel_listener))
         uv_close((uv_handle_t *)&r->tunnel_listener, handle_closed);
+    if (r->draining)
+        uv_close((uv_handle_t *)&r->drain_timer, handle_closed);
     if (r->sig_term.loop) {
         uv_close((uv_handle_t *)&r->sig_term, handle_closed);
         uv_close((uv_handle_t *)&r->sig_int, handle_closed);

@@ -40,6 +40,9 @@ struct relay {
     uint64_t nclients;
     uint64_t session_counter;
     bool stopping;
+    bool draining;              /* SIGTERM: no new sessions, running ones may finish */
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline_ms;
     int open_handles;           /* listeners + signals: for clean shutdown */
     struct relay_reload *reload; /* NULL until relay_reload_start (reload.h) */
     struct audit *audit;        /* always allocated; off when audit_log is empty */
@@ -70,6 +73,9 @@ int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char 
 int relay_start(struct relay *r, char *err);
 /* Stop accepting, close every tunnel and client; the loop then ends. */
 void relay_stop(struct relay *r);
+/* Graceful stop: stop accepting, GOAWAY to agents, refuse StartupMessages still to come
+ * (FATAL 57P01), let sessions finish for drain_timeout, then relay_stop. */
+void relay_drain(struct relay *r);
 void relay_free(struct relay *r);
 
 /* Tunnels (relay.c), used by the front door: pick an up tunnel serving route, round robin. */
@@ -82,5 +88,6 @@ void relay_foreach_agent_tunnel(struct relay *r, relay_tunnel_fn fn, void *ctx);
 /* Front door (frontdoor.c). */
 void frontdoor_accept(struct relay *r, uv_stream_t *server);
 void frontdoor_close_all(struct relay *r);
+
 
 #endif

@@ -49,6 +49,7 @@ void relay_config_init(struct relay_config *c)
     c->tunnel_listen = strdup("*:7443");
     c->tls_min_version = TLS1_2_VERSION;
     c->startup_timeout_ms = 10000;
+    c->drain_timeout_ms = 30000;
     c->ping_interval_ms = 1000;
     c->dead_timeout_ms = 4000;
     c->max_sessions = 10000;
@@ -314,6 +315,8 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return set_optional(&c->tunnel_key, value);
     if (strcmp(key, "agent_ca") == 0)
         return set_optional(&c->agent_ca, value);
+    if (strcmp(key, "drain_timeout") == 0)
+        return set_duration(&c->drain_timeout_ms, value, err);
     if (strcmp(key, "startup_timeout") == 0)
         return set_duration(&c->startup_timeout_ms, value, err);
     if (strcmp(key, "ping_interval") == 0)

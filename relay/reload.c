@@ -52,6 +52,13 @@ static bool str_differs(const char *a, const char *b)
     return strcmp(a, b) != 0;
 }
 
+static void swap_str(char **a, char **b)
+{
+    char *tmp = *a;
+    *a = *b;
+    *b = tmp;
+}
+
 /* Every file the configuration reads (certificates, keys, CAs, CRLs, ident maps). */
 static void watch_config_files(struct relay_reload *rl)
 {
@@ -127,13 +134,10 @@ int relay_reload(struct relay *r, const char *trigger)
         log_warn("reload: listen=%s tunnel_listen=%s differ from the addresses in use "
                  "(listen=%s tunnel_listen=%s): restart pgburrow-relay to apply them",
                  nc.listen, nc.tunnel_listen, r->cfg.listen, r->cfg.tunnel_listen);
-    /* the addresses in use stay what the configuration says, so that logs do not lie */
-    char *tmp = nc.listen;
-    nc.listen = r->cfg.listen;
-    r->cfg.listen = tmp;
-    tmp = nc.tunnel_listen;
-    nc.tunnel_listen = r->cfg.tunnel_listen;
-    r->cfg.tunnel_listen = tmp;
+    /* the new configuration keeps the addresses in use, so that logs (and the next reload's
+     * comparison) tell the truth; the old configuration, freed below, takes the others */
+    swap_str(&nc.listen, &r->cfg.listen);
+    swap_str(&nc.tunnel_listen, &r->cfg.tunnel_listen);
 
     old = r->cfg;
     r->cfg = nc;

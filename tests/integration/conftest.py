@@ -3,7 +3,7 @@
 Session scope: one PostgreSQL 15 cluster (Unix socket only, in a private temp dir), one set
 of certificates made by deploy/certs/mkcerts.sh. Function scope: a Burrow (relay + agents
 with generated ini files, logs in a per-test dir) that stops every daemon it started and
-fails the test when one died unexpectedly, did not exit 0 on SIGTERM, or (with
+fails the test when one died unexpectedly, did not exit 0 when stopped, or (with
 PGBURROW_SANITIZER=1) logged a sanitizer report.
 """
 

@@ -339,21 +339,23 @@ class Daemon:
     def lines(self, substring, since=0):
         return [l for l in self._since(since).splitlines() if substring in l]
 
-    def stop(self, timeout=10.0):
-        """SIGTERM, bounded wait, then SIGKILL. Returns the exit status. Problems (no exit
-        on SIGTERM, non-zero status) are recorded for the teardown check."""
+    def stop(self, timeout=10.0, sig=signal.SIGINT):
+        """SIGINT (stop now; SIGTERM would drain), bounded wait, then SIGKILL. Returns the exit
+        status. Problems (no exit on the signal, non-zero status) are recorded for the
+        teardown check."""
         if self.proc is None:
             return None
         was_alive = self.alive()
         self.expected_exit = True
         if was_alive:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.stopped_rc = self.proc.wait(t(timeout))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-                self.stopped_rc = "did not exit within %.0fs of SIGTERM (SIGKILLed)" % t(timeout)
+                self.stopped_rc = "did not exit within %.0fs of %s (SIGKILLed)" % (
+                    t(timeout), signal.Signals(sig).name)
         return self.proc.returncode
 
     def kill(self):
@@ -369,7 +371,7 @@ class Daemon:
             out.append("%s died unexpectedly with status %s" % (self.describe(),
                                                                  self.proc.returncode))
         elif self.stopped_rc not in (None, 0):
-            out.append("%s: exit status %s after SIGTERM (contract: exit 0)" % (
+            out.append("%s: exit status %s after being stopped (contract: exit 0)" % (
                 self.describe(), self.stopped_rc))
         if SANITIZER:
             found = sanitizer_findings(self.log())

@@ -268,3 +268,59 @@ def test_agent_sighup_new_route_host(burrow_env):
     assert "missing-ca.crt" in line, line
     with b.connect() as conn:
         assert one(conn, "select 1") == 1
+
+
+def start_second_relay(b):
+    """Another relay (route a -> agent-a) next to the Burrow's own; returns (daemon, ports)."""
+    client_port, tunnel_port = harness.free_port(), harness.free_port()
+    ini = harness.write_ini(os.path.join(b.dir, "relay2.ini"), [
+        ("relay", {"name": "relay-two", "listen": "127.0.0.1:%d" % client_port,
+                   "tunnel_listen": "127.0.0.1:%d" % tunnel_port,
+                   "tls_cert": b.certs.relay_crt, "tls_key": b.certs.relay_key,
+                   "agent_ca": b.certs.ca, "default_route": "a"}),
+        ("route a", {"agents": "agent-a"}),
+    ])
+    d = harness.Daemon("relay", ini, b._logpath("relay2")).start()
+    b.daemons.append(d)
+    d.wait_for_log("listening clients=", timeout=10)
+    return d, client_port, tunnel_port
+
+
+def test_agent_sighup_relay_list_change(burrow_env):
+    b = burrow_env
+    b.start_relay()
+    agent = b.start_agent("agent-a")
+    relay1 = "127.0.0.1:%d" % b.tunnel_port
+    relay2_daemon, relay2_client, relay2_tunnel = start_second_relay(b)
+    relay2 = "127.0.0.1:%d" % relay2_tunnel
+
+    dead = "127.0.0.1:%d" % harness.free_port()  # never answers: its link keeps retrying
+    held = b.connect()  # a session through relay 1, across both reloads
+    b.write_agent_ini("agent-a", relay="%s, %s, %s" % (relay1, relay2, dead))
+    mark = sighup(agent)
+    agent.wait_for_log(RELOAD_OK + "SIGHUP) relays=3", since=mark)
+    agent.wait_for_log("tunnel failed relay=%s" % dead, since=mark)
+    agent.wait_for_log("relay added relay=%s" % relay2, since=mark)
+    relay2_daemon.wait_for_log("tunnel up agent=agent-a ")
+    with psycopg.connect(b.dsn(port=relay2_client), autocommit=True) as conn:
+        assert one(conn, "select 'via relay 2'") == "via relay 2"
+
+    # relay 1 removed: drained (no new sessions, the open one goes on), then closed; the
+    # dead one removed while it waits to retry
+    b.write_agent_ini("agent-a", relay=relay2)
+    rmark, mark = b.relay.mark(), sighup(agent)
+    agent.wait_for_log("tunnel draining relay=%s sessions=1" % relay1, since=mark)
+    b.relay.wait_for_log("tunnel draining agent=agent-a", since=rmark)
+    with pytest.raises(psycopg.OperationalError, match="no agent is connected"):
+        b.connect()
+    assert one(held, "select 'still on relay 1'") == "still on relay 1"
+    held.close()
+    b.relay.wait_for_log("tunnel down agent=agent-a", since=rmark)
+    agent.wait_for_log("tunnel closed relay=%s" % relay1, since=mark)
+    with psycopg.connect(b.dsn(port=relay2_client), autocommit=True) as conn:
+        assert one(conn, "select 1") == 1
+    assert agent.count("tunnel up relay=%s" % relay1, since=mark) == 0
+    n = agent.count("tunnel failed relay=%s" % dead)
+    with psycopg.connect(b.dsn(port=relay2_client), autocommit=True) as conn:
+        assert one(conn, "select 2") == 2
+    assert agent.count("tunnel failed relay=%s" % dead) == n  # never dialed again
