@@ -35,6 +35,7 @@ void agent_config_init(struct agent_config *c)
     c->reconnect_max_ms = 30000;
     c->connect_timeout_ms = 5000;
     c->drain_timeout_ms = 30000;
+    c->resolve_interval_ms = 30000;
     c->ping_interval_ms = 1000;
     c->dead_timeout_ms = 4000;
     /* A failed strdup leaves NULL, which agent_config_check reports. */
@@ -315,6 +316,8 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
         return set_duration(&c->drain_timeout_ms, value, err);
     if (strcmp(key, "connect_timeout") == 0)
         return set_duration(&c->connect_timeout_ms, value, err);
+    if (strcmp(key, "resolve_interval") == 0)
+        return set_duration(&c->resolve_interval_ms, value, err);
     if (strcmp(key, "ping_interval") == 0)
         return set_duration(&c->ping_interval_ms, value, err);
     if (strcmp(key, "dead_timeout") == 0)
@@ -394,6 +397,11 @@ int agent_config_check(const struct agent_config *c, char *err)
     if (c->reconnect_min_ms > c->reconnect_max_ms) {
         set_err(err, "[agent] reconnect_min (%llums) must not exceed reconnect_max (%llums)",
                 (unsigned long long)c->reconnect_min_ms, (unsigned long long)c->reconnect_max_ms);
+        return -EINVAL;
+    }
+    if (c->resolve_interval_ms < 100) {
+        set_err(err, "[agent] resolve_interval (%llums) must be at least 100ms",
+                (unsigned long long)c->resolve_interval_ms);
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {

@@ -55,6 +55,8 @@ struct agent_config {
     uint64_t reconnect_max_ms; /* reconnect_max = 30s: backoff cap */
     uint64_t drain_timeout_ms;  /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
     uint64_t connect_timeout_ms; /* connect_timeout = 5s (relay TCP+TLS, and PostgreSQL) */
+    uint64_t resolve_interval_ms; /* resolve_interval = 30s: relay names are resolved again this
+                                     often; one tunnel per address (links.c) */
     uint64_t ping_interval_ms; /* ping_interval = 1s */
     uint64_t dead_timeout_ms;  /* dead_timeout = 4s */
     char *log_level, *log_format, *log_file;

@@ -813,6 +813,11 @@ struct conn *tunnel_conn(const struct tunnel *t)
 {
     return t->conn;
 }
+uint64_t tunnel_idle_ms(const struct tunnel *t)
+{
+    return uv_now(t->loop) - t->last_rx_ms;
+}
+
 uint32_t tunnel_nstreams(const struct tunnel *t)
 {
     return t->nstreams;

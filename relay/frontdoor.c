@@ -47,6 +47,7 @@ struct relay_client {
     uint64_t start_ms;
     char sid[17];
     char peer[64];
+    char source_ip[COUNTS_KEY_MAX]; /* peer without the port: the per-source limit's key */
     char route[PROTO_NAME_MAX];
     char agent[PROTO_NAME_MAX];
     char user[PROTO_META_MAX];
@@ -79,11 +80,28 @@ static void client_unlink_free(uv_handle_t *h)
     free(c);
 }
 
+/* "10.1.2.3:5555" -> "10.1.2.3", "[::1]:5555" -> "::1". */
+static void source_ip_of(const char *peer, char *out, size_t cap)
+{
+    const char *start = peer, *end = strrchr(peer, ':');
+    if (peer[0] == '[') {
+        start = peer + 1;
+        end = strchr(start, ']');
+    }
+    size_t n = end ? (size_t)(end - start) : strlen(start);
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, start, n);
+    out[n] = '\0';
+}
+
 /* The client struct is done: nothing refers to it any more. */
 static void client_release(struct relay_client *c)
 {
     if (c->counted) {
         c->r->nsessions--;
+        counts_sub(c->r->route_sessions, c->route);
+        counts_sub(c->r->source_sessions, c->source_ip);
         c->counted = false;
     }
     uv_close((uv_handle_t *)&c->timer, client_unlink_free);
@@ -247,6 +265,18 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
                     (unsigned long long)r->cfg.max_sessions);
         goto out;
     }
+    if (route->max_sessions && counts_get(r->route_sessions, c->route) >= route->max_sessions) {
+        client_fail(c, "53300", "pgburrow: too many sessions for route \"%s\" (max_sessions=%llu)",
+                    c->route, (unsigned long long)route->max_sessions);
+        goto out;
+    }
+    if (r->cfg.max_sessions_per_source &&
+        counts_get(r->source_sessions, c->source_ip) >= r->cfg.max_sessions_per_source) {
+        client_fail(c, "53300",
+                    "pgburrow: too many sessions from %s (max_sessions_per_source=%llu)",
+                    c->source_ip, (unsigned long long)r->cfg.max_sessions_per_source);
+        goto out;
+    }
     r->session_counter++;
     struct tunnel *t = relay_route_pick_tunnel(r, c->route, &agent);
     if (!t) {
@@ -272,6 +302,15 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     c->s = tunnel_stream_open(t, &m, c);
     if (!c->s) {
         client_fail(c, "53300", "pgburrow: agent %s cannot take more sessions", c->agent);
+        goto out;
+    }
+    if (counts_add(r->route_sessions, c->route) < 0 ||
+        counts_add(r->source_sessions, c->source_ip) < 0) {
+        counts_sub(r->route_sessions, c->route);
+        tunnel_stream_set_data(c->s, NULL);
+        tunnel_stream_reset(c->s, "53200", "out of memory");
+        c->s = NULL;
+        client_fail(c, "53200", "pgburrow: out of memory");
         goto out;
     }
     c->counted = true;
@@ -647,6 +686,7 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         return;
     }
     snprintf(c->peer, sizeof(c->peer), "%s", conn_peer_addr(c->conn));
+    source_ip_of(c->peer, c->source_ip, sizeof(c->source_ip));
     c->denied = !access_address_allowed(&r->cfg.allow, c->peer);
     uv_timer_start(&c->timer, startup_timeout, c->r->cfg.startup_timeout_ms, 0);
     conn_read_start(c->conn);

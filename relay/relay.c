@@ -64,6 +64,49 @@ static void agent_on_up(struct tunnel *t)
     a->handshaken = true;
 }
 
+/*
+ * At most max_tunnels_per_agent (default 1) tunnels per agent name. An agent that reconnects
+ * after a network cut leaves its old tunnel behind until keepalive notices: a tunnel over the
+ * limit that has been silent for two ping intervals is such a zombie and is replaced at once,
+ * so no session is routed into it. If the older tunnels are all alive (the same agent reached
+ * this relay twice, e.g. over IPv4 and IPv6), the new tunnel is the one refused.
+ * Returns 0 to keep `newest`, -EBUSY when it was refused. The list is newest first.
+ */
+static int enforce_tunnels_per_agent(struct relay_agent *newest)
+{
+    struct relay *r = newest->r;
+    uint64_t live = 0;
+    for (struct relay_agent *a = r->agents; a; a = a->next)
+        if (a != newest && a->up && !a->draining && strcmp(a->name, newest->name) == 0)
+            live++;
+    if (live < r->cfg.max_tunnels_per_agent)
+        return 0;
+    for (struct relay_agent *a = r->agents; a && live >= r->cfg.max_tunnels_per_agent;
+         a = a->next) {
+        if (a == newest || !a->up || a->draining || strcmp(a->name, newest->name) != 0)
+            continue;
+        if (tunnel_idle_ms(a->t) < 2 * r->cfg.ping_interval_ms)
+            continue;
+        log_msg(LOG_WARN, tunnel_id(a->t), 0,
+                "tunnel replaced agent=%s peer=%s silent for %llu ms, by the new tunnel from %s",
+                a->name, a->peer, (unsigned long long)tunnel_idle_ms(a->t), newest->peer);
+        a->draining = true;
+        tunnel_fail(a->t, "00000", "replaced by a newer tunnel from the same agent");
+        live--;
+    }
+    if (live < r->cfg.max_tunnels_per_agent)
+        return 0;
+    log_msg(LOG_WARN, tunnel_id(newest->t), 0,
+            "tunnel refused agent=%s peer=%s reason=agent already has %llu live tunnel(s) to this "
+            "relay (max_tunnels_per_agent=%llu)",
+            newest->name, newest->peer, (unsigned long long)live,
+            (unsigned long long)r->cfg.max_tunnels_per_agent);
+    tunnel_fail(newest->t, "53300",
+                "agent \"%s\" already has a live tunnel to this relay (max_tunnels_per_agent=%llu)",
+                newest->name, (unsigned long long)r->cfg.max_tunnels_per_agent);
+    return -EBUSY;
+}
+
 static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t len)
 {
     struct relay *r = a->r;
@@ -116,6 +159,8 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
                     a->name);
         return -EPERM;
     }
+    if (enforce_tunnels_per_agent(a) < 0)
+        return -EBUSY;
     {
         uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
         int n = proto_encode_welcome(buf, sizeof(buf), &w);
@@ -500,6 +545,12 @@ int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char 
     r->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* ownership moves into the relay */
     r->cl = conn_loop_new(loop);
+    r->route_sessions = counts_new();
+    r->source_sessions = counts_new();
+    if (!r->route_sessions || !r->source_sessions) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
+    }
     r->audit = audit_new();
     if (!r->cl || !r->audit) {
         snprintf(err, CONFIG_ERR_MAX, "out of memory");
@@ -564,6 +615,8 @@ void relay_stop(struct relay *r)
 
 void relay_free(struct relay *r)
 {
+    counts_free(r->route_sessions);
+    counts_free(r->source_sessions);
     relay_cancel_limiter_free(r->cancel_limiter);
     struct relay_tls tls = {0};
     relay_tls_swap(r, &tls);

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "common/conn.h"
+#include "common/counts.h"
 #include "common/tunnel.h"
 #include "relay/relay_config.h"
 
@@ -40,6 +41,8 @@ struct relay {
     uint64_t nclients;
     uint64_t session_counter;
     bool stopping;
+    struct counts *route_sessions;  /* live sessions per route (route max_sessions) */
+    struct counts *source_sessions; /* live sessions per client IP (max_sessions_per_source) */
     bool draining;              /* SIGTERM: no new sessions, running ones may finish */
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms;

@@ -54,6 +54,7 @@ void relay_config_init(struct relay_config *c)
     c->dead_timeout_ms = 4000;
     c->max_sessions = 10000;
     c->max_streams = 10000;
+    c->max_tunnels_per_agent = 1;
     c->log_level = strdup("info");
     c->log_format = strdup("text");
     c->audit_statement_max = 1024;
@@ -158,6 +159,8 @@ static int handle_route(struct relay_config *c, const char *name, const char *ke
 
     if (rc < 0 || !key)
         return rc;
+    if (strcmp(key, "max_sessions") == 0)
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &r->max_sessions, err);
     if (strcmp(key, "agents") != 0)
         return access_route_key(r, key, value, err);
     struct relay_route *scratch = calloc(1, sizeof(*scratch));
@@ -327,6 +330,10 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return set_count(&c->max_sessions, value, err);
     if (strcmp(key, "max_streams_per_tunnel") == 0)
         return set_count(&c->max_streams, value, err);
+    if (strcmp(key, "max_sessions_per_source") == 0)
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_sessions_per_source, err);
+    if (strcmp(key, "max_tunnels_per_agent") == 0)
+        return config_parse_uint(value, 1, 1024, &c->max_tunnels_per_agent, err);
     if (strcmp(key, "log_level") == 0)
         return set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)

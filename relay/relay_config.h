@@ -24,6 +24,7 @@ enum relay_client_cert { RELAY_CERT_NONE = 0, RELAY_CERT_VERIFY, RELAY_CERT_VERI
 struct relay_route {
     char name[PROTO_NAME_MAX];
     uint32_t nagents;                                     /* agents = a, b, c */
+    uint64_t max_sessions;              /* max_sessions = 0 (0: only the relay-wide limit) */
     char agents[RELAY_MAX_ROUTE_AGENTS][PROTO_NAME_MAX];
     /* access control (keys parsed and checked in relay/access.c) */
     enum relay_client_cert client_cert; /* client_cert = none | verify | verify-user */
@@ -49,6 +50,8 @@ struct relay_config {
     uint64_t dead_timeout_ms;   /* dead_timeout = 4s: no frame from an agent for this long */
     uint64_t max_sessions;      /* max_sessions = 10000 (all routes) */
     uint64_t max_streams;       /* max_streams_per_tunnel = 10000 */
+    uint64_t max_sessions_per_source; /* max_sessions_per_source = 0 (0: no limit per client IP) */
+    uint64_t max_tunnels_per_agent; /* max_tunnels_per_agent = 1: more replace the oldest */
     /* audit log (relay/audit.h) */
     char *audit_log;            /* audit_log = PATH | stdout (default: empty = off) */
     bool audit_statements;      /* audit_statements = on | off (default off) */
