@@ -1,7 +1,11 @@
 /*
  * pgburrow-relay: accepts agents' tunnels and PostgreSQL clients, and joins them.
  */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +48,37 @@ static int apply_logging(const struct relay_config *cfg, char *err)
         snprintf(err, CONFIG_ERR_MAX, "cannot open log_file \"%s\"", cfg->log_file);
         return -1;
     }
+    return 0;
+}
+
+/* After the listeners are bound (a port below 1024 needs root), become `user` for good: its
+ * groups, then its gid, then its uid; and check that root cannot be regained. */
+static int drop_privileges(const char *user, char *err)
+{
+    struct passwd *pw;
+    if (!user || !user[0])
+        return 0;
+    errno = 0;
+    pw = getpwnam(user);
+    if (!pw) {
+        snprintf(err, CONFIG_ERR_MAX, "user: no such user \"%s\"", user);
+        return -1;
+    }
+    if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid) {
+        if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+            setuid(pw->pw_uid) < 0) {
+            snprintf(err, CONFIG_ERR_MAX, "user: cannot become \"%s\": %s", user,
+                     strerror(errno));
+            return -1;
+        }
+        if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
+            snprintf(err, CONFIG_ERR_MAX, "user: could regain root after dropping to \"%s\"",
+                     user);
+            return -1;
+        }
+    }
+    log_info("running as user=%s uid=%u gid=%u", pw->pw_name, (unsigned)pw->pw_uid,
+             (unsigned)pw->pw_gid);
     return 0;
 }
 
@@ -92,7 +127,8 @@ int main(int argc, char **argv)
         goto out_loop;
     }
     if (relay_start(&relay, err) < 0 ||
-        relay_reload_start(&relay, args.config_file, args.nflags, args.flags, err) < 0) {
+        relay_reload_start(&relay, args.config_file, args.nflags, args.flags, err) < 0 ||
+        drop_privileges(relay.cfg.user, err) < 0) {
         fprintf(stderr, "pgburrow-relay: %s\n", err);
         log_error("%s", err);
         relay_stop(&relay);

@@ -65,6 +65,7 @@ void relay_config_free(struct relay_config *c)
     if (!c)
         return;
     free(c->name);
+    free(c->user);
     free(c->listen);
     free(c->tunnel_listen);
     free(c->default_route);
@@ -298,6 +299,8 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     if (!key)
         return 0;
 
+    if (strcmp(key, "user") == 0)
+        return set_optional(&c->user, value);
     if (strcmp(key, "name") == 0)
         return set_name(&c->name, value, false, err);
     if (strcmp(key, "listen") == 0)
