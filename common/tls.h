@@ -19,6 +19,7 @@ struct tls_server_opts {
     const char *cert_file;      /* PEM chain (required) */
     const char *key_file;       /* PEM key (required; refused if group/other can read it) */
     const char *client_ca_file; /* verify client certificates against this CA (NULL: none asked) */
+    const char *client_crl_file; /* with client_ca_file: CRLs checked for the client's certificate */
     bool require_client_cert;   /* fail the handshake when the client sends none */
     int min_version;            /* TLS1_2_VERSION or TLS1_3_VERSION (0 = TLS1_2_VERSION) */
     int max_version;            /* 0 = no maximum */

@@ -293,7 +293,8 @@ struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const
     for (int pass = 0; pass < 2; pass++) {
         uint32_t i = 0;
         for (a = r->agents; a; a = a->next) {
-            if (!a->up || a->draining)
+            /* never a tunnel that is going away: a SIGKILLed agent's EOF closes it at once */
+            if (!a->up || a->draining || tunnel_closing(a->t))
                 continue;
             bool serves = false;
             for (uint32_t k = 0; k < a->nroutes && !serves; k++)
@@ -489,6 +490,7 @@ int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *e
         .cert_file = cfg->tunnel_cert ? cfg->tunnel_cert : cfg->tls_cert,
         .key_file = cfg->tunnel_key ? cfg->tunnel_key : cfg->tls_key,
         .client_ca_file = cfg->agent_ca,
+        .client_crl_file = cfg->agent_crl,
         .require_client_cert = true,
         .min_version = TLS1_3_VERSION,
         .alpn = PROTO_ALPN,

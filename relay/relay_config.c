@@ -74,6 +74,7 @@ void relay_config_free(struct relay_config *c)
     free(c->tunnel_cert);
     free(c->tunnel_key);
     free(c->agent_ca);
+    free(c->agent_crl);
     free(c->log_level);
     free(c->log_format);
     free(c->log_file);
@@ -321,6 +322,8 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return set_optional(&c->tunnel_key, value);
     if (strcmp(key, "agent_ca") == 0)
         return set_optional(&c->agent_ca, value);
+    if (strcmp(key, "agent_crl") == 0)
+        return set_optional(&c->agent_crl, value);
     if (strcmp(key, "drain_timeout") == 0)
         return set_duration(&c->drain_timeout_ms, value, err);
     if (strcmp(key, "startup_timeout") == 0)

@@ -44,6 +44,7 @@ struct relay_config {
     int tls_min_version;        /* tls_min_version = TLSv1.2 | TLSv1.3 (default TLSv1.2) */
     char *tunnel_cert, *tunnel_key; /* shown to agents (default: tls_cert / tls_key) */
     char *agent_ca;             /* agent_ca = CA file that signs agent certificates (required) */
+    char *agent_crl;            /* agent_crl = CRL file for agent certificates (revocation) */
     char *user;                 /* user = drop to this user (and its groups) after binding */
     uint64_t drain_timeout_ms;  /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
     uint64_t startup_timeout_ms;/* startup_timeout = 10s: connect -> StartupMessage received */

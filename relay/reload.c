@@ -63,7 +63,7 @@ static void swap_str(char **a, char **b)
 static void watch_config_files(struct relay_reload *rl)
 {
     const struct relay_config *c = &rl->r->cfg;
-    size_t n = 0, cap = 5 + 3 * c->nroutes;
+    size_t n = 0, cap = 6 + 3 * c->nroutes;
     const char **files = calloc(cap, sizeof(*files));
 
     if (!files) {
@@ -75,6 +75,7 @@ static void watch_config_files(struct relay_reload *rl)
     files[n++] = c->tunnel_cert;
     files[n++] = c->tunnel_key;
     files[n++] = c->agent_ca;
+    files[n++] = c->agent_crl;
     for (size_t i = 0; i < c->nroutes; i++) {
         files[n++] = c->routes[i].client_ca;
         files[n++] = c->routes[i].client_crl;

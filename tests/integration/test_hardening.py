@@ -64,3 +64,37 @@ def test_loose_key_permissions_refused(burrow_env, kind):
                         "--check-config"], capture_output=True, text=True, timeout=t(10))
     assert r.returncode != 0
     assert "group or world access" in r.stderr and "loose.key" in r.stderr, r.stderr
+
+
+def make_crl(workdir, ca_crt, revoke):
+    """A CRL from the test CA revoking the given certificate files."""
+    os.makedirs(workdir, exist_ok=True)
+    open(os.path.join(workdir, "index.txt"), "w").close()
+    with open(os.path.join(workdir, "crlnumber"), "w") as f:
+        f.write("01\n")
+    cnf = os.path.join(workdir, "ca.cnf")
+    with open(cnf, "w") as f:
+        f.write("[ca]\ndefault_ca = d\n[d]\ndatabase = %s/index.txt\ncrlnumber = %s/crlnumber\n"
+                "default_md = sha256\ndefault_crl_days = 30\n" % (workdir, workdir))
+    base = ["openssl", "ca", "-batch", "-config", cnf, "-keyfile",
+            ca_crt[:-len(".crt")] + ".key", "-cert", ca_crt]
+    for crt in revoke:
+        subprocess.run(base + ["-revoke", crt], check=True, capture_output=True, timeout=30)
+    crl = os.path.join(workdir, "agents.crl")
+    subprocess.run(base + ["-gencrl", "-out", crl], check=True, capture_output=True, timeout=30)
+    return crl
+
+
+def test_revoked_agent_certificate_refused(burrow_env):
+    """agent_crl: a revoked agent certificate cannot open a tunnel; the others still can."""
+    b = burrow_env
+    crl = make_crl(os.path.join(b.dir, "crl"), b.certs.ca, [b.certs.agent_crt("agent-b")])
+    b.start_relay(routes={"a": ["agent-a"], "b": ["agent-b"]}, agent_crl=crl)
+    b.start_agent("agent-a", routes=("a",))
+    mark = b.relay.mark()
+    b.start_agent("agent-b", routes=("b",), wait=False)
+    line = b.relay.wait_for_log("tunnel rejected", timeout=10, since=mark)
+    assert "revoked" in line, line
+    assert b.relay.count("tunnel up agent=agent-b", since=mark) == 0
+    with b.connect() as conn:
+        assert conn.execute("select 1").fetchone()[0] == 1
