@@ -138,7 +138,7 @@ fuzz-build: $(FUZZ_BIN)
 fuzz: fuzz-build
 	@set -e; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n; \
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build/fuzz/$$n- build/fuzz/corpus-$$n tests/fuzz/corpus/$$n; done
 
 format:
 	clang-format -i common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch] tests/unit/*.c tests/fuzz/*.c

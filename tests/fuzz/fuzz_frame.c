@@ -57,6 +57,7 @@ static int on_frame(void *ctx, const struct proto_hdr *h, const uint8_t *body)
     struct run *r = ctx;
     uint32_t inc;
     uint64_t opaque;
+    struct proto_cancel cancel;
     int rc = PROTO_OK;
 
     CHECK(h->type != PROTO_DATA && h->length <= PROTO_MAX_CONTROL);
@@ -92,6 +93,9 @@ static int on_frame(void *ctx, const struct proto_hdr *h, const uint8_t *body)
         break;
     case PROTO_CLOSE:
         CHECK(h->length == 0);
+        break;
+    case PROTO_CANCEL:
+        rc = proto_decode_cancel(body, h->length, &cancel);
         break;
     default:
         abort(); /* proto_hdr_decode let an unknown type through */
