@@ -344,13 +344,22 @@ tunnel_listen = 127.0.0.1:$TUNNEL_PORT
 default_route = demo
 tls_cert = $CERTS/relay.crt
 tls_key = $CERTS/relay.key
+; clients: TLS 1.2 or newer, and only from loopback (checked before any TLS work)
+tls_min_version = TLSv1.2
+allow = 127.0.0.0/8, ::1/128
 agent_ca = $CERTS/ca.crt
 log_level = info
 log_file = $D/relay.log
+; one JSON line per session start/end, tunnel up/down and refused connection
+audit_log = $D/audit.log
 
-; only the agent whose certificate says CN=demo-agent may serve the route demo
+; only the agent whose certificate says CN=demo-agent may serve the route demo, and clients
+; need a certificate from the demo CA whose CN is their PostgreSQL user (as PostgreSQL's
+; "cert" method), before PostgreSQL's own SCRAM authentication
 [route demo]
 agents = demo-agent
+client_cert = verify-user
+client_ca = $CERTS/ca.crt
 EOF
     cat >"$D/agent.ini" <<EOF
 ; pgburrow demo agent: written by deploy/demo/demo.sh (see deploy/agent.ini for every key)
