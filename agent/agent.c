@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "agent/cancel_key.h"
+#include "agent/links.h"
 #include "agent/reload.h"
 #include "agent/upstream.h"
 #include "common/log.h"
@@ -35,6 +36,9 @@ struct agent_link {
     struct agent_relay_addr addr; /* a copy: a reload replaces the configuration */
     bool removed;                 /* a reload dropped the address: draining, then freed */
     bool timer_closed;
+    struct agent_relay *owner;    /* the configured entry it serves (links.c); NULL once retired */
+    char server_name[256];        /* checked in the relay certificate: the configured host */
+    char retire_why[128];
     char label[300];              /* host:port for logs */
     enum link_state state;
     uv_timer_t timer;             /* backoff wait, then connect timeout */
@@ -438,9 +442,8 @@ static void link_on_tunnel_done(struct tunnel *t, const char *reason)
     struct agent_link *l = tunnel_data(t);
     l->t = NULL;
     if (l->removed) {
-        log_info("tunnel closed relay=%s reason=%s (removed from the configuration: not dialed "
-                 "again)",
-                 l->label, reason);
+        log_info("tunnel closed relay=%s reason=%s (%s: not dialed again)", l->label, reason,
+                 l->retire_why);
         if (!uv_is_closing((uv_handle_t *)&l->timer))
             uv_close((uv_handle_t *)&l->timer, link_timer_closed);
         return;
@@ -496,7 +499,7 @@ static void link_conn_on_connect(struct conn *c, int status)
         link_schedule(l, "out of memory");
         return;
     }
-    const char *sni = a->cfg.relay_server_name ? a->cfg.relay_server_name : l->addr.host;
+    const char *sni = a->cfg.relay_server_name ? a->cfg.relay_server_name : l->server_name;
     if (conn_tls_client(c, a->relay_ctx, sni) < 0 || conn_read_start(c) < 0)
         tunnel_close(l->t, "could not start TLS");
 }
@@ -559,7 +562,7 @@ static void link_timer_fired(uv_timer_t *timer)
     if (l->removed) {
         /* draining: close once the relay's last session on this tunnel has ended */
         if (l->t && tunnel_nstreams(l->t) == 0)
-            tunnel_close(l->t, "relay removed from the configuration");
+            tunnel_close(l->t, l->retire_why);
         return;
     }
     if (l->state == LINK_WAIT) {
@@ -622,6 +625,7 @@ static void link_schedule(struct agent_link *l, const char *why)
                  (unsigned long long)delay);
     l->state = LINK_WAIT;
     uv_timer_start(&l->timer, link_timer_fired, delay, 0);
+    agent_relay_link_failed(l->owner); /* a relay behind a name may have moved */
 }
 
 /* Free a removed link once nothing refers to it any more (timer, resolver, tunnel). */
@@ -647,8 +651,9 @@ static void link_timer_closed(uv_handle_t *h)
         link_maybe_free(l);
 }
 
-/* A new link to addr, dialing at once. NULL when out of memory (logged). */
-static struct agent_link *link_add(struct agent *a, const struct agent_relay_addr *addr)
+struct agent_link *agent_link_add(struct agent *a, const struct agent_relay_addr *addr,
+                                  const char *server_name, const char *label,
+                                  struct agent_relay *owner)
 {
     struct agent_link *l = calloc(1, sizeof(*l));
     if (!l) {
@@ -657,10 +662,9 @@ static struct agent_link *link_add(struct agent *a, const struct agent_relay_add
     }
     l->a = a;
     l->addr = *addr;
-    if (strchr(l->addr.host, ':'))
-        snprintf(l->label, sizeof(l->label), "[%s]:%u", l->addr.host, l->addr.port);
-    else
-        snprintf(l->label, sizeof(l->label), "%s:%u", l->addr.host, l->addr.port);
+    l->owner = owner;
+    snprintf(l->server_name, sizeof(l->server_name), "%s", server_name);
+    snprintf(l->label, sizeof(l->label), "%s", label);
     uv_timer_init(a->loop, &l->timer);
     l->timer.data = l;
     l->next = a->links;
@@ -670,15 +674,15 @@ static struct agent_link *link_add(struct agent *a, const struct agent_relay_add
 }
 
 /*
- * A reload dropped the relay address: the relay gets a GOAWAY (no new sessions), the tunnel
- * closes when the last of its sessions ends, and the link is never dialed again.
+ * A reload dropped the relay address, or DNS no longer lists it (links.c): the relay gets a
+ * GOAWAY (no new sessions), the tunnel closes when the last of its sessions ends, and the link
+ * is never dialed again.
  */
-static void link_retire(struct agent_link *l)
+void agent_link_retire(struct agent_link *l, const char *why)
 {
-    uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
-    struct proto_goaway g = {.code = "00000"};
-
     l->removed = true;
+    l->owner = NULL;
+    snprintf(l->retire_why, sizeof(l->retire_why), "%s", why);
     uv_timer_stop(&l->timer);
     if (l->pending) {
         conn_set_data(l->pending, NULL); /* its callbacks must not find this link */
@@ -692,44 +696,15 @@ static void link_retire(struct agent_link *l)
         return;
     }
     if (l->state != LINK_UP) {
-        tunnel_close(l->t, "relay removed from the configuration");
+        tunnel_close(l->t, why);
         return;
     }
-    snprintf(g.message, sizeof(g.message), "relay removed from the agent's configuration");
-    int n = proto_encode_goaway(buf, sizeof(buf), &g);
-    if (n < 0 || tunnel_send(l->t, buf, (size_t)n) < 0) {
-        tunnel_close(l->t, "relay removed from the configuration");
-        return;
-    }
-    log_info("tunnel draining relay=%s sessions=%u (relay removed from the configuration)",
-             l->label, tunnel_nstreams(l->t));
+    tunnel_goaway(l->t, why);
+    log_info("tunnel draining relay=%s sessions=%u (%s)", l->label, tunnel_nstreams(l->t), why);
     uv_timer_start(&l->timer, link_timer_fired, 0, 250);
 }
 
-void agent_links_update(struct agent *a)
-{
-    if (a->stopping)
-        return;
-    for (struct agent_link *l = a->links; l; l = l->next) {
-        bool kept = false;
-        if (l->removed)
-            continue;
-        for (size_t i = 0; i < a->cfg.nrelays && !kept; i++)
-            kept = a->cfg.relays[i].port == l->addr.port &&
-                   strcmp(a->cfg.relays[i].host, l->addr.host) == 0;
-        if (!kept)
-            link_retire(l);
-    }
-    for (size_t i = 0; i < a->cfg.nrelays; i++) {
-        const struct agent_relay_addr *addr = &a->cfg.relays[i];
-        bool have = false;
-        for (struct agent_link *l = a->links; l && !have; l = l->next)
-            have = !l->removed && l->addr.port == addr->port &&
-                   strcmp(l->addr.host, addr->host) == 0;
-        if (!have && link_add(a, addr))
-            log_info("relay added relay=%s:%u: dialing", addr->host, addr->port);
-    }
-}
+/* agent_links_update: links.c */
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
@@ -842,11 +817,9 @@ int agent_start(struct agent *a, char *err)
     a->sig_term.data = a->sig_int.data = a;
     uv_signal_start(&a->sig_term, on_signal, SIGTERM);
     uv_signal_start(&a->sig_int, on_signal, SIGINT);
-    for (size_t i = 0; i < a->cfg.nrelays; i++) {
-        if (!link_add(a, &a->cfg.relays[i])) {
-            snprintf(err, CONFIG_ERR_MAX, "out of memory");
-            return -ENOMEM;
-        }
+    if (agent_relays_sync(a, true) < 0) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
     }
     log_info("started relays=%zu routes=%zu", a->cfg.nrelays, a->cfg.nroutes);
     return 0;
@@ -874,6 +847,7 @@ void agent_stop(struct agent *a)
         if (!uv_is_closing((uv_handle_t *)&l->timer))
             uv_close((uv_handle_t *)&l->timer, link_timer_closed);
     }
+    agent_relays_stop(a);
     cancel_key_map_stop(a->cancel_keys);
     agent_reload_stop(a);
     if (a->cl)
@@ -891,5 +865,6 @@ void agent_free(struct agent *a)
         a->links = l->next;
         free(l);
     }
+    agent_relays_free(a);
     agent_config_free(&a->cfg);
 }

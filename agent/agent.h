@@ -18,6 +18,7 @@
 #include "common/tunnel.h"
 
 struct agent_link;
+struct agent_relay;
 struct agent_reload; /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
 struct cancel_key_map;
 
@@ -27,6 +28,7 @@ struct agent {
     struct agent_config cfg;
     SSL_CTX *relay_ctx;
     struct agent_link *links; /* one per relay address (list), plus removed ones draining */
+    struct agent_relay *relays; /* one per configured relay address; names resolve (links.c) */
     uv_signal_t sig_term, sig_int;
     uint32_t next_tunnel_id;
     uint64_t rng;             /* xorshift state for backoff jitter */

@@ -823,6 +823,11 @@ uint32_t tunnel_nstreams(const struct tunnel *t)
     return t->nstreams;
 }
 
+bool tunnel_closing(const struct tunnel *t)
+{
+    return t->closing;
+}
+
 static void finish_all_streams(struct tunnel *t, const char *reason)
 {
     for (uint32_t i = 0; i < t->nbuckets; i++)

@@ -67,6 +67,8 @@ void *tunnel_data(const struct tunnel *t);
 uint32_t tunnel_id(const struct tunnel *t);
 struct conn *tunnel_conn(const struct tunnel *t);
 uint32_t tunnel_nstreams(const struct tunnel *t);
+/* Closing (failed, closed, peer gone): takes no new stream; on_tunnel_done follows. */
+bool tunnel_closing(const struct tunnel *t);
 /* Milliseconds since the last frame arrived. */
 uint64_t tunnel_idle_ms(const struct tunnel *t);
 /* Start keepalive (call when the tunnel is established and HELLO/WELCOME done). */

@@ -26,7 +26,8 @@
 #include "common/json.h"
 #include "common/log.h"
 
-#define AUDIT_LINE_MIN 4096 /* every event but statements fits in this */
+#define AUDIT_LINE_MIN 4096   /* most lines fit; longer ones grow the buffer (line_begin) */
+#define AUDIT_LINE_FIXED 1024 /* keys, numbers, timestamp, punctuation of any one line */
 
 struct audit {
     int fd; /* -1: off */
@@ -55,8 +56,8 @@ struct audit_stmt {
     char relay[64];
     char sid[40];
     char route[64];
-    char user[64];
-    char text[]; /* statement_max bytes */
+    char user[256]; /* PROTO_META_MAX */
+    char text[];    /* statement_max bytes */
 };
 
 static void set_err(char *err, size_t cap, const char *fmt, ...)
@@ -151,7 +152,8 @@ static int open_file(const char *path, char *err, size_t err_cap)
 int audit_configure(struct audit *a, const char *path, bool statements, size_t statement_max,
                     char *err, size_t err_cap)
 {
-    /* statement lines: text escaped (<= 6 bytes per byte) plus the other members */
+    /* sized for statement lines at once (text escaped: <= 6 bytes per byte), so that the data
+     * path does not reallocate */
     size_t need = AUDIT_LINE_MIN + (statements ? 6 * statement_max : 0);
     bool same = (is_off(path) && a->fd < 0) || (is_stdout(path) && a->is_stdout) ||
                 (a->path && path && strcmp(a->path, path) == 0);
@@ -225,12 +227,37 @@ bool audit_statements_enabled(const struct audit *a)
 
 /* ---- lines ------------------------------------------------------------------------------ */
 
-static void line_begin(struct audit *a, struct json_writer *w, const char *event, const char *relay)
+static size_t slen(const char *v)
+{
+    return v ? strlen(v) : 0;
+}
+
+/*
+ * Start a line whose string values total raw bytes: the buffer grows to the worst case (6
+ * escaped bytes per byte), so that no line is ever lost for its size; a client must not be
+ * able to keep its session out of the log with a long, odd application_name. false: no memory
+ * (counted, logged).
+ */
+static bool line_begin(struct audit *a, struct json_writer *w, const char *event, const char *relay,
+                       size_t raw)
 {
     char ts[40];
     struct timespec now;
     struct tm tm;
 
+    size_t need = AUDIT_LINE_FIXED + 6 * (raw + slen(event) + slen(relay));
+
+    if (need > a->line_cap) {
+        char *line = realloc(a->line, need);
+        if (!line) {
+            if (a->dropped++ % 1000 == 0)
+                log_error("audit: out of memory: %s event not written (%llu lines lost so far)",
+                          event, (unsigned long long)a->dropped);
+            return false;
+        }
+        a->line = line;
+        a->line_cap = need;
+    }
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
@@ -240,6 +267,7 @@ static void line_begin(struct audit *a, struct json_writer *w, const char *event
     json_str(w, "ts", ts);
     json_str(w, "event", event);
     json_str(w, "relay", relay);
+    return true;
 }
 
 static void line_write(struct audit *a, struct json_writer *w)
@@ -300,7 +328,12 @@ void audit_session(struct audit *a, const char *event, const struct audit_sessio
     struct json_writer w;
     if (!audit_enabled(a))
         return;
-    line_begin(a, &w, event, s->relay);
+    size_t raw = slen(s->sid) + slen(s->route) + slen(s->client) + slen(s->sni) + slen(s->user) +
+                 slen(s->database) + slen(s->application_name) + slen(s->cert_subject) +
+                 slen(s->cert_serial) + slen(s->agent) + slen(s->tls_version) +
+                 slen(s->tls_cipher) + slen(s->reason);
+    if (!line_begin(a, &w, event, s->relay, raw))
+        return;
     json_str(&w, "sid", s->sid);
     json_str(&w, "route", s->route);
     put_client(&w, s->client);
@@ -328,7 +361,8 @@ void audit_tunnel(struct audit *a, const char *event, const char *relay, const c
     struct json_writer w;
     if (!audit_enabled(a))
         return;
-    line_begin(a, &w, event, relay);
+    if (!line_begin(a, &w, event, relay, slen(agent) + slen(peer) + slen(routes) + slen(reason)))
+        return;
     json_str(&w, "agent", agent);
     json_str(&w, "peer", peer);
     json_array_begin(&w, "routes");
@@ -350,7 +384,8 @@ void audit_refused(struct audit *a, const char *relay, const char *client, const
     struct json_writer w;
     if (!audit_enabled(a))
         return;
-    line_begin(a, &w, "refused", relay);
+    if (!line_begin(a, &w, "refused", relay, slen(client) + slen(sqlstate) + slen(reason)))
+        return;
     put_client(&w, client);
     json_str(&w, "sqlstate", sqlstate);
     json_str(&w, "reason", reason);
@@ -390,7 +425,9 @@ static void stmt_emit(struct audit_stmt *st)
     /* the settings may have changed by a reload since the session started */
     if (!audit_enabled(a))
         return;
-    line_begin(a, &w, "statement", st->relay);
+    if (!line_begin(a, &w, "statement", st->relay,
+                    st->text_len + slen(st->sid) + slen(st->route) + slen(st->user)))
+        return;
     json_str(&w, "sid", st->sid);
     json_str(&w, "route", st->route);
     json_str(&w, "user", st->user);

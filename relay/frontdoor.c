@@ -60,6 +60,7 @@ struct relay_client {
     bool denied;                     /* not in [relay] allow: refused before any TLS work */
     char cert_subject[256];          /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
+    bool retried;                    /* OPEN went to a second agent after OPEN_FAIL 08006 */
 };
 
 static const struct conn_ops client_ops;
@@ -320,6 +321,41 @@ out:
     free(rt);
 }
 
+/*
+ * The agent could not reach PostgreSQL (OPEN_FAIL 08006): when another agent serves the route,
+ * open the session there instead, once, before failing the client. Several agents per route
+ * are there for failover, and the first one's path to PostgreSQL may be what is broken.
+ */
+static bool session_retry_other_agent(struct relay_client *c, const struct proto_error *fail)
+{
+    const char *agent = NULL;
+    struct tunnel_stream *s;
+    struct tunnel *t;
+    struct proto_open m;
+
+    if (c->retried || strcmp(fail->code, "08006") != 0 || c->r->draining)
+        return false;
+    t = relay_route_pick_other_tunnel(c->r, c->route, c->agent, &agent);
+    if (!t)
+        return false;
+    memset(&m, 0, sizeof(m));
+    snprintf(m.route, sizeof(m.route), "%s", c->route);
+    snprintf(m.session_id, sizeof(m.session_id), "%s", c->sid);
+    snprintf(m.client_addr, sizeof(m.client_addr), "%s", c->peer);
+    snprintf(m.user, sizeof(m.user), "%s", c->user);
+    snprintf(m.database, sizeof(m.database), "%s", c->database);
+    snprintf(m.application_name, sizeof(m.application_name), "%s", c->application_name);
+    if (!(s = tunnel_stream_open(t, &m, c)))
+        return false;
+    log_msg(LOG_WARN, tunnel_id(t), tunnel_stream_id(s),
+            "session retry sid=%s route=%s failed_agent=%s agent=%s reason=%s", c->sid,
+            c->route, c->agent, agent, fail->message);
+    c->retried = true;
+    c->s = s;
+    snprintf(c->agent, sizeof(c->agent), "%s", agent);
+    return true;
+}
+
 void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail)
 {
     struct relay_client *c = tunnel_stream_data(s);
@@ -328,6 +364,8 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
     if (fail) {
         c->s = NULL;
         tunnel_stream_set_data(s, NULL);
+        if (session_retry_other_agent(c, fail))
+            return;
         client_fail(c, fail->code[0] ? fail->code : "08006", "pgburrow: agent %s: %s",
                     c->agent, fail->message);
         return;

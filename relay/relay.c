@@ -284,7 +284,10 @@ fail:
         free(a);
 }
 
-struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const char **agent)
+/* Round robin over the up tunnels serving route, skipping the agent named not_agent (NULL:
+ * none skipped). */
+static struct tunnel *pick_tunnel(struct relay *r, const char *route, const char *not_agent,
+                                  const char **agent)
 {
     static const uint32_t none = UINT32_MAX;
     uint32_t count = 0, pick = none;
@@ -295,6 +298,8 @@ struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const
         for (a = r->agents; a; a = a->next) {
             /* never a tunnel that is going away: a SIGKILLed agent's EOF closes it at once */
             if (!a->up || a->draining || tunnel_closing(a->t))
+                continue;
+            if (not_agent && strcmp(a->name, not_agent) == 0)
                 continue;
             bool serves = false;
             for (uint32_t k = 0; k < a->nroutes && !serves; k++)
@@ -313,6 +318,17 @@ struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const
         pick = (uint32_t)(r->session_counter % count);
     }
     return NULL;
+}
+
+struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const char **agent)
+{
+    return pick_tunnel(r, route, NULL, agent);
+}
+
+struct tunnel *relay_route_pick_other_tunnel(struct relay *r, const char *route,
+                                             const char *not_agent, const char **agent)
+{
+    return pick_tunnel(r, route, not_agent, agent);
 }
 
 void relay_agents_recheck(struct relay *r)

@@ -83,6 +83,9 @@ void relay_free(struct relay *r);
 
 /* Tunnels (relay.c), used by the front door: pick an up tunnel serving route, round robin. */
 struct tunnel *relay_route_pick_tunnel(struct relay *r, const char *route, const char **agent);
+/* The same, but never a tunnel of agent not_agent: a second try after that agent failed. */
+struct tunnel *relay_route_pick_other_tunnel(struct relay *r, const char *route,
+                                             const char *not_agent, const char **agent);
 /* Call fn for every tunnel whose agent said HELLO and was accepted, draining ones included
  * (their sessions go on): cancel routing (cancel.c). agent: its certificate name. */
 typedef void (*relay_tunnel_fn)(void *ctx, struct tunnel *t, const char *agent);

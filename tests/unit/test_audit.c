@@ -194,6 +194,35 @@ static void session_end_and_refused(void **state)
     assert_non_null(strstr(text, "\"routes\":[\"a\",\"b\"],\"reason\":null}\n"));
 }
 
+/* Fields full of bytes that escape to 6 (a hostile application_name...): never dropped. */
+static void long_odd_fields_still_written(void **state)
+{
+    struct fixture *f = *state;
+    char odd[256];
+    memset(odd, '\x01', sizeof(odd) - 1);
+    odd[sizeof(odd) - 1] = '\0';
+    struct audit_session s = {.relay = "r1",
+                              .sid = "00ff",
+                              .route = odd,
+                              .client = odd,
+                              .sni = odd,
+                              .user = odd,
+                              .database = odd,
+                              .application_name = odd,
+                              .cert_subject = odd,
+                              .cert_serial = odd,
+                              .agent = odd,
+                              .tls_version = odd,
+                              .tls_cipher = odd,
+                              .reason = odd};
+    audit_session(f->a, "session_end", &s);
+    audit_refused(f->a, "r1", odd, odd, odd);
+    const char *text = slurp(f->path);
+    assert_int_equal(strlen(text) > 12 * 255 * 6, true);
+    assert_non_null(strstr(text, "\"event\":\"session_end\""));
+    assert_non_null(strstr(text, "\"event\":\"refused\""));
+}
+
 static void check_path(void **state)
 {
     char err[256];
@@ -238,6 +267,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_length_stops_filtering, setup, teardown),
         cmocka_unit_test_setup_teardown(off_means_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(session_end_and_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(long_odd_fields_still_written, setup, teardown),
         cmocka_unit_test(check_path),
         cmocka_unit_test(config_keys),
     };
