@@ -16,17 +16,6 @@
 
 #define AGENT_DEFAULT_PG_HOST "/var/run/postgresql"
 #define AGENT_DEFAULT_PG_PORT 5432
-#define AGENT_DURATION_MAX_MS (24ull * 60 * 60 * 1000)
-
-static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void set_err(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
-    va_end(ap);
-}
 
 void agent_config_init(struct agent_config *c)
 {
@@ -83,13 +72,13 @@ static int route_get(struct agent_config *c, const char *name, struct agent_rout
 
     if (!r) {
         if (!proto_name_valid(name)) {
-            set_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+            config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
                     PROTO_NAME_MAX - 1);
             return -EINVAL;
         }
         if (c->nroutes == PROTO_MAX_ROUTES) {
             /* HELLO carries every route; more than it can carry could never be offered. */
-            set_err(err, "too many routes (max %d)", PROTO_MAX_ROUTES);
+            config_err(err, "too many routes (max %d)", PROTO_MAX_ROUTES);
             return -EINVAL;
         }
         char *host = strdup(AGENT_DEFAULT_PG_HOST);
@@ -123,7 +112,7 @@ static int set_pg_host(char **dst, const char *value, char *err)
                  ch == '.' || ch == '-' || ch == '_' || ch == ':';
         }
         if (!ok) {
-            set_err(err,
+            config_err(err,
                     "expected an absolute socket directory, a host name or an IP address, got "
                     "\"%.80s\"",
                     value);
@@ -151,16 +140,15 @@ static int set_sslmode(enum agent_sslmode *dst, const char *value, char *err)
         }
     }
     if (strcmp(value, "prefer") == 0 || strcmp(value, "allow") == 0)
-        set_err(err,
+        config_err(err,
                 "\"%s\" is not offered (it falls back to plaintext silently); expected "
                 "disable, require, verify-ca or verify-full",
                 value);
     else
-        set_err(err, "expected disable, require, verify-ca or verify-full, got \"%.80s\"", value);
+        config_err(err, "expected disable, require, verify-ca or verify-full, got \"%.80s\"", value);
     return -EINVAL;
 }
 
-static int set_optional(char **dst, const char *value);
 
 static int handle_route(struct agent_config *c, const char *name, const char *key,
                         const char *value, char *err)
@@ -182,13 +170,13 @@ static int handle_route(struct agent_config *c, const char *name, const char *ke
     if (strcmp(key, "sslmode") == 0)
         return set_sslmode(&r->sslmode, value, err);
     if (strcmp(key, "sslrootcert") == 0)
-        return set_optional(&r->sslrootcert, value);
+        return config_set_optional(&r->sslrootcert, value);
     if (strcmp(key, "sslcert") == 0)
-        return set_optional(&r->sslcert, value);
+        return config_set_optional(&r->sslcert, value);
     if (strcmp(key, "sslkey") == 0)
-        return set_optional(&r->sslkey, value);
+        return config_set_optional(&r->sslkey, value);
     if (strcmp(key, "sslservername") == 0)
-        return set_optional(&r->sslservername, value);
+        return config_set_optional(&r->sslservername, value);
     return -ENOENT;
 }
 
@@ -207,11 +195,11 @@ static int relay_list_add(void *ctx, const char *item, char *err)
     if (rc < 0)
         return rc;
     if (strcmp(a.host, "*") == 0) {
-        set_err(err, "cannot dial \"%.80s\": name the relay host", item);
+        config_err(err, "cannot dial \"%.80s\": name the relay host", item);
         return -EINVAL;
     }
     if (l->n == AGENT_MAX_RELAYS) {
-        set_err(err, "too many relays (max %d)", AGENT_MAX_RELAYS);
+        config_err(err, "too many relays (max %d)", AGENT_MAX_RELAYS);
         return -EINVAL;
     }
     l->addrs[l->n++] = a;
@@ -235,53 +223,6 @@ static int set_relays(struct agent_config *c, const char *value, char *err)
 }
 
 /* An optional string: empty means "not set" (the default applies). */
-static int set_optional(char **dst, const char *value)
-{
-    if (value[0] == '\0') {
-        free(*dst);
-        *dst = NULL;
-        return 0;
-    }
-    return config_set_str(dst, value);
-}
-
-static int set_duration(uint64_t *dst, const char *value, char *err)
-{
-    uint64_t ms;
-    int rc = config_parse_duration_ms(value, &ms, err);
-
-    if (rc < 0)
-        return rc;
-    if (ms < 1 || ms > AGENT_DURATION_MAX_MS) {
-        set_err(err, "must be from 1ms to 24h, got \"%.80s\"", value);
-        return -EINVAL;
-    }
-    *dst = ms;
-    return 0;
-}
-
-static int set_log_level(char **dst, const char *value, char *err)
-{
-    enum log_level level;
-
-    if (log_level_parse(value, &level) < 0) {
-        set_err(err, "expected debug, info, warn or error, got \"%.80s\"", value);
-        return -EINVAL;
-    }
-    return config_set_str(dst, value);
-}
-
-static int set_log_format(char **dst, const char *value, char *err)
-{
-    enum log_format format;
-
-    if (log_format_parse(value, &format) < 0) {
-        set_err(err, "expected text or json, got \"%.80s\"", value);
-        return -EINVAL;
-    }
-    return config_set_str(dst, value);
-}
-
 int agent_config_handle(void *ctx, const char *section, const char *key, const char *value,
                         char *err)
 {
@@ -290,7 +231,7 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
     if (strncmp(section, "route ", 6) == 0)
         return handle_route(c, section + 6, key, value, err);
     if (strcmp(section, "route") == 0) {
-        set_err(err, "a route section needs a name: [route NAME]");
+        config_err(err, "a route section needs a name: [route NAME]");
         return -EINVAL;
     }
     if (strcmp(section, "agent") != 0)
@@ -301,33 +242,33 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
     if (strcmp(key, "relay") == 0)
         return set_relays(c, value, err);
     if (strcmp(key, "relay_server_name") == 0)
-        return set_optional(&c->relay_server_name, value);
+        return config_set_optional(&c->relay_server_name, value);
     if (strcmp(key, "ca") == 0)
-        return set_optional(&c->ca, value);
+        return config_set_optional(&c->ca, value);
     if (strcmp(key, "cert") == 0)
-        return set_optional(&c->cert, value);
+        return config_set_optional(&c->cert, value);
     if (strcmp(key, "key") == 0)
-        return set_optional(&c->key, value);
+        return config_set_optional(&c->key, value);
     if (strcmp(key, "reconnect_min") == 0)
-        return set_duration(&c->reconnect_min_ms, value, err);
+        return config_set_duration(&c->reconnect_min_ms, value, err);
     if (strcmp(key, "reconnect_max") == 0)
-        return set_duration(&c->reconnect_max_ms, value, err);
+        return config_set_duration(&c->reconnect_max_ms, value, err);
     if (strcmp(key, "drain_timeout") == 0)
-        return set_duration(&c->drain_timeout_ms, value, err);
+        return config_set_duration(&c->drain_timeout_ms, value, err);
     if (strcmp(key, "connect_timeout") == 0)
-        return set_duration(&c->connect_timeout_ms, value, err);
+        return config_set_duration(&c->connect_timeout_ms, value, err);
     if (strcmp(key, "resolve_interval") == 0)
-        return set_duration(&c->resolve_interval_ms, value, err);
+        return config_set_duration(&c->resolve_interval_ms, value, err);
     if (strcmp(key, "ping_interval") == 0)
-        return set_duration(&c->ping_interval_ms, value, err);
+        return config_set_duration(&c->ping_interval_ms, value, err);
     if (strcmp(key, "dead_timeout") == 0)
-        return set_duration(&c->dead_timeout_ms, value, err);
+        return config_set_duration(&c->dead_timeout_ms, value, err);
     if (strcmp(key, "log_level") == 0)
-        return set_log_level(&c->log_level, value, err);
+        return config_set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)
-        return set_log_format(&c->log_format, value, err);
+        return config_set_log_format(&c->log_format, value, err);
     if (strcmp(key, "log_file") == 0)
-        return set_optional(&c->log_file, value);
+        return config_set_optional(&c->log_file, value);
     return -ENOENT;
 }
 
@@ -344,7 +285,7 @@ static int check_route_tls(const struct agent_route *r, char *err)
                                                : NULL;
         if (stray) {
             /* Most likely a forgotten sslmode: say so rather than connect in plaintext. */
-            set_err(err, "[route %s] %s: has no effect with sslmode=disable (set sslmode)", r->name,
+            config_err(err, "[route %s] %s: has no effect with sslmode=disable (set sslmode)", r->name,
                     stray);
             return -EINVAL;
         }
@@ -352,23 +293,23 @@ static int check_route_tls(const struct agent_route *r, char *err)
     }
     if (r->host[0] == '/') {
         /* PostgreSQL answers N to SSLRequest on Unix sockets; the socket is local anyway. */
-        set_err(err,
+        config_err(err,
                 "[route %s] sslmode: %s needs a TCP host; PostgreSQL does not offer TLS on "
                 "the Unix socket %s (use sslmode=disable)",
                 r->name, mode, r->host);
         return -EINVAL;
     }
     if (r->sslmode >= AGENT_SSLMODE_VERIFY_CA && !r->sslrootcert) {
-        set_err(err, "[route %s] sslrootcert: required with sslmode=%s", r->name, mode);
+        config_err(err, "[route %s] sslrootcert: required with sslmode=%s", r->name, mode);
         return -EINVAL;
     }
     if (!r->sslcert != !r->sslkey) {
-        set_err(err, "[route %s] %s: sslcert and sslkey go together", r->name,
+        config_err(err, "[route %s] %s: sslcert and sslkey go together", r->name,
                 r->sslcert ? "sslkey" : "sslcert");
         return -EINVAL;
     }
     if (r->sslservername && r->sslmode != AGENT_SSLMODE_VERIFY_FULL) {
-        set_err(err, "[route %s] sslservername: only verify-full checks a name (sslmode=%s)",
+        config_err(err, "[route %s] sslservername: only verify-full checks a name (sslmode=%s)",
                 r->name, mode);
         return -EINVAL;
     }
@@ -381,41 +322,41 @@ int agent_config_check(const struct agent_config *c, char *err)
     const char *const values[] = {c->ca, c->cert, c->key};
 
     if (!c->log_level || !c->log_format) {
-        set_err(err, "out of memory");
+        config_err(err, "out of memory");
         return -ENOMEM;
     }
     if (c->nrelays == 0) {
-        set_err(err, "[agent] relay: required key is missing");
+        config_err(err, "[agent] relay: required key is missing");
         return -EINVAL;
     }
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (!values[i]) {
-            set_err(err, "[agent] %s: required key is missing", required[i]);
+            config_err(err, "[agent] %s: required key is missing", required[i]);
             return -EINVAL;
         }
     }
     if (c->reconnect_min_ms > c->reconnect_max_ms) {
-        set_err(err, "[agent] reconnect_min (%llums) must not exceed reconnect_max (%llums)",
+        config_err(err, "[agent] reconnect_min (%llums) must not exceed reconnect_max (%llums)",
                 (unsigned long long)c->reconnect_min_ms, (unsigned long long)c->reconnect_max_ms);
         return -EINVAL;
     }
     if (c->resolve_interval_ms < 100) {
-        set_err(err, "[agent] resolve_interval (%llums) must be at least 100ms",
+        config_err(err, "[agent] resolve_interval (%llums) must be at least 100ms",
                 (unsigned long long)c->resolve_interval_ms);
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {
-        set_err(err, "[agent] dead_timeout (%llums) must be greater than ping_interval (%llums)",
+        config_err(err, "[agent] dead_timeout (%llums) must be greater than ping_interval (%llums)",
                 (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
         return -EINVAL;
     }
     if (c->nroutes == 0) {
-        set_err(err, "no route: define at least one [route NAME] section");
+        config_err(err, "no route: define at least one [route NAME] section");
         return -EINVAL;
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         if (!c->routes[i].host || c->routes[i].host[0] == '\0') {
-            set_err(err, "[route %s] host: must not be empty", c->routes[i].name);
+            config_err(err, "[route %s] host: must not be empty", c->routes[i].name);
             return -EINVAL;
         }
         if (check_route_tls(&c->routes[i], err) < 0)
@@ -424,25 +365,13 @@ int agent_config_check(const struct agent_config *c, char *err)
     return 0;
 }
 
+static int check_any(const void *ctx, char *err)
+{
+    return agent_config_check(ctx, err);
+}
+
 int agent_config_build(struct agent_config *c, const char *path, int nflags, char **flags,
                        char *err)
 {
-    char why[CONFIG_ERR_MAX];
-    int rc = 0;
-
-    if (path) {
-        rc = config_load(path, agent_config_handle, c, err);
-        if (rc < 0)
-            goto out;
-    }
-    for (int i = 0; i < nflags; i++) {
-        rc = config_apply_flag(flags[i], agent_config_handle, c, err);
-        if (rc < 0)
-            goto out;
-    }
-    rc = agent_config_check(c, why);
-    if (rc < 0)
-        set_err(err, "%s%s%s", path ? path : "", path ? ": " : "", why);
-out:
-    return rc;
+    return config_build(path, nflags, flags, agent_config_handle, check_any, c, err);
 }

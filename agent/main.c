@@ -29,26 +29,6 @@ static const char usage[] =
     "\n"
     "See pgburrow-agent(8) and deploy/agent.ini for every key.\n";
 
-static int apply_logging(const struct agent_config *cfg, char *err)
-{
-    enum log_level level = LOG_INFO;
-    enum log_format format = LOG_TEXT;
-    if (cfg->log_level && log_level_parse(cfg->log_level, &level) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "log_level: unknown level \"%s\"", cfg->log_level);
-        return -1;
-    }
-    if (cfg->log_format && log_format_parse(cfg->log_format, &format) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "log_format: unknown format \"%s\"", cfg->log_format);
-        return -1;
-    }
-    log_configure(level, format, "pgburrow-agent");
-    if (cfg->log_file && cfg->log_file[0] && log_open(cfg->log_file) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "cannot open log_file \"%s\"", cfg->log_file);
-        return -1;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     struct cli_args args;
@@ -76,7 +56,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pgburrow-agent: %s\n", err);
         goto out_cfg;
     }
-    if (apply_logging(&cfg, err) < 0) {
+    if (log_apply(cfg.log_level, cfg.log_format, cfg.log_file, "pgburrow-agent", err) < 0) {
         fprintf(stderr, "pgburrow-agent: %s\n", err);
         goto out_cfg;
     }

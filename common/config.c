@@ -22,6 +22,7 @@
  * A key may appear once per section in a file; a flag given later overrides it.
  */
 #include "common/config.h"
+#include "common/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -711,4 +712,84 @@ int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err)
 bad:
     errf(err, "command line: \"%s\": expected --section.key=value", quote(q, flag));
     return -EINVAL;
+}
+
+/* ---- helpers for the daemons' key handlers ------------------------------------------- */
+
+void config_err(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
+    va_end(ap);
+}
+
+int config_set_optional(char **dst, const char *value)
+{
+    if (value[0] == '\0') {
+        free(*dst);
+        *dst = NULL;
+        return 0;
+    }
+    return config_set_str(dst, value);
+}
+
+int config_set_duration(uint64_t *dst, const char *value, char *err)
+{
+    uint64_t ms;
+    int rc = config_parse_duration_ms(value, &ms, err);
+
+    if (rc < 0)
+        return rc;
+    if (ms < 1 || ms > CONFIG_DURATION_MAX_MS) {
+        config_err(err, "must be from 1ms to 24h, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    *dst = ms;
+    return 0;
+}
+
+int config_set_log_level(char **dst, const char *value, char *err)
+{
+    enum log_level level;
+
+    if (log_level_parse(value, &level) < 0) {
+        config_err(err, "expected debug, info, warn or error, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+int config_set_log_format(char **dst, const char *value, char *err)
+{
+    enum log_format format;
+
+    if (log_format_parse(value, &format) < 0) {
+        config_err(err, "expected text or json, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    return config_set_str(dst, value);
+}
+
+int config_build(const char *path, int nflags, char **flags, config_handler h,
+                 int (*check)(const void *ctx, char *err), void *ctx, char *err)
+{
+    char why[CONFIG_ERR_MAX];
+    int rc = 0;
+
+    if (path) {
+        rc = config_load(path, h, ctx, err);
+        if (rc < 0)
+            goto out;
+    }
+    for (int i = 0; i < nflags; i++) {
+        rc = config_apply_flag(flags[i], h, ctx, err);
+        if (rc < 0)
+            goto out;
+    }
+    rc = check(ctx, why);
+    if (rc < 0)
+        config_err(err, "%s%s%s", path ? path : "", path ? ": " : "", why);
+out:
+    return rc;
 }

@@ -51,4 +51,20 @@ int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char
 /* Replace *dst (freed) by a new copy of v. Returns 0, or -ENOMEM leaving *dst unchanged. */
 int config_set_str(char **dst, const char *v);
 
+/* Load path (may be NULL), then each flag ("--x.y=z"), then check(ctx): the whole config.
+ * A check failure is reported as "path: why". */
+int config_build(const char *path, int nflags, char **flags, config_handler h,
+                 int (*check)(const void *ctx, char *err), void *ctx, char *err);
+
+/* Helpers for daemons' key handlers (all return 0 or negative with err filled). */
+#define CONFIG_DURATION_MAX_MS (24ull * 60 * 60 * 1000) /* also fits u32 protocol fields */
+void config_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An optional string: empty means "not set" (the default applies). */
+int config_set_optional(char **dst, const char *value);
+/* A duration from 1ms to 24h. */
+int config_set_duration(uint64_t *dst, const char *value, char *err);
+/* log_level / log_format values, validated, kept as strings. */
+int config_set_log_level(char **dst, const char *value, char *err);
+int config_set_log_format(char **dst, const char *value, char *err);
+
 #endif

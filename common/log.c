@@ -127,3 +127,24 @@ void log_msg(enum log_level level, uint32_t tunnel, uint32_t stream, const char 
     log_vmsg(level, tunnel, stream, fmt, ap);
     va_end(ap);
 }
+
+int log_apply(const char *level, const char *format, const char *file, const char *program,
+              char *err)
+{
+    enum log_level lv = LOG_INFO;
+    enum log_format fmt = LOG_TEXT;
+    if (level && log_level_parse(level, &lv) < 0) {
+        snprintf(err, 512, "log_level: unknown level \"%s\"", level);
+        return -EINVAL;
+    }
+    if (format && log_format_parse(format, &fmt) < 0) {
+        snprintf(err, 512, "log_format: unknown format \"%s\"", format);
+        return -EINVAL;
+    }
+    log_configure(lv, fmt, program);
+    if (file && file[0] && log_open(file) < 0) {
+        snprintf(err, 512, "cannot open log_file \"%s\"", file);
+        return -EINVAL;
+    }
+    return 0;
+}

@@ -26,6 +26,10 @@ void log_configure(enum log_level level, enum log_format format, const char *pro
 /* Redirect to a file (append); NULL means stderr. Returns 0 or -errno. */
 int log_open(const char *path);
 bool log_enabled(enum log_level level);
+/* Configure from a daemon's settings (level/format names, optional file; NULL = default).
+ * Returns 0, or -EINVAL with a sentence in err[512]. */
+int log_apply(const char *level, const char *format, const char *file, const char *program,
+              char *err);
 
 void log_msg(enum log_level level, uint32_t tunnel, uint32_t stream, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -25,38 +25,18 @@ struct access {
     struct access_route *routes;
 };
 
-static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void set_err(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
-    va_end(ap);
-}
-
 /* ---- configuration keys ---------------------------------------------------------------- */
 
 /* An optional string: empty means "not set". */
-static int set_optional(char **dst, const char *value)
-{
-    if (value[0] == '\0') {
-        free(*dst);
-        *dst = NULL;
-        return 0;
-    }
-    return config_set_str(dst, value);
-}
-
 static int set_policy(char **dst, const char *value, int (*check)(const char *, char *), char *err)
 {
     char terr[TLS_ERR_MAX];
 
     if (value[0] != '\0' && check(value, terr) < 0) {
-        set_err(err, "%s", terr);
+        config_err(err, "%s", terr);
         return -EINVAL;
     }
-    return set_optional(dst, value);
+    return config_set_optional(dst, value);
 }
 
 static int set_allow(struct cidr_list *l, const char *value, char *err)
@@ -80,40 +60,40 @@ static int domain_add(void *ctx, const char *item, char *err)
     char **v;
 
     if (strncmp(item, "*.", 2) == 0) {
-        set_err(err, "\"%.80s\": write the domain without \"*.\" (\"%.80s\")", item, item + 2);
+        config_err(err, "\"%.80s\": write the domain without \"*.\" (\"%.80s\")", item, item + 2);
         return -EINVAL;
     }
     if (n == 0 || n > 253 || item[0] == '.' || item[n - 1] == '.') {
-        set_err(err, "invalid domain name \"%.80s\"", item);
+        config_err(err, "invalid domain name \"%.80s\"", item);
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         if (item[i] == '.') {
             if (label == 0) {
-                set_err(err, "invalid domain name \"%.80s\": empty label", item);
+                config_err(err, "invalid domain name \"%.80s\": empty label", item);
                 return -EINVAL;
             }
             label = 0;
         } else if (isalnum((unsigned char)item[i]) || item[i] == '-' || item[i] == '_') {
             if (++label > 63) {
-                set_err(err, "invalid domain name \"%.80s\": label longer than 63", item);
+                config_err(err, "invalid domain name \"%.80s\": label longer than 63", item);
                 return -EINVAL;
             }
         } else {
-            set_err(err, "invalid domain name \"%.80s\": only A-Z a-z 0-9 - _ and dots", item);
+            config_err(err, "invalid domain name \"%.80s\": only A-Z a-z 0-9 - _ and dots", item);
             return -EINVAL;
         }
     }
     for (size_t i = 0; i < l->n; i++) {
         if (strcasecmp(l->v[i], item) == 0) {
-            set_err(err, "domain \"%.80s\" listed twice", item);
+            config_err(err, "domain \"%.80s\" listed twice", item);
             return -EINVAL;
         }
     }
     if (!(v = realloc(l->v, (l->n + 1) * sizeof(*v))) || !(v[l->n] = strdup(item))) {
         if (v)
             l->v = v;
-        set_err(err, "out of memory");
+        config_err(err, "out of memory");
         return -ENOMEM;
     }
     l->v = v;
@@ -172,17 +152,17 @@ int access_route_key(struct relay_route *r, const char *key, const char *value, 
         else if (strcmp(value, "verify-user") == 0)
             r->client_cert = RELAY_CERT_VERIFY_USER;
         else {
-            set_err(err, "expected none, verify or verify-user, got \"%.80s\"", value);
+            config_err(err, "expected none, verify or verify-user, got \"%.80s\"", value);
             return -EINVAL;
         }
         return 0;
     }
     if (strcmp(key, "client_ca") == 0)
-        return set_optional(&r->client_ca, value);
+        return config_set_optional(&r->client_ca, value);
     if (strcmp(key, "client_crl") == 0)
-        return set_optional(&r->client_crl, value);
+        return config_set_optional(&r->client_crl, value);
     if (strcmp(key, "ident_map") == 0)
-        return set_optional(&r->ident_map, value);
+        return config_set_optional(&r->ident_map, value);
     if (strcmp(key, "allow") == 0)
         return set_allow(&r->allow, value, err);
     return -ENOENT;
@@ -194,19 +174,19 @@ int access_config_check(const struct relay_config *c, char *err)
         const struct relay_route *r = &c->routes[i];
 
         if (r->client_cert == RELAY_CERT_NONE && (r->client_ca || r->client_crl)) {
-            set_err(err,
+            config_err(err,
                     "[route %s] client_ca/client_crl are set but client_cert = none: set "
                     "client_cert = verify or verify-user (or remove them)",
                     r->name);
             return -EINVAL;
         }
         if (r->client_cert != RELAY_CERT_NONE && !r->client_ca) {
-            set_err(err, "[route %s] client_ca: required when client_cert = %s", r->name,
+            config_err(err, "[route %s] client_ca: required when client_cert = %s", r->name,
                     r->client_cert == RELAY_CERT_VERIFY ? "verify" : "verify-user");
             return -EINVAL;
         }
         if (r->ident_map && r->client_cert != RELAY_CERT_VERIFY_USER) {
-            set_err(err, "[route %s] ident_map: only used with client_cert = verify-user", r->name);
+            config_err(err, "[route %s] ident_map: only used with client_cert = verify-user", r->name);
             return -EINVAL;
         }
     }
@@ -326,7 +306,7 @@ int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
         if (a < 0 || b < 0 || (a == 1 && b == 0) || c != 0) {
             int len = (int)strcspn(start, "\r\n");
 
-            set_err(err,
+            config_err(err,
                     "line %d: expected CERT_CN PG_USER (two fields, \"quoted\" when they "
                     "hold blanks), got \"%.*s\"",
                     line, len > 60 ? 60 : len, start);
@@ -360,7 +340,7 @@ int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
     l.n = 0;
     goto out;
 nomem:
-    set_err(err, "out of memory");
+    config_err(err, "out of memory");
 out:
     access_ident_free(&l);
     return rc;
@@ -398,23 +378,23 @@ static char *read_text_file(const char *path, char *err)
     size_t n;
 
     if (!f) {
-        set_err(err, "cannot open \"%s\": %s", path, strerror(errno));
+        config_err(err, "cannot open \"%s\": %s", path, strerror(errno));
         return NULL;
     }
     if (!(buf = malloc(ACCESS_IDENT_FILE_MAX + 1))) {
-        set_err(err, "out of memory");
+        config_err(err, "out of memory");
         goto out;
     }
     n = fread(buf, 1, ACCESS_IDENT_FILE_MAX + 1, f);
     if (ferror(f) || n > ACCESS_IDENT_FILE_MAX) {
-        set_err(err, "cannot read \"%s\": %s", path,
+        config_err(err, "cannot read \"%s\": %s", path,
                 ferror(f) ? "read error" : "larger than 1 MiB");
         free(buf);
         buf = NULL;
         goto out;
     }
     if (memchr(buf, '\0', n)) {
-        set_err(err, "\"%s\" is not a text file (NUL byte)", path);
+        config_err(err, "\"%s\" is not a text file (NUL byte)", path);
         free(buf);
         buf = NULL;
         goto out;
@@ -431,7 +411,7 @@ struct access *access_new(const struct relay_config *c, char *err)
     char terr[TLS_ERR_MAX], why[CONFIG_ERR_MAX];
 
     if (!a || (c->nroutes && !(a->routes = calloc(c->nroutes, sizeof(*a->routes))))) {
-        set_err(err, "out of memory");
+        config_err(err, "out of memory");
         goto fail;
     }
     a->nroutes = c->nroutes;
@@ -443,7 +423,7 @@ struct access *access_new(const struct relay_config *c, char *err)
         if (r->client_cert == RELAY_CERT_NONE)
             continue;
         if (!(ar->store = tls_store_new(r->client_ca, r->client_crl, terr))) {
-            set_err(err, "[route %s] client_ca/client_crl: %s", r->name, terr);
+            config_err(err, "[route %s] client_ca/client_crl: %s", r->name, terr);
             goto fail;
         }
         if (r->ident_map) {
@@ -453,7 +433,7 @@ struct access *access_new(const struct relay_config *c, char *err)
 
             free(text);
             if (rc < 0) {
-                set_err(err, "[route %s] ident_map: %s%s%s", r->name, was_read ? r->ident_map : "",
+                config_err(err, "[route %s] ident_map: %s%s%s", r->name, was_read ? r->ident_map : "",
                         was_read ? ": " : "", why);
                 goto fail;
             }

@@ -31,26 +31,6 @@ static const char usage[] =
     "\n"
     "See pgburrow-relay(8) and deploy/relay.ini for every key.\n";
 
-static int apply_logging(const struct relay_config *cfg, char *err)
-{
-    enum log_level level = LOG_INFO;
-    enum log_format format = LOG_TEXT;
-    if (cfg->log_level && log_level_parse(cfg->log_level, &level) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "log_level: unknown level \"%s\"", cfg->log_level);
-        return -1;
-    }
-    if (cfg->log_format && log_format_parse(cfg->log_format, &format) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "log_format: unknown format \"%s\"", cfg->log_format);
-        return -1;
-    }
-    log_configure(level, format, "pgburrow-relay");
-    if (cfg->log_file && cfg->log_file[0] && log_open(cfg->log_file) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "cannot open log_file \"%s\"", cfg->log_file);
-        return -1;
-    }
-    return 0;
-}
-
 /* After the listeners are bound (a port below 1024 needs root), become `user` for good: its
  * groups, then its gid, then its uid; and check that root cannot be regained. */
 static int drop_privileges(const char *user, char *err)
@@ -109,7 +89,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "pgburrow-relay: %s\n", err);
         goto out_cfg;
     }
-    if (apply_logging(&cfg, err) < 0) {
+    if (log_apply(cfg.log_level, cfg.log_format, cfg.log_file, "pgburrow-relay", err) < 0) {
         fprintf(stderr, "pgburrow-relay: %s\n", err);
         goto out_cfg;
     }

@@ -20,18 +20,7 @@
 #include "relay/access.h"
 
 #define RELAY_DEFAULT_NAME "pgburrow-relay"
-#define RELAY_DURATION_MAX_MS (24ull * 60 * 60 * 1000) /* also fits the u32 WELCOME fields */
 #define RELAY_COUNT_MAX 1000000
-
-static void set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void set_err(char *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
-    va_end(ap);
-}
 
 void relay_config_init(struct relay_config *c)
 {
@@ -111,12 +100,12 @@ static int route_get(struct relay_config *c, const char *name, struct relay_rout
 
     if (!r) {
         if (!proto_name_valid(name)) {
-            set_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+            config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
                     PROTO_NAME_MAX - 1);
             return -EINVAL;
         }
         if (c->nroutes == RELAY_MAX_ROUTES) {
-            set_err(err, "too many routes (max %d)", RELAY_MAX_ROUTES);
+            config_err(err, "too many routes (max %d)", RELAY_MAX_ROUTES);
             return -EINVAL;
         }
         r = realloc(c->routes, (c->nroutes + 1) * sizeof(*r));
@@ -137,16 +126,16 @@ static int route_add_agent(void *ctx, const char *item, char *err)
     struct relay_route *r = ctx;
 
     if (!proto_name_valid(item)) {
-        set_err(err, "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
+        config_err(err, "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
                 PROTO_NAME_MAX - 1);
         return -EINVAL;
     }
     if (relay_route_allows(r, item)) {
-        set_err(err, "agent \"%s\" listed twice", item);
+        config_err(err, "agent \"%s\" listed twice", item);
         return -EINVAL;
     }
     if (r->nagents == RELAY_MAX_ROUTE_AGENTS) {
-        set_err(err, "too many agents (max %d)", RELAY_MAX_ROUTE_AGENTS);
+        config_err(err, "too many agents (max %d)", RELAY_MAX_ROUTE_AGENTS);
         return -EINVAL;
     }
     memcpy(r->agents[r->nagents++], item, strlen(item) + 1);
@@ -178,31 +167,6 @@ static int handle_route(struct relay_config *c, const char *name, const char *ke
 }
 
 /* An optional string: empty means "not set" (the default applies). */
-static int set_optional(char **dst, const char *value)
-{
-    if (value[0] == '\0') {
-        free(*dst);
-        *dst = NULL;
-        return 0;
-    }
-    return config_set_str(dst, value);
-}
-
-static int set_duration(uint64_t *dst, const char *value, char *err)
-{
-    uint64_t ms;
-    int rc = config_parse_duration_ms(value, &ms, err);
-
-    if (rc < 0)
-        return rc;
-    if (ms < 1 || ms > RELAY_DURATION_MAX_MS) {
-        set_err(err, "must be from 1ms to 24h, got \"%.80s\"", value);
-        return -EINVAL;
-    }
-    *dst = ms;
-    return 0;
-}
-
 static int set_hostport(char **dst, const char *value, char *err)
 {
     char host[256];
@@ -220,43 +184,21 @@ static int set_tls_version(int *dst, const char *value, char *err)
         *dst = TLS1_3_VERSION;
     } else if (strcasecmp(value, "TLSv1") == 0 || strcasecmp(value, "TLSv1.0") == 0 ||
                strcasecmp(value, "TLSv1.1") == 0) {
-        set_err(err, "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3", value);
+        config_err(err, "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3", value);
         return -EINVAL;
     } else {
-        set_err(err, "expected TLSv1.2 or TLSv1.3, got \"%.80s\"", value);
+        config_err(err, "expected TLSv1.2 or TLSv1.3, got \"%.80s\"", value);
         return -EINVAL;
     }
     return 0;
 }
 
-static int set_log_level(char **dst, const char *value, char *err)
-{
-    enum log_level level;
-
-    if (log_level_parse(value, &level) < 0) {
-        set_err(err, "expected debug, info, warn or error, got \"%.80s\"", value);
-        return -EINVAL;
-    }
-    return config_set_str(dst, value);
-}
-
-static int set_log_format(char **dst, const char *value, char *err)
-{
-    enum log_format format;
-
-    if (log_format_parse(value, &format) < 0) {
-        set_err(err, "expected text or json, got \"%.80s\"", value);
-        return -EINVAL;
-    }
-    return config_set_str(dst, value);
-}
-
 static int set_name(char **dst, const char *value, bool optional, char *err)
 {
     if (optional && value[0] == '\0')
-        return set_optional(dst, value);
+        return config_set_optional(dst, value);
     if (!proto_name_valid(value)) {
-        set_err(err, "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
+        config_err(err, "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
                 PROTO_NAME_MAX - 1, value);
         return -EINVAL;
     }
@@ -272,7 +214,7 @@ static int set_statement_max(uint64_t *dst, const char *value, char *err)
     if (rc < 0)
         return rc;
     if (v < 1 || v > 1024 * 1024) {
-        set_err(err, "must be from 1 byte to 1M, got \"%.80s\"", value);
+        config_err(err, "must be from 1 byte to 1M, got \"%.80s\"", value);
         return -EINVAL;
     }
     *dst = v;
@@ -292,7 +234,7 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     if (strncmp(section, "route ", 6) == 0)
         return handle_route(c, section + 6, key, value, err);
     if (strcmp(section, "route") == 0) {
-        set_err(err, "a route section needs a name: [route NAME]");
+        config_err(err, "a route section needs a name: [route NAME]");
         return -EINVAL;
     }
     if (strcmp(section, "relay") != 0)
@@ -301,7 +243,7 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return 0;
 
     if (strcmp(key, "user") == 0)
-        return set_optional(&c->user, value);
+        return config_set_optional(&c->user, value);
     if (strcmp(key, "name") == 0)
         return set_name(&c->name, value, false, err);
     if (strcmp(key, "listen") == 0)
@@ -311,27 +253,27 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     if (strcmp(key, "default_route") == 0)
         return set_name(&c->default_route, value, true, err);
     if (strcmp(key, "tls_cert") == 0)
-        return set_optional(&c->tls_cert, value);
+        return config_set_optional(&c->tls_cert, value);
     if (strcmp(key, "tls_key") == 0)
-        return set_optional(&c->tls_key, value);
+        return config_set_optional(&c->tls_key, value);
     if (strcmp(key, "tls_min_version") == 0)
         return set_tls_version(&c->tls_min_version, value, err);
     if (strcmp(key, "tunnel_cert") == 0)
-        return set_optional(&c->tunnel_cert, value);
+        return config_set_optional(&c->tunnel_cert, value);
     if (strcmp(key, "tunnel_key") == 0)
-        return set_optional(&c->tunnel_key, value);
+        return config_set_optional(&c->tunnel_key, value);
     if (strcmp(key, "agent_ca") == 0)
-        return set_optional(&c->agent_ca, value);
+        return config_set_optional(&c->agent_ca, value);
     if (strcmp(key, "agent_crl") == 0)
-        return set_optional(&c->agent_crl, value);
+        return config_set_optional(&c->agent_crl, value);
     if (strcmp(key, "drain_timeout") == 0)
-        return set_duration(&c->drain_timeout_ms, value, err);
+        return config_set_duration(&c->drain_timeout_ms, value, err);
     if (strcmp(key, "startup_timeout") == 0)
-        return set_duration(&c->startup_timeout_ms, value, err);
+        return config_set_duration(&c->startup_timeout_ms, value, err);
     if (strcmp(key, "ping_interval") == 0)
-        return set_duration(&c->ping_interval_ms, value, err);
+        return config_set_duration(&c->ping_interval_ms, value, err);
     if (strcmp(key, "dead_timeout") == 0)
-        return set_duration(&c->dead_timeout_ms, value, err);
+        return config_set_duration(&c->dead_timeout_ms, value, err);
     if (strcmp(key, "max_sessions") == 0)
         return set_count(&c->max_sessions, value, err);
     if (strcmp(key, "max_streams_per_tunnel") == 0)
@@ -341,13 +283,13 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     if (strcmp(key, "max_tunnels_per_agent") == 0)
         return config_parse_uint(value, 1, 1024, &c->max_tunnels_per_agent, err);
     if (strcmp(key, "log_level") == 0)
-        return set_log_level(&c->log_level, value, err);
+        return config_set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)
-        return set_log_format(&c->log_format, value, err);
+        return config_set_log_format(&c->log_format, value, err);
     if (strcmp(key, "log_file") == 0)
-        return set_optional(&c->log_file, value);
+        return config_set_optional(&c->log_file, value);
     if (strcmp(key, "audit_log") == 0)
-        return set_optional(&c->audit_log, value);
+        return config_set_optional(&c->audit_log, value);
     if (strcmp(key, "audit_statements") == 0)
         return config_parse_bool(value, &c->audit_statements, err);
     if (strcmp(key, "audit_statement_max") == 0)
@@ -361,61 +303,49 @@ int relay_config_check(const struct relay_config *c, char *err)
     const char *const values[] = {c->tls_cert, c->tls_key, c->agent_ca};
 
     if (!c->name || !c->listen || !c->tunnel_listen || !c->log_level || !c->log_format) {
-        set_err(err, "out of memory");
+        config_err(err, "out of memory");
         return -ENOMEM;
     }
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (!values[i]) {
-            set_err(err, "[relay] %s: required key is missing", required[i]);
+            config_err(err, "[relay] %s: required key is missing", required[i]);
             return -EINVAL;
         }
     }
     if (!!c->tunnel_cert != !!c->tunnel_key) {
-        set_err(err, "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
+        config_err(err, "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {
-        set_err(err, "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
+        config_err(err, "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
                 (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
         return -EINVAL;
     }
     if (c->nroutes == 0) {
-        set_err(err, "no route: define at least one [route NAME] section");
+        config_err(err, "no route: define at least one [route NAME] section");
         return -EINVAL;
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         if (c->routes[i].nagents == 0) {
-            set_err(err, "[route %s] agents: required key is missing", c->routes[i].name);
+            config_err(err, "[route %s] agents: required key is missing", c->routes[i].name);
             return -EINVAL;
         }
     }
     if (c->default_route && !relay_config_route(c, c->default_route)) {
-        set_err(err, "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
+        config_err(err, "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
                 c->default_route, c->default_route);
         return -EINVAL;
     }
     return access_config_check(c, err);
 }
 
+static int check_any(const void *ctx, char *err)
+{
+    return relay_config_check(ctx, err);
+}
+
 int relay_config_build(struct relay_config *c, const char *path, int nflags, char **flags,
                        char *err)
 {
-    char why[CONFIG_ERR_MAX];
-    int rc = 0;
-
-    if (path) {
-        rc = config_load(path, relay_config_handle, c, err);
-        if (rc < 0)
-            goto out;
-    }
-    for (int i = 0; i < nflags; i++) {
-        rc = config_apply_flag(flags[i], relay_config_handle, c, err);
-        if (rc < 0)
-            goto out;
-    }
-    rc = relay_config_check(c, why);
-    if (rc < 0)
-        set_err(err, "%s%s%s", path ? path : "", path ? ": " : "", why);
-out:
-    return rc;
+    return config_build(path, nflags, flags, relay_config_handle, check_any, c, err);
 }
