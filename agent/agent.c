@@ -417,9 +417,13 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
         l->state = LINK_UP;
         l->attempt = 0;
         uv_timer_stop(&l->timer);
+        if (tunnel_set_initial_window(t, w.initial_window) < 0) {
+            tunnel_fail(t, "08P01", "WELCOME window %u out of range", w.initial_window);
+            return -EPROTO;
+        }
         tunnel_start_keepalive(t);
-        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up relay=%s routes=%s relay_name=%s",
-                l->label, l->routes, w.relay_id);
+        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up relay=%s routes=%s relay_name=%s window=%u",
+                l->label, l->routes, w.relay_id, w.initial_window);
         return 0;
     }
     if (hdr->type == PROTO_CANCEL && l->state == LINK_UP)

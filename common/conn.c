@@ -1435,9 +1435,7 @@ void conn_set_watermarks(struct conn *c, size_t low, size_t high)
 {
     if (high == 0)
         high = CONN_HIGH_DEFAULT;
-    if (low > high)
-        low = high;
-    c->low = low;
+    c->low = low; /* low >= high is allowed: on_drain after every write that leaves <= low */
     c->high = high;
 }
 

@@ -78,7 +78,9 @@ int conn_read_stop(struct conn *c);
 int conn_write(struct conn *c, const void *data, size_t len); /* 0 or negative (closing) */
 size_t conn_backlog(const struct conn *c);
 bool conn_writable(const struct conn *c);                      /* backlog < high watermark */
-void conn_set_watermarks(struct conn *c, size_t low, size_t high); /* default 64 KiB / 256 KiB */
+/* Default 64 KiB / 256 KiB. low may exceed high: with high = 1, on_drain follows every write
+ * once the backlog is at most low (the tunnel uses this to return flow-control credit). */
+void conn_set_watermarks(struct conn *c, size_t low, size_t high);
 
 /* Half-close after all queued writes: TLS close_notify (if TLS) then TCP FIN. Reading goes on. */
 int conn_shutdown(struct conn *c);

@@ -13,9 +13,9 @@
 /* The tunnel conn's backlog: above HIGH every stream's local reads pause until LOW. */
 #define TUNNEL_LOW_WATER (256 * 1024)
 #define TUNNEL_HIGH_WATER (1024 * 1024)
-/* A local conn's backlog: credit is returned only for bytes it has handed to the kernel. */
+/* A local conn's backlog: credit is returned only for bytes it has handed to the kernel,
+ * checked after every write that leaves at most this much queued. */
 #define LOCAL_LOW_WATER (16 * 1024)
-#define LOCAL_HIGH_WATER (64 * 1024)
 #define INITIAL_BUCKETS 64
 
 enum stream_state { ST_OPENING, ST_ACCEPTED, ST_OPEN, ST_DONE };
@@ -416,7 +416,9 @@ void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on
     s->local = local;
     s->end_on_close = end_on_close;
     conn_set_ops(local, &local_conn_ops, s);
-    conn_set_watermarks(local, LOCAL_LOW_WATER, LOCAL_HIGH_WATER);
+    /* credit goes back as the local socket takes bytes: on_drain after every write that
+     * leaves at most LOCAL_LOW_WATER queued (see credit_check) */
+    conn_set_watermarks(local, LOCAL_LOW_WATER, 1);
     s->local_paused = true;
     local_resume(s);
     if (s->local_paused && !s->in_paused_list && s->send_credit > 0) {
@@ -813,6 +815,14 @@ struct conn *tunnel_conn(const struct tunnel *t)
 {
     return t->conn;
 }
+int tunnel_set_initial_window(struct tunnel *t, uint32_t window)
+{
+    if (t->nstreams || t->max_stream_id || window == 0 || window > PROTO_MAX_WINDOW)
+        return -EINVAL;
+    t->lim.initial_window = window;
+    return 0;
+}
+
 uint64_t tunnel_idle_ms(const struct tunnel *t)
 {
     return uv_now(t->loop) - t->last_rx_ms;

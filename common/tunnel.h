@@ -69,6 +69,8 @@ struct conn *tunnel_conn(const struct tunnel *t);
 uint32_t tunnel_nstreams(const struct tunnel *t);
 /* Closing (failed, closed, peer gone): takes no new stream; on_tunnel_done follows. */
 bool tunnel_closing(const struct tunnel *t);
+/* The agent adopts the relay's window from WELCOME: only before any stream exists. */
+int tunnel_set_initial_window(struct tunnel *t, uint32_t window);
 /* Milliseconds since the last frame arrived. */
 uint64_t tunnel_idle_ms(const struct tunnel *t);
 /* Start keepalive (call when the tunnel is established and HELLO/WELCOME done). */

@@ -135,7 +135,7 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
     snprintf(w.relay_id, sizeof(w.relay_id), "%s", r->cfg.name ? r->cfg.name : "relay");
     w.ping_interval_ms = (uint32_t)r->cfg.ping_interval_ms;
     w.idle_timeout_ms = (uint32_t)r->cfg.dead_timeout_ms;
-    w.initial_window = PROTO_INITIAL_WINDOW;
+    w.initial_window = (uint32_t)r->cfg.stream_window;
     w.max_streams = (uint32_t)r->cfg.max_streams;
     for (uint32_t i = 0; i < h.nroutes; i++)
         snprintf(a->offered[a->noffered++], PROTO_NAME_MAX, "%s", h.routes[i]);
@@ -262,7 +262,7 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
         .ping_interval_ms = (uint32_t)r->cfg.ping_interval_ms,
         .dead_timeout_ms = (uint32_t)r->cfg.dead_timeout_ms,
         .max_streams = (uint32_t)r->cfg.max_streams,
-        .initial_window = PROTO_INITIAL_WINDOW,
+        .initial_window = (uint32_t)r->cfg.stream_window,
     };
     a->t = tunnel_new(r->loop, c, &relay_tunnel_ops, &lim, ++r->next_tunnel_id, a);
     c = NULL; /* owned by the tunnel now, even on failure */

@@ -52,6 +52,7 @@ struct relay_config {
     uint64_t dead_timeout_ms;   /* dead_timeout = 4s: no frame from an agent for this long */
     uint64_t max_sessions;      /* max_sessions = 10000 (all routes) */
     uint64_t max_streams;       /* max_streams_per_tunnel = 10000 */
+    uint64_t stream_window;     /* stream_window = 256k: flow-control window per session, each way */
     uint64_t max_sessions_per_source; /* max_sessions_per_source = 0 (0: no limit per client IP) */
     uint64_t max_tunnels_per_agent; /* max_tunnels_per_agent = 1: more replace the oldest */
     /* audit log (relay/audit.h) */

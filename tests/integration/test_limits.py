@@ -118,3 +118,36 @@ def test_tunnels_per_agent_live_duplicate_refused_zombie_replaced(burrow_env):
             assert conn.execute("select 2").fetchone()[0] == 2
     finally:
         os.kill(first.pid, signal.SIGCONT)
+
+
+def test_stream_window_configurable(burrow_env):
+    """stream_window reaches the agent in WELCOME; a small window still carries bulk data
+    intact both ways (every byte, in order)."""
+    b = burrow_env
+    b.start_relay(stream_window="16k")
+    b.start_agent("agent-a", routes=("a",))
+    b.agents["agent-a"].wait_for_log("window=16384", timeout=5)
+    with b.connect() as conn:
+        out = bytearray()
+        with conn.cursor().copy(
+                "COPY (SELECT i, md5(i::text) FROM generate_series(1, 200000) i) TO STDOUT") as cp:
+            for chunk in cp:
+                out += chunk
+        want = conn.execute("SELECT md5(string_agg(i || E'\\t' || md5(i::text) || E'\\n', '' "
+                            "ORDER BY i)) FROM generate_series(1, 200000) i").fetchone()[0]
+        import hashlib
+        assert hashlib.md5(bytes(out)).hexdigest() == want
+        conn.execute("CREATE TEMP TABLE w (t text)")
+        with conn.cursor().copy("COPY w FROM STDIN") as cp:
+            for i in range(50000):
+                cp.write("line %d %s\n" % (i, "y" * 40))
+        assert conn.execute("SELECT count(*) FROM w").fetchone()[0] == 50000
+
+
+def test_stream_window_bounds(burrow_env):
+    b = burrow_env
+    ini = b.write_relay_ini(stream_window="8k")
+    import subprocess
+    r = subprocess.run([os.path.join(harness.BIN, "pgburrow-relay"), "-c", ini, "--check-config"],
+                       capture_output=True, text=True, timeout=t(10))
+    assert r.returncode != 0 and "stream_window" in r.stderr and "16k to 16M" in r.stderr, r.stderr
