@@ -40,7 +40,7 @@ RELAY_OBJ := $(RELAY_SRC:%.c=$(B)/%.o)
 AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all build build-asan unit unit-asan integration integration-asan test deps deps-test \
+.PHONY: all build build-asan unit unit-asan integration integration-asan valgrind test deps deps-test \
         demo demo-stop bench fuzz fuzz-build clean format check-format
 .DEFAULT_GOAL := all
 
@@ -102,6 +102,11 @@ integration: build
 integration-asan:
 	@$(MAKE) --no-print-directory SAN=1 build
 	PGBURROW_BIN=$(CURDIR)/build/asan/bin PGBURROW_SANITIZER=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration $(PYTEST_ARGS)
+
+# The integration basics with both daemons under valgrind memcheck (about 30 s): any error or
+# definite leak fails the test (tests/integration/harness.py, PGBURROW_VALGRIND).
+valgrind: build
+	PGBURROW_BIN=$(CURDIR)/build/release/bin PGBURROW_VALGRIND=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration/test_basics.py $(PYTEST_ARGS)
 
 test: deps-test
 	@$(MAKE) --no-print-directory all

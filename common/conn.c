@@ -75,7 +75,7 @@ struct conn_chain {
     struct conn_buf *tail;
 };
 
-enum { CONN_LINK_DIRTY = 0, CONN_LINK_RESUME, CONN_LINK_COUNT };
+enum { CONN_LINK_DIRTY = 0, CONN_LINK_RESUME, CONN_LINK_ENDING, CONN_LINK_COUNT };
 
 struct conn_link {
     struct conn *next;
@@ -89,6 +89,8 @@ struct conn_loop {
     uv_idle_t idle;       /* deferred read resume: runs next turn without blocking */
     struct conn *dirty;   /* conns with pending plaintext to flush this turn */
     struct conn *resume;  /* conns whose held input must be delivered next turn */
+    struct conn *ending;  /* conns lingering after conn_end: owned by nobody, closed by
+                             conn_loop_close so that a shutdown never waits for them */
     struct conn_buf *pool;
     unsigned pool_len;
     BIO_METHOD *bio_method;
@@ -370,6 +372,7 @@ static void conn_start_close(struct conn *c)
     c->closing = true;
     conn_link_del(c, CONN_LINK_DIRTY);
     conn_link_del(c, CONN_LINK_RESUME);
+    conn_link_del(c, CONN_LINK_ENDING);
     uv_close(&c->h.handle, conn_handle_closed);
     if (c->timer_inited)
         uv_close((uv_handle_t *)&c->end_timer, conn_handle_closed);
@@ -1176,6 +1179,8 @@ void conn_loop_close(struct conn_loop *cl)
     if (!cl || cl->closing)
         return;
     cl->closing = true;
+    while (cl->ending)
+        conn_start_close(cl->ending); /* unlinks it */
     uv_close((uv_handle_t *)&cl->prepare, NULL);
     uv_close((uv_handle_t *)&cl->check, NULL);
     uv_close((uv_handle_t *)&cl->idle, NULL);
@@ -1456,12 +1461,13 @@ void conn_end(struct conn *c)
 {
     if (!c || c->closing || c->ending)
         return;
-    if (!c->connected && !c->connecting) {
+    if ((!c->connected && !c->connecting) || c->cl->closing) {
         conn_close(c);
         return;
     }
     c->ending = true;
     c->shut_requested = true;
+    conn_link_add(&c->cl->ending, c, CONN_LINK_ENDING);
     free(c->held);
     c->held = NULL;
     c->held_len = 0;

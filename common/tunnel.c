@@ -751,10 +751,10 @@ static void keepalive_tick(uv_timer_t *timer)
         tunnel_close(t, why);
         return;
     }
-    if (t->keepalive) {
+    if (t->keepalive && now - t->ping_sent_ms >= t->lim.ping_interval_ms) {
         int n = proto_encode_ping(t->scratch, sizeof(t->scratch), PROTO_PING, now);
-        if (n > 0)
-            tunnel_send(t, t->scratch, (size_t)n);
+        if (n > 0 && tunnel_send(t, t->scratch, (size_t)n) == 0)
+            t->ping_sent_ms = now;
     }
 }
 
@@ -785,9 +785,13 @@ struct tunnel *tunnel_new(uv_loop_t *loop, struct conn *conn, const struct tunne
     t->open_handles = 2;
     conn_set_ops(conn, &tunnel_conn_ops, t);
     conn_set_watermarks(conn, TUNNEL_LOW_WATER, TUNNEL_HIGH_WATER);
-    uint64_t tick = lim->ping_interval_ms;
-    if (tick > lim->dead_timeout_ms / 2)
-        tick = lim->dead_timeout_ms / 2 ? lim->dead_timeout_ms / 2 : 1;
+    /* The tick checks for a dead peer (late by at most one tick: dead_timeout / 8) and sends
+     * a PING whenever ping_interval has passed since the last. */
+    uint64_t tick = lim->dead_timeout_ms / 8;
+    if (tick > lim->ping_interval_ms)
+        tick = lim->ping_interval_ms;
+    if (tick == 0)
+        tick = 1;
     uv_timer_start(&t->timer, keepalive_tick, tick, tick);
     return t;
 fail:

@@ -122,6 +122,7 @@ out_loop:
         log_warn("event loop closed with handles still open");
     relay_free(&relay);
     log_info("stopped");
+    log_open(NULL); /* close log_file */
     cli_args_free(&args);
     return status;
 out_cfg:

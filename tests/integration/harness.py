@@ -20,8 +20,14 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.path.abspath(os.environ.get("PGBURROW_BIN", os.path.join(REPO, "build", "release", "bin")))
 SANITIZER = os.environ.get("PGBURROW_SANITIZER") == "1"
-# Sanitizer builds are several times slower; every timeout scales with this factor.
-SLOW = 4.0 if SANITIZER else 1.0
+# PGBURROW_VALGRIND=1: run every daemon under valgrind (memcheck); an error or a definite leak
+# makes it exit 99, and the teardown fails on that or on errors in its valgrind log.
+VALGRIND = os.environ.get("PGBURROW_VALGRIND") == "1"
+VALGRIND_CMD = ["valgrind", "--error-exitcode=99", "--leak-check=full",
+                "--errors-for-leak-kinds=definite", "--show-leak-kinds=definite",
+                "--track-fds=no", "--num-callers=30"]
+# Sanitizer builds are several times slower (valgrind more); every timeout scales with this.
+SLOW = 4.0 if SANITIZER else 10.0 if VALGRIND else 1.0
 PG_BIN = "/usr/lib/postgresql/15/bin"
 MKCERTS = os.path.join(REPO, "deploy", "certs", "mkcerts.sh")
 
@@ -60,6 +66,29 @@ def wait_until(pred, timeout, what, interval=0.02):
 
 def sanitizer_findings(text):
     return [p for p in SANITIZER_PATTERNS if p in text]
+
+
+def valgrind_findings(path):
+    """Problems in one valgrind log: errors or definite leaks in its summary (a SIGKILLed
+    daemon writes no summary: then the individual error reports)."""
+    try:
+        with open(path, errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return ["no valgrind log %s" % path]
+    out = []
+    m = re.search(r"ERROR SUMMARY: (\d+) errors", text)
+    if m and int(m.group(1)):
+        out.append("%s errors (%s)" % (m.group(1), path))
+    m = re.search(r"definitely lost: ([\d,]+) bytes", text)
+    if m and m.group(1) != "0":
+        out.append("definitely lost: %s bytes (%s)" % (m.group(1), path))
+    if not out:  # a killed daemon writes no summary, but its errors are in the log
+        for e in re.findall(r"^==\d+== (Invalid \w+|Conditional jump|Use of uninitialised|"
+                            r"Syscall param|Mismatched free|Source and destination overlap)",
+                            text, re.M):
+            out.append("%s (%s)" % (e, path))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,9 +306,12 @@ class Daemon:
         return self.proc.pid
 
     def start(self):
+        prefix = []
+        if VALGRIND:
+            prefix = VALGRIND_CMD + ["--log-file=%s.valgrind.%%p" % self.logpath]
         with open(self.logpath, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "-c", self.config] + self.extra_args,
+                prefix + [self.binary, "-c", self.config] + self.extra_args,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=DAEMON_ENV, cwd=os.path.dirname(self.logpath), start_new_session=True)
         _started.append(self.proc)
@@ -377,6 +409,10 @@ class Daemon:
             found = sanitizer_findings(self.log())
             if found:
                 out.append("%s: sanitizer report (%s)" % (self.describe(), ", ".join(found)))
+        if VALGRIND and self.proc is not None:
+            found = valgrind_findings("%s.valgrind.%d" % (self.logpath, self.proc.pid))
+            if found:
+                out.append("%s: valgrind: %s" % (self.describe(), "; ".join(found)))
         return out
 
 
