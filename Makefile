@@ -1,6 +1,7 @@
 # pgburrow — one Makefile, no other build system.
 #   make            build bin/pgburrow-relay and bin/pgburrow-agent
-#   make test       install what is missing, build (normal + ASan/UBSan), run unit and integration tests
+#   make test       install what is missing, build (normal + ASan/UBSan), run unit and integration
+#                   tests (both builds), the basics under valgrind, and each fuzzer briefly
 #   make demo       install, build, start a throwaway PostgreSQL + relay + agent on loopback
 #   make demo-stop  stop the demo and remove its state
 #   make bench      benchmark pgburrow against direct TLS and ssh -R (not a test)
@@ -114,6 +115,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory unit-asan
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-asan
+	@$(MAKE) --no-print-directory valgrind
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
 # ---- demo and bench ------------------------------------------------------------------------
