@@ -324,3 +324,49 @@ def test_agent_sighup_relay_list_change(burrow_env):
     with psycopg.connect(b.dsn(port=relay2_client), autocommit=True) as conn:
         assert one(conn, "select 2") == 2
     assert agent.count("tunnel failed relay=%s" % dead) == n  # never dialed again
+
+
+def test_certificates_rotated_under_load(burrow_env):
+    """Relay certificates renewed in place three times while sessions run queries and new
+    sessions keep opening: no query fails, no session is dropped."""
+    import threading
+    b = burrow_env
+    live = os.path.join(b.dir, "live")
+    crt, key = issue_relay_cert(b.certs, live)
+    b.start_relay(tls_cert=crt, tls_key=key)
+    b.start_agent("agent-a")
+    stop = threading.Event()
+    errors, counts = [], [0] * 4
+
+    def worker(n):
+        try:
+            with b.connect() as held:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    assert one(held, "select %d" % i) == i
+                    if i % 5 == 0:  # a new session now and then, through the new certificate
+                        with b.connect() as fresh:
+                            assert one(fresh, "select count(*) from generate_series(1, 1000)") == 1000
+                    counts[n] += 1
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append("worker %d: %r" % (n, e))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    try:
+        for k in range(3):
+            new_crt, new_key = issue_relay_cert(b.certs, os.path.join(b.dir, "renewed%d" % k))
+            mark = b.relay.mark()
+            replace_file(new_key, key)
+            replace_file(new_crt, crt)
+            b.relay.wait_for_log(RELOAD_OK + "file change ", since=mark)
+            harness.wait_until(lambda: served_serial(b) == cert_serial(new_crt), t(5),
+                               "the renewed certificate to be served")
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(t(30))
+    assert not errors, errors
+    assert all(c > 0 for c in counts), counts
