@@ -36,15 +36,15 @@ struct agent_link {
     struct agent_relay_addr addr; /* a copy: a reload replaces the configuration */
     bool removed;                 /* a reload dropped the address: draining, then freed */
     bool timer_closed;
-    struct agent_relay *owner;    /* the configured entry it serves (links.c); NULL once retired */
-    char server_name[256];        /* checked in the relay certificate: the configured host */
+    struct agent_relay *owner; /* the configured entry it serves (links.c); NULL once retired */
+    char server_name[256];     /* checked in the relay certificate: the configured host */
     char retire_why[128];
-    char label[300];              /* host:port for logs */
+    char label[300]; /* host:port for logs */
     enum link_state state;
-    uv_timer_t timer;             /* backoff wait, then connect timeout */
+    uv_timer_t timer; /* backoff wait, then connect timeout */
     uv_getaddrinfo_t gai;
     bool gai_busy;
-    struct conn *pending;         /* TCP connect in progress (before the tunnel owns it) */
+    struct conn *pending; /* TCP connect in progress (before the tunnel owns it) */
     struct tunnel *t;
     uint32_t attempt;
     char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX];
@@ -52,11 +52,11 @@ struct agent_link {
 
 struct agent_session {
     struct agent *a;
-    struct tunnel_stream *s;      /* NULL once done */
-    struct conn *pg;              /* owned until handed to the stream */
+    struct tunnel_stream *s; /* NULL once done */
+    struct conn *pg;         /* owned until handed to the stream */
     uv_getaddrinfo_t gai;
-    uv_timer_t timer;             /* connect timeout */
-    int refs;                     /* stream + pg conn + timer + resolver */
+    uv_timer_t timer; /* connect timeout */
+    int refs;         /* stream + pg conn + timer + resolver */
     bool bound;
     uint32_t tunnel_id, stream_id;
     uint64_t start_ms;
@@ -64,7 +64,7 @@ struct agent_session {
     char route[PROTO_NAME_MAX];
     char target[300];
     uint16_t port;
-    struct upstream_tls up;       /* the route's upstream TLS, until the handshake is done */
+    struct upstream_tls up;          /* the route's upstream TLS, until the handshake is done */
     struct cancel_key_watch *cancel; /* rewrites BackendKeyData once bound */
 };
 
@@ -267,16 +267,17 @@ static void session_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
     session_unref(ss);
 }
 
-static int session_start(struct agent *a, struct tunnel *t, uint32_t id,
-                         const struct proto_open *m)
+static int session_start(struct agent *a, struct tunnel *t, uint32_t id, const struct proto_open *m)
 {
     const struct agent_route *route = agent_config_route(&a->cfg, m->route);
     struct agent_session *ss;
     int rc;
 
     if (!route) {
-        log_msg(LOG_WARN, tunnel_id(t), id, "relay asked for route %s, which this agent does "
-                "not serve", m->route);
+        log_msg(LOG_WARN, tunnel_id(t), id,
+                "relay asked for route %s, which this agent does "
+                "not serve",
+                m->route);
         return -ENOENT;
     }
     ss = calloc(1, sizeof(*ss));
@@ -347,8 +348,7 @@ static void session_stream_done(struct tunnel_stream *s, const char *err)
                 "duration_ms=%llu reason=%s",
                 ss->sid, ss->route, (unsigned long long)tunnel_stream_bytes_in(s),
                 (unsigned long long)tunnel_stream_bytes_out(s),
-                (unsigned long long)(uv_now(ss->a->loop) - ss->start_ms),
-                err ? err : "closed");
+                (unsigned long long)(uv_now(ss->a->loop) - ss->start_ms), err ? err : "closed");
     cancel_key_watch_free(ss->cancel); /* the session's cancel key dies with it */
     ss->cancel = NULL;
     if (ss->pg) {
@@ -399,8 +399,7 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
     struct proto_goaway g;
 
     if (hdr->type == PROTO_WELCOME && l->state == LINK_HANDSHAKE) {
-        if (proto_decode_welcome(body, hdr->length, &w) < 0 ||
-            w.ver_major != PROTO_VERSION_MAJOR) {
+        if (proto_decode_welcome(body, hdr->length, &w) < 0 || w.ver_major != PROTO_VERSION_MAJOR) {
             tunnel_fail(t, "08P01", "bad WELCOME");
             return -EPROTO;
         }
@@ -413,7 +412,8 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
         for (uint32_t i = 0; i < w.nrefused; i++)
             log_msg(LOG_WARN, tunnel_id(t), 0,
                     "relay %s refused route %s: this agent's certificate is not allowed to "
-                    "serve it", l->label, w.refused[i]);
+                    "serve it",
+                    l->label, w.refused[i]);
         l->state = LINK_UP;
         l->attempt = 0;
         uv_timer_stop(&l->timer);
@@ -617,8 +617,8 @@ static void link_schedule(struct agent_link *l, const char *why)
     struct agent *a = l->a;
     if (a->stopping || l->removed)
         return;
-    uint64_t delay = agent_backoff_ms(a->cfg.reconnect_min_ms, a->cfg.reconnect_max_ms,
-                                      l->attempt, agent_rand(a));
+    uint64_t delay = agent_backoff_ms(a->cfg.reconnect_min_ms, a->cfg.reconnect_max_ms, l->attempt,
+                                      agent_rand(a));
     if (l->attempt < 63)
         l->attempt++;
     if (l->state == LINK_UP)

@@ -27,15 +27,15 @@ struct agent {
     struct conn_loop *cl;
     struct agent_config cfg;
     SSL_CTX *relay_ctx;
-    struct agent_link *links; /* one per relay address (list), plus removed ones draining */
+    struct agent_link *links;   /* one per relay address (list), plus removed ones draining */
     struct agent_relay *relays; /* one per configured relay address; names resolve (links.c) */
     uv_signal_t sig_term, sig_int;
     uint32_t next_tunnel_id;
-    uint64_t rng;             /* xorshift state for backoff jitter */
+    uint64_t rng;                       /* xorshift state for backoff jitter */
     struct cancel_key_map *cancel_keys; /* fake -> real cancel keys (cancel_key.h) */
-    struct agent_reload *reload; /* NULL until agent_reload_start (reload.h) */
+    struct agent_reload *reload;        /* NULL until agent_reload_start (reload.h) */
     bool stopping;
-    bool draining;            /* SIGTERM: GOAWAY sent, sessions finishing */
+    bool draining; /* SIGTERM: GOAWAY sent, sessions finishing */
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms;
 };

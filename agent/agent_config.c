@@ -73,7 +73,7 @@ static int route_get(struct agent_config *c, const char *name, struct agent_rout
     if (!r) {
         if (!proto_name_valid(name)) {
             config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
-                    PROTO_NAME_MAX - 1);
+                       PROTO_NAME_MAX - 1);
             return -EINVAL;
         }
         if (c->nroutes == PROTO_MAX_ROUTES) {
@@ -113,9 +113,9 @@ static int set_pg_host(char **dst, const char *value, char *err)
         }
         if (!ok) {
             config_err(err,
-                    "expected an absolute socket directory, a host name or an IP address, got "
-                    "\"%.80s\"",
-                    value);
+                       "expected an absolute socket directory, a host name or an IP address, got "
+                       "\"%.80s\"",
+                       value);
             return -EINVAL;
         }
     }
@@ -141,14 +141,14 @@ static int set_sslmode(enum agent_sslmode *dst, const char *value, char *err)
     }
     if (strcmp(value, "prefer") == 0 || strcmp(value, "allow") == 0)
         config_err(err,
-                "\"%s\" is not offered (it falls back to plaintext silently); expected "
-                "disable, require, verify-ca or verify-full",
-                value);
+                   "\"%s\" is not offered (it falls back to plaintext silently); expected "
+                   "disable, require, verify-ca or verify-full",
+                   value);
     else
-        config_err(err, "expected disable, require, verify-ca or verify-full, got \"%.80s\"", value);
+        config_err(err, "expected disable, require, verify-ca or verify-full, got \"%.80s\"",
+                   value);
     return -EINVAL;
 }
-
 
 static int handle_route(struct agent_config *c, const char *name, const char *key,
                         const char *value, char *err)
@@ -285,8 +285,8 @@ static int check_route_tls(const struct agent_route *r, char *err)
                                                : NULL;
         if (stray) {
             /* Most likely a forgotten sslmode: say so rather than connect in plaintext. */
-            config_err(err, "[route %s] %s: has no effect with sslmode=disable (set sslmode)", r->name,
-                    stray);
+            config_err(err, "[route %s] %s: has no effect with sslmode=disable (set sslmode)",
+                       r->name, stray);
             return -EINVAL;
         }
         return 0;
@@ -294,9 +294,9 @@ static int check_route_tls(const struct agent_route *r, char *err)
     if (r->host[0] == '/') {
         /* PostgreSQL answers N to SSLRequest on Unix sockets; the socket is local anyway. */
         config_err(err,
-                "[route %s] sslmode: %s needs a TCP host; PostgreSQL does not offer TLS on "
-                "the Unix socket %s (use sslmode=disable)",
-                r->name, mode, r->host);
+                   "[route %s] sslmode: %s needs a TCP host; PostgreSQL does not offer TLS on "
+                   "the Unix socket %s (use sslmode=disable)",
+                   r->name, mode, r->host);
         return -EINVAL;
     }
     if (r->sslmode >= AGENT_SSLMODE_VERIFY_CA && !r->sslrootcert) {
@@ -305,12 +305,12 @@ static int check_route_tls(const struct agent_route *r, char *err)
     }
     if (!r->sslcert != !r->sslkey) {
         config_err(err, "[route %s] %s: sslcert and sslkey go together", r->name,
-                r->sslcert ? "sslkey" : "sslcert");
+                   r->sslcert ? "sslkey" : "sslcert");
         return -EINVAL;
     }
     if (r->sslservername && r->sslmode != AGENT_SSLMODE_VERIFY_FULL) {
         config_err(err, "[route %s] sslservername: only verify-full checks a name (sslmode=%s)",
-                r->name, mode);
+                   r->name, mode);
         return -EINVAL;
     }
     return 0;
@@ -337,17 +337,18 @@ int agent_config_check(const struct agent_config *c, char *err)
     }
     if (c->reconnect_min_ms > c->reconnect_max_ms) {
         config_err(err, "[agent] reconnect_min (%llums) must not exceed reconnect_max (%llums)",
-                (unsigned long long)c->reconnect_min_ms, (unsigned long long)c->reconnect_max_ms);
+                   (unsigned long long)c->reconnect_min_ms,
+                   (unsigned long long)c->reconnect_max_ms);
         return -EINVAL;
     }
     if (c->resolve_interval_ms < 100) {
         config_err(err, "[agent] resolve_interval (%llums) must be at least 100ms",
-                (unsigned long long)c->resolve_interval_ms);
+                   (unsigned long long)c->resolve_interval_ms);
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {
         config_err(err, "[agent] dead_timeout (%llums) must be greater than ping_interval (%llums)",
-                (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
+                   (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
         return -EINVAL;
     }
     if (c->nroutes == 0) {

@@ -33,32 +33,34 @@ enum agent_sslmode {
 
 struct agent_route {
     char name[PROTO_NAME_MAX];
-    char *host;      /* host = absolute Unix socket directory, or hostname / IP (default /var/run/postgresql) */
-    uint16_t port;   /* port = 5432 */
+    char *host;    /* host = absolute Unix socket directory, or hostname / IP (default
+                      /var/run/postgresql) */
+    uint16_t port; /* port = 5432 */
     /* Upstream TLS (agent -> PostgreSQL over TCP), as libpq's keys of the same names. */
     enum agent_sslmode sslmode; /* sslmode = disable | require | verify-ca | verify-full */
-    char *sslrootcert;    /* sslrootcert = CA file (required for verify-ca / verify-full) */
-    char *sslcert, *sslkey; /* sslcert / sslkey = optional client certificate and key */
-    char *sslservername;  /* sslservername = name verified by verify-full (default: host) */
-    SSL_CTX *ssl_ctx;     /* built by upstream_build_contexts(); freed with the config */
+    char *sslrootcert;          /* sslrootcert = CA file (required for verify-ca / verify-full) */
+    char *sslcert, *sslkey;     /* sslcert / sslkey = optional client certificate and key */
+    char *sslservername;        /* sslservername = name verified by verify-full (default: host) */
+    SSL_CTX *ssl_ctx;           /* built by upstream_build_contexts(); freed with the config */
 };
 
 struct agent_config {
     /* [agent] */
-    size_t nrelays;                          /* relay = host:port[, host:port ...] (required) */
+    size_t nrelays; /* relay = host:port[, host:port ...] (required) */
     struct agent_relay_addr relays[AGENT_MAX_RELAYS];
-    char *relay_server_name;  /* relay_server_name = name checked in the relay certificate
-                                 (default: the host part of each relay address) */
-    char *ca;                 /* ca = CA file that signs the relay certificate (required) */
-    char *cert, *key;         /* cert / key = agent client certificate; its CN is the agent name */
+    char *relay_server_name;   /* relay_server_name = name checked in the relay certificate
+                                  (default: the host part of each relay address) */
+    char *ca;                  /* ca = CA file that signs the relay certificate (required) */
+    char *cert, *key;          /* cert / key = agent client certificate; its CN is the agent name */
     uint64_t reconnect_min_ms; /* reconnect_min = 100ms: first backoff step */
     uint64_t reconnect_max_ms; /* reconnect_max = 30s: backoff cap */
-    uint64_t drain_timeout_ms;  /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
-    uint64_t connect_timeout_ms; /* connect_timeout = 5s (relay TCP+TLS, and PostgreSQL) */
+    uint64_t
+        drain_timeout_ms; /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
+    uint64_t connect_timeout_ms;  /* connect_timeout = 5s (relay TCP+TLS, and PostgreSQL) */
     uint64_t resolve_interval_ms; /* resolve_interval = 30s: relay names are resolved again this
                                      often; one tunnel per address (links.c) */
-    uint64_t ping_interval_ms; /* ping_interval = 1s */
-    uint64_t dead_timeout_ms;  /* dead_timeout = 4s */
+    uint64_t ping_interval_ms;    /* ping_interval = 1s */
+    uint64_t dead_timeout_ms;     /* dead_timeout = 4s */
     char *log_level, *log_format, *log_file;
     /* [route NAME] */
     size_t nroutes;

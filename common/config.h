@@ -23,8 +23,8 @@
  * with key == NULL and value == NULL, so that it can refuse an unknown section (-ENOENT means
  * "unknown section" there) or create an empty one (a "[route x]" without keys is a route).
  * Section names are passed with blanks trimmed and collapsed ("route  x " -> "route x"). */
-typedef int (*config_handler)(void *ctx, const char *section, const char *key,
-                              const char *value, char *err);
+typedef int (*config_handler)(void *ctx, const char *section, const char *key, const char *value,
+                              char *err);
 
 /* Parse an INI file. On error returns negative and writes "path:line: [section] key: why"
  * into err. A file that cannot be opened is an error naming the path and errno text.
@@ -38,15 +38,17 @@ int config_load(const char *path, config_handler h, void *ctx, char *err);
 int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err);
 
 /* Value parsers: return 0 or -EINVAL with a reason in err[CONFIG_ERR_MAX]. */
-int config_parse_bool(const char *v, bool *out, char *err);            /* on/off true/false yes/no 1/0 */
+int config_parse_bool(const char *v, bool *out, char *err); /* on/off true/false yes/no 1/0 */
 int config_parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *out, char *err);
-int config_parse_duration_ms(const char *v, uint64_t *out, char *err); /* "250ms" "5s" "2m" "1h"; bare = s */
-int config_parse_size(const char *v, uint64_t *out, char *err);        /* "4096" "64k" "16M" "1G" (KiB..) */
+int config_parse_duration_ms(const char *v, uint64_t *out,
+                             char *err); /* "250ms" "5s" "2m" "1h"; bare = s */
+int config_parse_size(const char *v, uint64_t *out,
+                      char *err); /* "4096" "64k" "16M" "1G" (KiB..) */
 /* "host:port", "[v6]:port", "*:port" (= all addresses). host copied into host[256]. */
 int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err);
 /* Split "a, b ,c" on commas; trims blanks; empty items are an error. Calls cb per item. */
-int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err),
-                      void *ctx, char *err);
+int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err), void *ctx,
+                      char *err);
 
 /* Replace *dst (freed) by a new copy of v. Returns 0, or -ENOMEM leaving *dst unchanged. */
 int config_set_str(char **dst, const char *v);

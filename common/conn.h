@@ -11,7 +11,8 @@
  * within it. After on_error the conn is already closing: only on_close follows.
  *
  *   new --connect/accept--> open --tls_*--> handshaking --> established
- *     \__________________________________________________________/ \--> eof/error --> closing --> (on_close) freed
+ *     \__________________________________________________________/ \--> eof/error --> closing -->
+ * (on_close) freed
  *
  * Reading and back-pressure. on_read returns how many bytes it consumed. If fewer than len,
  * the conn stops reading, keeps the rest, and delivers it first when conn_read_start() is
@@ -40,13 +41,13 @@ struct conn;
 struct conn_loop;
 
 struct conn_ops {
-    void (*on_connect)(struct conn *c, int status);    /* outgoing connect done: 0 or UV_E* */
-    void (*on_handshake)(struct conn *c);              /* TLS established (both roles) */
+    void (*on_connect)(struct conn *c, int status); /* outgoing connect done: 0 or UV_E* */
+    void (*on_handshake)(struct conn *c);           /* TLS established (both roles) */
     size_t (*on_read)(struct conn *c, const uint8_t *data, size_t len); /* returns consumed */
-    void (*on_eof)(struct conn *c);     /* peer sends no more (FIN, or TLS close_notify) */
+    void (*on_eof)(struct conn *c); /* peer sends no more (FIN, or TLS close_notify) */
     void (*on_error)(struct conn *c, int err, const char *reason); /* conn is now closing */
-    void (*on_drain)(struct conn *c);   /* backlog fell to the low watermark */
-    void (*on_close)(struct conn *c);   /* last callback; c is freed when it returns */
+    void (*on_drain)(struct conn *c); /* backlog fell to the low watermark */
+    void (*on_close)(struct conn *c); /* last callback; c is freed when it returns */
 };
 
 /* Per-loop shared state: read buffers, the coalescing flush. One per uv_loop_t. */
@@ -58,7 +59,7 @@ void conn_loop_free(struct conn_loop *cl);
 
 /* Returns new (NULL on ENOMEM). pipe: a Unix-socket conn instead of TCP. */
 struct conn *conn_new(struct conn_loop *cl, const struct conn_ops *ops, void *data, bool pipe);
-int conn_accept(struct conn *c, uv_stream_t *server);         /* then conn_read_start */
+int conn_accept(struct conn *c, uv_stream_t *server);              /* then conn_read_start */
 int conn_connect_tcp(struct conn *c, const struct sockaddr *addr); /* -> on_connect */
 int conn_connect_pipe(struct conn *c, const char *path);           /* -> on_connect */
 
@@ -77,7 +78,7 @@ int conn_read_stop(struct conn *c);
 
 int conn_write(struct conn *c, const void *data, size_t len); /* 0 or negative (closing) */
 size_t conn_backlog(const struct conn *c);
-bool conn_writable(const struct conn *c);                      /* backlog < high watermark */
+bool conn_writable(const struct conn *c); /* backlog < high watermark */
 /* Default 64 KiB / 256 KiB. low may exceed high: with high = 1, on_drain follows every write
  * once the backlog is at most low (the tunnel uses this to return flow-control credit). */
 void conn_set_watermarks(struct conn *c, size_t low, size_t high);
@@ -99,9 +100,9 @@ void conn_set_data(struct conn *c, void *data);
 /* Peer address as "ip:port" ("[v6]:port"), or "unix" for pipes. */
 const char *conn_peer_addr(const struct conn *c);
 /* TLS facts, valid after on_handshake; NULL when not TLS / not present. */
-const char *conn_tls_version(const struct conn *c);  /* "TLSv1.3" */
+const char *conn_tls_version(const struct conn *c); /* "TLSv1.3" */
 const char *conn_tls_cipher(const struct conn *c);
-const char *conn_tls_sni(const struct conn *c);      /* server role: name the client sent */
+const char *conn_tls_sni(const struct conn *c); /* server role: name the client sent */
 const char *conn_tls_alpn(const struct conn *c, char *buf, size_t cap); /* selected ALPN */
 /* Verified peer certificate's CN into buf[cap] (0), -ENOENT when no verified certificate. */
 int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap);

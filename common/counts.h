@@ -13,10 +13,10 @@
 
 struct counts;
 
-struct counts *counts_new(void); /* returns new, NULL on ENOMEM */
+struct counts *counts_new(void);    /* returns new, NULL on ENOMEM */
 void counts_free(struct counts *c); /* accepts NULL */
 uint32_t counts_get(const struct counts *c, const char *key);
-int counts_add(struct counts *c, const char *key); /* +1; 0 or -ENOMEM */
+int counts_add(struct counts *c, const char *key);  /* +1; 0 or -ENOMEM */
 void counts_sub(struct counts *c, const char *key); /* -1; the entry goes at zero */
 uint32_t counts_entries(const struct counts *c);
 

@@ -103,8 +103,8 @@ void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char
     if (log_cfg.format == LOG_JSON) {
         char esc[sizeof(msg) * 2];
         json_escape(esc, sizeof(esc), msg);
-        fprintf(out, "{\"ts\":\"%s\",\"level\":\"%s\",\"program\":\"%s\"", ts,
-                level_names[level], log_cfg.program);
+        fprintf(out, "{\"ts\":\"%s\",\"level\":\"%s\",\"program\":\"%s\"", ts, level_names[level],
+                log_cfg.program);
         if (tunnel)
             fprintf(out, ",\"tunnel\":%u", tunnel);
         if (stream)

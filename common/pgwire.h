@@ -14,7 +14,7 @@
 #define PGWIRE_SSL_REQUEST 80877103u
 #define PGWIRE_GSSENC_REQUEST 80877104u
 #define PGWIRE_PROTO_3_0 0x00030000u
-#define PGWIRE_STARTUP_MAX 10000 /* bytes, including the length word (PostgreSQL: 4 more) */
+#define PGWIRE_STARTUP_MAX 10000  /* bytes, including the length word (PostgreSQL: 4 more) */
 #define PGWIRE_TLS_HANDSHAKE 0x16 /* first byte of a TLS record carrying a ClientHello */
 
 enum pgwire_kind {
@@ -34,9 +34,9 @@ uint32_t pgwire_packet_len(const uint8_t *buf, size_t len);
 
 #define PGWIRE_MAX_PARAMS 64
 struct pgwire_startup {
-    uint32_t protocol;              /* e.g. 0x00030000 */
-    const char *user;               /* NULL when absent (an error for the caller) */
-    const char *database;           /* NULL when absent (PostgreSQL then uses user) */
+    uint32_t protocol;    /* e.g. 0x00030000 */
+    const char *user;     /* NULL when absent (an error for the caller) */
+    const char *database; /* NULL when absent (PostgreSQL then uses user) */
     const char *options;
     const char *application_name;
     uint32_t nparams;

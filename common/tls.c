@@ -436,10 +436,9 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
             X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
             if (tls_check_readable("CRL file", o->client_crl_file, err) < 0)
                 goto out;
-            if (!lookup ||
-                X509_load_crl_file(lookup, o->client_crl_file, X509_FILETYPE_PEM) <= 0) {
-                snprintf(err, TLS_ERR_MAX, "could not load CRL file \"%s\": %s",
-                         o->client_crl_file, tls_last_error(e, sizeof(e)));
+            if (!lookup || X509_load_crl_file(lookup, o->client_crl_file, X509_FILETYPE_PEM) <= 0) {
+                snprintf(err, TLS_ERR_MAX, "could not load CRL file \"%s\": %s", o->client_crl_file,
+                         tls_last_error(e, sizeof(e)));
                 goto out;
             }
             X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);

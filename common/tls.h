@@ -19,16 +19,17 @@ struct tls_server_opts {
     const char *cert_file;      /* PEM chain (required) */
     const char *key_file;       /* PEM key (required; refused if group/other can read it) */
     const char *client_ca_file; /* verify client certificates against this CA (NULL: none asked) */
-    const char *client_crl_file; /* with client_ca_file: CRLs checked for the client's certificate */
-    bool require_client_cert;   /* fail the handshake when the client sends none */
-    int min_version;            /* TLS1_2_VERSION or TLS1_3_VERSION (0 = TLS1_2_VERSION) */
-    int max_version;            /* 0 = no maximum */
-    const char *alpn;           /* protocol name to select, e.g. "postgresql" or "pgburrow/1" */
-    bool alpn_required;         /* true: a client offering no ALPN is refused */
-    size_t max_send_fragment;   /* 0 = OpenSSL default (16 KiB); clients get 8192 */
-    const char *ciphers;        /* TLS 1.2 cipher list, OpenSSL syntax (NULL: OpenSSL default) */
-    const char *ciphersuites;   /* TLS 1.3 suites, "A:B" (NULL: OpenSSL default) */
-    const char *groups;         /* key exchange groups, "X25519:P-256" (NULL: OpenSSL default) */
+    const char
+        *client_crl_file;     /* with client_ca_file: CRLs checked for the client's certificate */
+    bool require_client_cert; /* fail the handshake when the client sends none */
+    int min_version;          /* TLS1_2_VERSION or TLS1_3_VERSION (0 = TLS1_2_VERSION) */
+    int max_version;          /* 0 = no maximum */
+    const char *alpn;         /* protocol name to select, e.g. "postgresql" or "pgburrow/1" */
+    bool alpn_required;       /* true: a client offering no ALPN is refused */
+    size_t max_send_fragment; /* 0 = OpenSSL default (16 KiB); clients get 8192 */
+    const char *ciphers;      /* TLS 1.2 cipher list, OpenSSL syntax (NULL: OpenSSL default) */
+    const char *ciphersuites; /* TLS 1.3 suites, "A:B" (NULL: OpenSSL default) */
+    const char *groups;       /* key exchange groups, "X25519:P-256" (NULL: OpenSSL default) */
     /* Ask every client for a certificate, but neither require nor verify it during the
      * handshake: the owner verifies it later with conn_tls_verify_peer() against the store of
      * whatever the certificate is for (the relay: the route, known only after the
@@ -46,13 +47,13 @@ struct tls_peer_info {
 };
 
 struct tls_client_opts {
-    const char *ca_file;        /* CA to verify the server with (required) */
-    const char *cert_file;      /* client certificate (optional) */
-    const char *key_file;       /* its key (required with cert_file; permission-checked) */
-    int min_version;            /* 0 = TLS1_2_VERSION */
-    const char *alpn;           /* offered ALPN, e.g. "pgburrow/1" (NULL: none) */
-    bool verify_none;           /* encrypt only, accept any certificate (PostgreSQL's
-                                   sslmode=require); ca_file may then be NULL */
+    const char *ca_file;   /* CA to verify the server with (required) */
+    const char *cert_file; /* client certificate (optional) */
+    const char *key_file;  /* its key (required with cert_file; permission-checked) */
+    int min_version;       /* 0 = TLS1_2_VERSION */
+    const char *alpn;      /* offered ALPN, e.g. "pgburrow/1" (NULL: none) */
+    bool verify_none;      /* encrypt only, accept any certificate (PostgreSQL's
+                              sslmode=require); ca_file may then be NULL */
 };
 
 SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err);
@@ -88,7 +89,7 @@ X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err);
 /* Verify leaf (with the untrusted chain the peer sent, may be NULL) against store for client
  * authentication; fill *info. Returns 0, or -EACCES with the X509 reason in err
  * ("certificate revoked"), or -EINVAL/-ENOMEM. */
-int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) *chain, X509_STORE *store,
+int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
                            struct tls_peer_info *info, char *err);
 
 /* Last OpenSSL error queue entry as text (and clears the queue). */

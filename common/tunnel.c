@@ -21,20 +21,20 @@
 enum stream_state { ST_OPENING, ST_ACCEPTED, ST_OPEN, ST_DONE };
 
 struct tunnel_stream {
-    struct tunnel *t;               /* NULL once done */
-    struct tunnel_stream *hnext;    /* hash chain */
-    struct tunnel_stream *pnext;    /* list of streams paused on the tunnel backlog */
+    struct tunnel *t;            /* NULL once done */
+    struct tunnel_stream *hnext; /* hash chain */
+    struct tunnel_stream *pnext; /* list of streams paused on the tunnel backlog */
     uint32_t id;
     enum stream_state state;
-    struct conn *local;             /* owned once bound */
+    struct conn *local; /* owned once bound */
     void *data;
-    uint64_t send_credit;           /* DATA bytes we may still send */
-    uint64_t recv_left;             /* DATA bytes the peer may still send */
-    uint64_t recv_unacked;          /* received, not yet credited back */
+    uint64_t send_credit;  /* DATA bytes we may still send */
+    uint64_t recv_left;    /* DATA bytes the peer may still send */
+    uint64_t recv_unacked; /* received, not yet credited back */
     uint64_t bytes_in, bytes_out;
     bool sent_close, got_close, end_on_close;
-    bool local_paused;              /* local reads stopped (credit or tunnel backlog) */
-    tunnel_filter_fn filter[2];     /* by enum tunnel_dir; NULL when none */
+    bool local_paused;          /* local reads stopped (credit or tunnel backlog) */
+    tunnel_filter_fn filter[2]; /* by enum tunnel_dir; NULL when none */
     void *filter_ctx[2];
     bool in_paused_list;
 };
@@ -47,20 +47,20 @@ struct tunnel {
     void *data;
     uint32_t id;
     uv_timer_t timer;
-    int open_handles;               /* conn + timer; freed when both closed */
+    int open_handles; /* conn + timer; freed when both closed */
     bool closing;
     bool keepalive;
-    bool goaway_sent;               /* drain: no new streams from this side */
-    bool opener;                    /* relay role: opens streams */
+    bool goaway_sent; /* drain: no new streams from this side */
+    bool opener;      /* relay role: opens streams */
     char close_reason[256];
     uint64_t last_rx_ms;
     uint64_t ping_sent_ms;
-    uint32_t next_stream_id;        /* opener: next id to use */
-    uint32_t max_stream_id;         /* highest id ever used on this tunnel */
+    uint32_t next_stream_id; /* opener: next id to use */
+    uint32_t max_stream_id;  /* highest id ever used on this tunnel */
     uint32_t nstreams;
     uint32_t nbuckets;
     struct tunnel_stream **buckets;
-    struct tunnel_stream *paused;   /* streams waiting for the tunnel to drain */
+    struct tunnel_stream *paused; /* streams waiting for the tunnel to drain */
     struct proto_reader reader;
     uint8_t scratch[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
     uint8_t filter_buf[DATA_CHUNK]; /* bytes being filtered, one chunk at a time */
@@ -541,8 +541,7 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
             return -EPROTO;
         }
         if (t->goaway_sent) {
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "57P03",
-                             "agent is shutting down");
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "57P03", "agent is shutting down");
             return 0;
         }
         if (t->nstreams >= t->lim.max_streams) {

@@ -175,18 +175,19 @@ int access_config_check(const struct relay_config *c, char *err)
 
         if (r->client_cert == RELAY_CERT_NONE && (r->client_ca || r->client_crl)) {
             config_err(err,
-                    "[route %s] client_ca/client_crl are set but client_cert = none: set "
-                    "client_cert = verify or verify-user (or remove them)",
-                    r->name);
+                       "[route %s] client_ca/client_crl are set but client_cert = none: set "
+                       "client_cert = verify or verify-user (or remove them)",
+                       r->name);
             return -EINVAL;
         }
         if (r->client_cert != RELAY_CERT_NONE && !r->client_ca) {
             config_err(err, "[route %s] client_ca: required when client_cert = %s", r->name,
-                    r->client_cert == RELAY_CERT_VERIFY ? "verify" : "verify-user");
+                       r->client_cert == RELAY_CERT_VERIFY ? "verify" : "verify-user");
             return -EINVAL;
         }
         if (r->ident_map && r->client_cert != RELAY_CERT_VERIFY_USER) {
-            config_err(err, "[route %s] ident_map: only used with client_cert = verify-user", r->name);
+            config_err(err, "[route %s] ident_map: only used with client_cert = verify-user",
+                       r->name);
             return -EINVAL;
         }
     }
@@ -307,9 +308,9 @@ int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
             int len = (int)strcspn(start, "\r\n");
 
             config_err(err,
-                    "line %d: expected CERT_CN PG_USER (two fields, \"quoted\" when they "
-                    "hold blanks), got \"%.*s\"",
-                    line, len > 60 ? 60 : len, start);
+                       "line %d: expected CERT_CN PG_USER (two fields, \"quoted\" when they "
+                       "hold blanks), got \"%.*s\"",
+                       line, len > 60 ? 60 : len, start);
             rc = -EINVAL;
             goto out;
         }
@@ -388,7 +389,7 @@ static char *read_text_file(const char *path, char *err)
     n = fread(buf, 1, ACCESS_IDENT_FILE_MAX + 1, f);
     if (ferror(f) || n > ACCESS_IDENT_FILE_MAX) {
         config_err(err, "cannot read \"%s\": %s", path,
-                ferror(f) ? "read error" : "larger than 1 MiB");
+                   ferror(f) ? "read error" : "larger than 1 MiB");
         free(buf);
         buf = NULL;
         goto out;
@@ -433,8 +434,8 @@ struct access *access_new(const struct relay_config *c, char *err)
 
             free(text);
             if (rc < 0) {
-                config_err(err, "[route %s] ident_map: %s%s%s", r->name, was_read ? r->ident_map : "",
-                        was_read ? ": " : "", why);
+                config_err(err, "[route %s] ident_map: %s%s%s", r->name,
+                           was_read ? r->ident_map : "", was_read ? ": " : "", why);
                 goto fail;
             }
             ar->has_map = true;

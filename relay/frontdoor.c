@@ -33,16 +33,16 @@ enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_CANCEL, FD_OPENING, FD_STREAMIN
 struct relay_client {
     struct relay *r;
     struct relay_client *prev, *next;
-    struct conn *conn;               /* NULL once handed to the stream */
+    struct conn *conn; /* NULL once handed to the stream */
     struct tunnel_stream *s;
-    uv_timer_t timer;                /* startup timeout */
+    uv_timer_t timer; /* startup timeout */
     enum fd_state state;
     bool gss_answered;
     bool got_bytes;
-    bool counted;                    /* counted in r->nsessions */
+    bool counted; /* counted in r->nsessions */
     uint8_t first[8];
     size_t first_have;
-    uint8_t *pkt;                    /* StartupMessage being read (<= PGWIRE_STARTUP_MAX) */
+    uint8_t *pkt; /* StartupMessage being read (<= PGWIRE_STARTUP_MAX) */
     uint32_t pkt_len, pkt_have;
     uint64_t start_ms;
     char sid[17];
@@ -56,11 +56,11 @@ struct relay_client {
     char tls_version[16];
     char tls_cipher[64];
     char application_name[PROTO_META_MAX];
-    struct audit_stmt *stmt;         /* statement audit filter (audit_statements = on) */
-    bool denied;                     /* not in [relay] allow: refused before any TLS work */
-    char cert_subject[256];          /* verified client certificate (routes with client_cert) */
+    struct audit_stmt *stmt; /* statement audit filter (audit_statements = on) */
+    bool denied;             /* not in [relay] allow: refused before any TLS work */
+    char cert_subject[256];  /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
-    bool retried;                    /* OPEN went to a second agent after OPEN_FAIL 08006 */
+    bool retried; /* OPEN went to a second agent after OPEN_FAIL 08006 */
 };
 
 static const struct conn_ops client_ops;
@@ -348,8 +348,8 @@ static bool session_retry_other_agent(struct relay_client *c, const struct proto
     if (!(s = tunnel_stream_open(t, &m, c)))
         return false;
     log_msg(LOG_WARN, tunnel_id(t), tunnel_stream_id(s),
-            "session retry sid=%s route=%s failed_agent=%s agent=%s reason=%s", c->sid,
-            c->route, c->agent, agent, fail->message);
+            "session retry sid=%s route=%s failed_agent=%s agent=%s reason=%s", c->sid, c->route,
+            c->agent, agent, fail->message);
     c->retried = true;
     c->s = s;
     snprintf(c->agent, sizeof(c->agent), "%s", agent);
@@ -366,8 +366,8 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
         tunnel_stream_set_data(s, NULL);
         if (session_retry_other_agent(c, fail))
             return;
-        client_fail(c, fail->code[0] ? fail->code : "08006", "pgburrow: agent %s: %s",
-                    c->agent, fail->message);
+        client_fail(c, fail->code[0] ? fail->code : "08006", "pgburrow: agent %s: %s", c->agent,
+                    fail->message);
         return;
     }
     if (tunnel_stream_write(s, c->pkt, c->pkt_len) < 0) {
@@ -668,8 +668,7 @@ static void client_on_error(struct conn *conn, int err, const char *reason)
     else if (c->state == FD_TLS)
         frontdoor_tls_refused(c, reason ? reason : uv_strerror(err));
     else
-        log_info("client=%s error during startup: %s", c->peer,
-                 reason ? reason : uv_strerror(err));
+        log_info("client=%s error during startup: %s", c->peer, reason ? reason : uv_strerror(err));
     c->state = FD_ENDING;
 }
 

@@ -47,13 +47,11 @@ static int drop_privileges(const char *user, char *err)
     if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid) {
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
             setuid(pw->pw_uid) < 0) {
-            snprintf(err, CONFIG_ERR_MAX, "user: cannot become \"%s\": %s", user,
-                     strerror(errno));
+            snprintf(err, CONFIG_ERR_MAX, "user: cannot become \"%s\": %s", user, strerror(errno));
             return -1;
         }
         if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
-            snprintf(err, CONFIG_ERR_MAX, "user: could regain root after dropping to \"%s\"",
-                     user);
+            snprintf(err, CONFIG_ERR_MAX, "user: could regain root after dropping to \"%s\"", user);
             return -1;
         }
     }

@@ -27,14 +27,14 @@ struct relay_agent {
     struct relay *r;
     struct relay_agent *prev, *next;
     struct tunnel *t;
-    bool handshaken;  /* TLS done, certificate verified */
-    bool up;          /* HELLO accepted: serves its routes */
-    bool draining;    /* sent GOAWAY: no new sessions */
+    bool handshaken; /* TLS done, certificate verified */
+    bool up;         /* HELLO accepted: serves its routes */
+    bool draining;   /* sent GOAWAY: no new sessions */
     char name[PROTO_NAME_MAX];
     char peer[64];
     uint32_t nroutes;
     char routes[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
-    uint32_t noffered;   /* routes in its HELLO: re-checked against the config on reload */
+    uint32_t noffered; /* routes in its HELLO: re-checked against the config on reload */
     char offered[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
 };
 
@@ -55,8 +55,7 @@ static void agent_on_up(struct tunnel *t)
     char cn[256];
     if (conn_tls_peer_cn(tunnel_conn(t), cn, sizeof(cn)) < 0 || !proto_name_valid(cn)) {
         log_msg(LOG_WARN, tunnel_id(t), 0,
-                "tunnel rejected peer=%s reason=certificate has no valid agent name (CN)",
-                a->peer);
+                "tunnel rejected peer=%s reason=certificate has no valid agent name (CN)", a->peer);
         tunnel_fail(t, "28000", "agent certificate has no valid name");
         return;
     }
@@ -195,8 +194,8 @@ static int agent_on_control(struct tunnel *t, const struct proto_hdr *h, const u
             return -EPROTO;
         }
         a->draining = true;
-        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel draining agent=%s code=%s reason=%s",
-                a->name, g.code, g.message);
+        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel draining agent=%s code=%s reason=%s", a->name,
+                g.code, g.message);
         return 0;
     default:
         if (!a->up) {

@@ -37,19 +37,19 @@ struct relay {
     struct relay_client *clients;
     struct relay_cancel_limiter *cancel_limiter; /* cancel.h; created at the first cancel */
     uint32_t next_tunnel_id;
-    uint64_t nsessions;         /* client connections that have a stream open */
+    uint64_t nsessions; /* client connections that have a stream open */
     uint64_t nclients;
     uint64_t session_counter;
     bool stopping;
     struct counts *route_sessions;  /* live sessions per route (route max_sessions) */
     struct counts *source_sessions; /* live sessions per client IP (max_sessions_per_source) */
-    bool draining;              /* SIGTERM: no new sessions, running ones may finish */
+    bool draining;                  /* SIGTERM: no new sessions, running ones may finish */
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms;
-    int open_handles;           /* listeners + signals: for clean shutdown */
+    int open_handles;            /* listeners + signals: for clean shutdown */
     struct relay_reload *reload; /* NULL until relay_reload_start (reload.h) */
-    struct audit *audit;        /* always allocated; off when audit_log is empty */
-    struct access *access;      /* built with the TLS contexts (struct relay_tls) */
+    struct audit *audit;         /* always allocated; off when audit_log is empty */
+    struct access *access;       /* built with the TLS contexts (struct relay_tls) */
 };
 
 /*
@@ -94,6 +94,5 @@ void relay_foreach_agent_tunnel(struct relay *r, relay_tunnel_fn fn, void *ctx);
 /* Front door (frontdoor.c). */
 void frontdoor_accept(struct relay *r, uv_stream_t *server);
 void frontdoor_close_all(struct relay *r);
-
 
 #endif

@@ -102,7 +102,7 @@ static int route_get(struct relay_config *c, const char *name, struct relay_rout
     if (!r) {
         if (!proto_name_valid(name)) {
             config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
-                    PROTO_NAME_MAX - 1);
+                       PROTO_NAME_MAX - 1);
             return -EINVAL;
         }
         if (c->nroutes == RELAY_MAX_ROUTES) {
@@ -128,7 +128,7 @@ static int route_add_agent(void *ctx, const char *item, char *err)
 
     if (!proto_name_valid(item)) {
         config_err(err, "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
-                PROTO_NAME_MAX - 1);
+                   PROTO_NAME_MAX - 1);
         return -EINVAL;
     }
     if (relay_route_allows(r, item)) {
@@ -200,7 +200,7 @@ static int set_name(char **dst, const char *value, bool optional, char *err)
         return config_set_optional(dst, value);
     if (!proto_name_valid(value)) {
         config_err(err, "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
-                PROTO_NAME_MAX - 1, value);
+                   PROTO_NAME_MAX - 1, value);
         return -EINVAL;
     }
     return config_set_str(dst, value);
@@ -323,12 +323,13 @@ int relay_config_check(const struct relay_config *c, char *err)
         }
     }
     if (!!c->tunnel_cert != !!c->tunnel_key) {
-        config_err(err, "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
+        config_err(err,
+                   "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {
         config_err(err, "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
-                (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
+                   (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
         return -EINVAL;
     }
     if (c->nroutes == 0) {
@@ -342,8 +343,9 @@ int relay_config_check(const struct relay_config *c, char *err)
         }
     }
     if (c->default_route && !relay_config_route(c, c->default_route)) {
-        config_err(err, "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
-                c->default_route, c->default_route);
+        config_err(err,
+                   "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
+                   c->default_route, c->default_route);
         return -EINVAL;
     }
     return access_config_check(c, err);

@@ -50,8 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
      * key is known to the map (when no second 'K' could have replaced it) */
     if (stream_len >= 13 && stream[0] == 'K' && stream[1] == 0 && stream[2] == 0 &&
         stream[3] == 0 && stream[4] == 12 && memchr(stream + 13, 'K', stream_len - 13) == NULL) {
-        uint32_t pid = (uint32_t)copy[5] << 24 | (uint32_t)copy[6] << 16 |
-                       (uint32_t)copy[7] << 8 | copy[8];
+        uint32_t pid =
+            (uint32_t)copy[5] << 24 | (uint32_t)copy[6] << 16 | (uint32_t)copy[7] << 8 | copy[8];
         uint32_t real_pid;
         if (memcmp(copy, stream, 5) != 0)
             abort();
