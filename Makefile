@@ -110,6 +110,7 @@ valgrind: build
 	PGBURROW_BIN=$(CURDIR)/build/release/bin PGBURROW_VALGRIND=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration/test_basics.py $(PYTEST_ARGS)
 
 test: deps-test
+	@$(MAKE) --no-print-directory check-format
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
@@ -151,7 +152,8 @@ fuzz: fuzz-build
 format:
 	clang-format -i common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch] tests/unit/*.c tests/fuzz/*.c
 check-format:
-	clang-format --dry-run --Werror common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch]
+	@clang-format --dry-run --Werror common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch] \
+	  tests/unit/*.c tests/fuzz/*.c || { echo "run 'make format'" >&2; exit 1; }
 
 clean:
 	rm -rf build bin
