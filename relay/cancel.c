@@ -268,7 +268,12 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
     if (!r->cancel_limiter) {
         r->cancel_limiter =
             relay_cancel_limiter_new(RELAY_CANCEL_SOURCES, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST);
-        if (!r->cancel_limiter) {
+        r->cancel_global =
+            relay_cancel_limiter_new(1, RELAY_CANCEL_GLOBAL_RATE, RELAY_CANCEL_GLOBAL_BURST);
+        if (!r->cancel_limiter || !r->cancel_global) {
+            relay_cancel_limiter_free(r->cancel_limiter);
+            relay_cancel_limiter_free(r->cancel_global);
+            r->cancel_limiter = r->cancel_global = NULL;
             log_warn("cancel dropped reason=out of memory client=%s", peer);
             return;
         }
@@ -279,6 +284,14 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
             log_warn("cancel dropped reason=rate limited client=%s limit=%u/s burst=%u "
                      "unlogged_drops=%u",
                      peer, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST, suppressed);
+        return;
+    }
+    if (!relay_cancel_limiter_take(r->cancel_global, "0.0.0.0:0", uv_now(r->loop), &log_drop,
+                                   &suppressed)) {
+        if (log_drop)
+            log_warn("cancel dropped reason=relay-wide rate limit client=%s limit=%u/s burst=%u "
+                     "unlogged_drops=%u",
+                     peer, RELAY_CANCEL_GLOBAL_RATE, RELAY_CANCEL_GLOBAL_BURST, suppressed);
         return;
     }
     if (len < RELAY_CANCEL_PKT_MIN || len > RELAY_CANCEL_PKT_MAX ||

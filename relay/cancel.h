@@ -29,6 +29,9 @@ struct relay_cancel_limiter;
 #define RELAY_CANCEL_RATE 10                             /* cancels per second per source */
 #define RELAY_CANCEL_BURST 20
 #define RELAY_CANCEL_SOURCES 4096
+/* and relay-wide, whatever the sources: many addresses cannot flood the agents either */
+#define RELAY_CANCEL_GLOBAL_RATE 1000
+#define RELAY_CANCEL_GLOBAL_BURST 2000
 #define RELAY_CANCEL_LOG_MS 1000 /* rate-limit drops are logged once per this, per source */
 
 /* Returns new, or NULL (out of memory). rate: tokens per second; burst: bucket size. */

@@ -635,6 +635,7 @@ void relay_free(struct relay *r)
     counts_free(r->route_sessions);
     counts_free(r->source_sessions);
     relay_cancel_limiter_free(r->cancel_limiter);
+    relay_cancel_limiter_free(r->cancel_global);
     struct relay_tls tls = {0};
     relay_tls_swap(r, &tls);
     relay_tls_free(&tls);

@@ -36,6 +36,7 @@ struct relay {
     struct relay_agent *agents; /* every tunnel, up or not (doubly linked) */
     struct relay_client *clients;
     struct relay_cancel_limiter *cancel_limiter; /* cancel.h; created at the first cancel */
+    struct relay_cancel_limiter *cancel_global;  /* one bucket for the whole relay */
     uint32_t next_tunnel_id;
     uint64_t nsessions; /* client connections that have a stream open */
     uint64_t nclients;
