@@ -11,7 +11,6 @@
 #include "agent/reload.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,34 +19,13 @@
 #include "agent/upstream.h"
 #include "common/log.h"
 #include "common/tls.h"
-#include "common/watch.h"
+#include "common/reloader.h"
 
 struct agent_reload {
     struct agent *a;
-    char *path; /* NULL: no configuration file, flags only */
-    int nflags;
-    char **flags;
+    struct reloader *rl;
     char name[256]; /* the agent name (CN) the relays know */
-    uv_signal_t sig_hup, sig_usr1;
-    struct watch *watch;
-    int open_handles;
 };
-
-static void reload_free(struct agent_reload *rl)
-{
-    free(rl->path);
-    for (int i = 0; i < rl->nflags; i++)
-        free(rl->flags[i]);
-    free(rl->flags);
-    free(rl);
-}
-
-static void handle_closed(uv_handle_t *h)
-{
-    struct agent_reload *rl = h->data;
-    if (--rl->open_handles == 0)
-        reload_free(rl);
-}
 
 static bool str_differs(const char *a, const char *b)
 {
@@ -74,8 +52,7 @@ static void watch_config_files(struct agent_reload *rl)
         files[n++] = c->routes[i].sslcert;
         files[n++] = c->routes[i].sslkey;
     }
-    if (watch_set_files(rl->watch, files, n) < 0)
-        log_warn("reload: out of memory; certificate files are not watched");
+    reloader_watch(rl->rl, files, n);
     free(files);
 }
 
@@ -130,7 +107,8 @@ int agent_reload(struct agent *a, const char *trigger)
     if (!rl || a->stopping)
         return 0;
     agent_config_init(&nc);
-    rc = agent_config_build(&nc, rl->path, rl->nflags, rl->flags, err);
+    rc = agent_config_build(&nc, reloader_path(rl->rl), reloader_nflags(rl->rl),
+                            reloader_flags(rl->rl), err);
     if (rc < 0)
         goto fail;
     rc = -EINVAL;
@@ -179,24 +157,15 @@ fail:
     return rc;
 }
 
-static void on_sighup(uv_signal_t *sig, int signum)
-{
-    struct agent_reload *rl = sig->data;
-    watch_resync(rl->watch);
-    agent_reload(rl->a, "SIGHUP");
-}
-
-static void on_file_change(void *ctx, const char *path)
+static void on_reload(void *ctx, const char *trigger)
 {
     struct agent_reload *rl = ctx;
-    char trigger[300];
-    snprintf(trigger, sizeof(trigger), "file change %s", path);
     agent_reload(rl->a, trigger);
 }
 
-static void on_sigusr1(uv_signal_t *sig, int signum)
+static void on_reopen(void *ctx)
 {
-    struct agent_reload *rl = sig->data;
+    struct agent_reload *rl = ctx;
     const char *path = rl->a->cfg.log_file;
     int rc;
 
@@ -207,6 +176,8 @@ static void on_sigusr1(uv_signal_t *sig, int signum)
     else
         log_info("SIGUSR1: reopened log_file=%s", path);
 }
+
+static const struct reloader_ops reload_ops = {.on_reload = on_reload, .on_reopen = on_reopen};
 
 int agent_reload_start(struct agent *a, const char *config_path, int nflags, char *const *flags,
                        char *err)
@@ -219,32 +190,18 @@ int agent_reload_start(struct agent *a, const char *config_path, int nflags, cha
     rl->a = a;
     if (tls_cert_file_cn(a->cfg.cert, rl->name, sizeof(rl->name), terr) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "%s", terr);
-        reload_free(rl);
+        free(rl);
         return -EINVAL;
     }
-    if (config_path && !(rl->path = strdup(config_path)))
+    rl->rl = reloader_new(a->loop, config_path, nflags, flags, AGENT_RELOAD_DEBOUNCE_MS,
+                          &reload_ops, rl);
+    if (!rl->rl)
         goto nomem;
-    if (nflags > 0 && !(rl->flags = calloc((size_t)nflags, sizeof(*rl->flags))))
-        goto nomem;
-    for (; rl->nflags < nflags; rl->nflags++) {
-        if (!(rl->flags[rl->nflags] = strdup(flags[rl->nflags])))
-            goto nomem;
-    }
-    rl->watch = watch_new(a->loop, AGENT_RELOAD_DEBOUNCE_MS, on_file_change, rl);
-    if (!rl->watch)
-        goto nomem;
-    uv_signal_init(a->loop, &rl->sig_hup);
-    uv_signal_init(a->loop, &rl->sig_usr1);
-    rl->sig_hup.data = rl->sig_usr1.data = rl;
-    rl->open_handles = 2;
-    uv_signal_start(&rl->sig_hup, on_sighup, SIGHUP);
-    uv_signal_start(&rl->sig_usr1, on_sigusr1, SIGUSR1);
     a->reload = rl;
     watch_config_files(rl);
     return 0;
 nomem:
-    if (rl)
-        reload_free(rl);
+    free(rl);
     snprintf(err, CONFIG_ERR_MAX, "out of memory");
     return -ENOMEM;
 }
@@ -255,8 +212,6 @@ void agent_reload_stop(struct agent *a)
     if (!rl)
         return;
     a->reload = NULL;
-    watch_close(rl->watch);
-    rl->watch = NULL;
-    uv_close((uv_handle_t *)&rl->sig_hup, handle_closed);
-    uv_close((uv_handle_t *)&rl->sig_usr1, handle_closed);
+    reloader_close(rl->rl); /* no callback comes after this: rl can go now */
+    free(rl);
 }

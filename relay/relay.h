@@ -20,7 +20,7 @@
 
 struct relay_agent;  /* one accepted agent tunnel */
 struct relay_client; /* one PostgreSQL client connection */
-struct relay_reload; /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
+struct reloader;     /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
 struct audit;        /* the audit log (audit.h) */
 struct access;       /* allowlists and client certificate checks (access.h) */
 
@@ -47,10 +47,10 @@ struct relay {
     bool draining;                  /* SIGTERM: no new sessions, running ones may finish */
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms;
-    int open_handles;            /* listeners + signals: for clean shutdown */
-    struct relay_reload *reload; /* NULL until relay_reload_start (reload.h) */
-    struct audit *audit;         /* always allocated; off when audit_log is empty */
-    struct access *access;       /* built with the TLS contexts (struct relay_tls) */
+    int open_handles;        /* listeners + signals: for clean shutdown */
+    struct reloader *reload; /* NULL until relay_reload_start (reload.h) */
+    struct audit *audit;     /* always allocated; off when audit_log is empty */
+    struct access *access;   /* built with the TLS contexts (struct relay_tls) */
 };
 
 /*

@@ -9,41 +9,14 @@
 #include "relay/reload.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/log.h"
-#include "common/watch.h"
+#include "common/reloader.h"
 #include "relay/audit.h"
 #include "relay/relay.h"
-
-struct relay_reload {
-    struct relay *r;
-    char *path; /* NULL: no configuration file, flags only */
-    int nflags;
-    char **flags;
-    uv_signal_t sig_hup, sig_usr1;
-    struct watch *watch;
-    int open_handles;
-};
-
-static void reload_free(struct relay_reload *rl)
-{
-    free(rl->path);
-    for (int i = 0; i < rl->nflags; i++)
-        free(rl->flags[i]);
-    free(rl->flags);
-    free(rl);
-}
-
-static void handle_closed(uv_handle_t *h)
-{
-    struct relay_reload *rl = h->data;
-    if (--rl->open_handles == 0)
-        reload_free(rl);
-}
 
 static bool str_differs(const char *a, const char *b)
 {
@@ -60,9 +33,9 @@ static void swap_str(char **a, char **b)
 }
 
 /* Every file the configuration reads (certificates, keys, CAs, CRLs, ident maps). */
-static void watch_config_files(struct relay_reload *rl)
+static void watch_config_files(struct relay *r)
 {
-    const struct relay_config *c = &rl->r->cfg;
+    const struct relay_config *c = &r->cfg;
     size_t n = 0, cap = 6 + 3 * c->nroutes;
     const char **files = calloc(cap, sizeof(*files));
 
@@ -81,8 +54,7 @@ static void watch_config_files(struct relay_reload *rl)
         files[n++] = c->routes[i].client_crl;
         files[n++] = c->routes[i].ident_map;
     }
-    if (watch_set_files(rl->watch, files, n) < 0)
-        log_warn("reload: out of memory; certificate files are not watched");
+    reloader_watch(r->reload, files, n);
     free(files);
 }
 
@@ -100,7 +72,7 @@ static void apply_log_settings(const struct relay_config *c)
 
 int relay_reload(struct relay *r, const char *trigger)
 {
-    struct relay_reload *rl = r->reload;
+    struct reloader *rl = r->reload;
     struct relay_config nc, old;
     struct relay_tls tls = {0};
     char err[CONFIG_ERR_MAX] = "";
@@ -110,7 +82,7 @@ int relay_reload(struct relay *r, const char *trigger)
     if (!rl || r->stopping)
         return 0;
     relay_config_init(&nc);
-    rc = relay_config_build(&nc, rl->path, rl->nflags, rl->flags, err);
+    rc = relay_config_build(&nc, reloader_path(rl), reloader_nflags(rl), reloader_flags(rl), err);
     if (rc < 0)
         goto fail;
     rc = relay_tls_build(&nc, &tls, err);
@@ -147,7 +119,7 @@ int relay_reload(struct relay *r, const char *trigger)
     relay_tls_free(&tls); /* open connections keep their own references */
     apply_log_settings(&r->cfg);
     relay_agents_recheck(r);
-    watch_config_files(rl);
+    watch_config_files(r);
     log_info("reload: ok (trigger=%s) routes=%zu audit_log=%s audit_statements=%s", trigger,
              r->cfg.nroutes, r->cfg.audit_log ? r->cfg.audit_log : "off",
              r->cfg.audit_statements ? "on" : "off");
@@ -157,30 +129,18 @@ fail:
     relay_config_free(&nc);
     log_error("reload: failed: %s; keeping the running configuration (trigger=%s)", err, trigger);
     /* the files in force may now live elsewhere (a symlink repointed): watch them there */
-    watch_config_files(rl);
+    watch_config_files(r);
     return rc;
 }
 
-static void on_sighup(uv_signal_t *sig, int signum)
+static void on_reload(void *ctx, const char *trigger)
 {
-    struct relay_reload *rl = sig->data;
-    /* the files are read after this point: a change after it is noticed by the watch */
-    watch_resync(rl->watch);
-    relay_reload(rl->r, "SIGHUP");
+    relay_reload(ctx, trigger);
 }
 
-static void on_file_change(void *ctx, const char *path)
+static void on_reopen(void *ctx)
 {
-    struct relay_reload *rl = ctx;
-    char trigger[300];
-    snprintf(trigger, sizeof(trigger), "file change %s", path);
-    relay_reload(rl->r, trigger);
-}
-
-static void on_sigusr1(uv_signal_t *sig, int signum)
-{
-    struct relay_reload *rl = sig->data;
-    struct relay *r = rl->r;
+    struct relay *r = ctx;
     char err[CONFIG_ERR_MAX];
     int rc;
 
@@ -195,49 +155,23 @@ static void on_sigusr1(uv_signal_t *sig, int signum)
                  audit_enabled(r->audit) ? r->cfg.audit_log : "");
 }
 
+static const struct reloader_ops reload_ops = {.on_reload = on_reload, .on_reopen = on_reopen};
+
 int relay_reload_start(struct relay *r, const char *config_path, int nflags, char *const *flags,
                        char *err)
 {
-    struct relay_reload *rl = calloc(1, sizeof(*rl));
-
-    if (!rl)
-        goto nomem;
-    rl->r = r;
-    if (config_path && !(rl->path = strdup(config_path)))
-        goto nomem;
-    if (nflags > 0 && !(rl->flags = calloc((size_t)nflags, sizeof(*rl->flags))))
-        goto nomem;
-    for (; rl->nflags < nflags; rl->nflags++) {
-        if (!(rl->flags[rl->nflags] = strdup(flags[rl->nflags])))
-            goto nomem;
+    r->reload =
+        reloader_new(r->loop, config_path, nflags, flags, RELAY_RELOAD_DEBOUNCE_MS, &reload_ops, r);
+    if (!r->reload) {
+        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        return -ENOMEM;
     }
-    rl->watch = watch_new(r->loop, RELAY_RELOAD_DEBOUNCE_MS, on_file_change, rl);
-    if (!rl->watch)
-        goto nomem;
-    uv_signal_init(r->loop, &rl->sig_hup);
-    uv_signal_init(r->loop, &rl->sig_usr1);
-    rl->sig_hup.data = rl->sig_usr1.data = rl;
-    rl->open_handles = 2;
-    uv_signal_start(&rl->sig_hup, on_sighup, SIGHUP);
-    uv_signal_start(&rl->sig_usr1, on_sigusr1, SIGUSR1);
-    r->reload = rl;
-    watch_config_files(rl);
+    watch_config_files(r);
     return 0;
-nomem:
-    if (rl)
-        reload_free(rl);
-    snprintf(err, CONFIG_ERR_MAX, "out of memory");
-    return -ENOMEM;
 }
 
 void relay_reload_stop(struct relay *r)
 {
-    struct relay_reload *rl = r->reload;
-    if (!rl)
-        return;
+    reloader_close(r->reload);
     r->reload = NULL;
-    watch_close(rl->watch);
-    rl->watch = NULL;
-    uv_close((uv_handle_t *)&rl->sig_hup, handle_closed);
-    uv_close((uv_handle_t *)&rl->sig_usr1, handle_closed);
 }
