@@ -401,7 +401,14 @@ void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
         return;
     c->s = NULL;
     if (c->state == FD_OPENING) {
-        /* the tunnel went away before the agent answered */
+        /* the tunnel went away before the agent answered (the agent died, or froze and the
+         * keepalive gave up on it): another agent of the route gets the session, once */
+        struct proto_error lost;
+        memset(&lost, 0, sizeof(lost));
+        snprintf(lost.code, sizeof(lost.code), "08006");
+        snprintf(lost.message, sizeof(lost.message), "lost the tunnel: %s", err ? err : "closed");
+        if (session_retry_other_agent(c, &lost))
+            return;
         client_fail(c, "08006", "pgburrow: lost the tunnel to agent %s: %s", c->agent,
                     err ? err : "closed");
         return;

@@ -343,3 +343,39 @@ def test_open_fail_tries_the_other_agent(burrow_env):
         query_ok(b.dsn())
     assert "agent-b could not connect to PostgreSQL" in str(e.value) or \
         "could not connect to PostgreSQL" in str(e.value), str(e.value)
+
+
+def test_session_opening_on_a_frozen_agent_moves_to_the_other(burrow_env):
+    """Sessions sent to an agent that froze (SIGSTOP: its tunnel looks alive until keepalive
+    gives up) are opened on the other agent of the route once the tunnel is declared dead:
+    every client gets its session, none an error."""
+    import os
+    import signal
+    import threading
+    b = burrow_env
+    b.start_relay(routes=ROUTES, ping_interval="250ms", dead_timeout="1500ms")
+    frozen = b.start_agent("agent-a", routes=("a",))
+    b.start_agent("agent-b", routes=("a",))
+    mark = b.relay.mark()
+    os.kill(frozen.pid, signal.SIGSTOP)
+    results, threads = [], []
+    try:
+        def one():
+            try:
+                query_ok(b.dsn())
+                results.append("ok")
+            except Exception as e:  # noqa: BLE001 - asserted below
+                results.append(repr(e))
+        for _ in range(6):
+            th = threading.Thread(target=one)
+            th.start()
+            threads.append(th)
+        for th in threads:
+            th.join(t(20))
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+    assert results == ["ok"] * 6, results
+    retries = b.relay.lines("session retry ", mark)
+    assert retries and all("failed_agent=agent-a agent=agent-b " in l for l in retries), retries
+    starts = b.relay.lines("session start ", mark)
+    assert len(starts) == 6 and all("agent=agent-b " in l for l in starts), starts
