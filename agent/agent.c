@@ -47,6 +47,7 @@ struct agent_link {
     struct conn *pending; /* TCP connect in progress (before the tunnel owns it) */
     struct tunnel *t;
     uint32_t attempt;
+    bool duplicate; /* the relay refused this tunnel: it already has a live one from us */
     char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX];
 };
 
@@ -433,8 +434,11 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
             tunnel_fail(t, "08P01", "bad GOAWAY");
             return -EPROTO;
         }
-        log_msg(strcmp(g.code, "00000") == 0 ? LOG_INFO : LOG_ERROR, tunnel_id(t), 0,
-                "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
+        /* 53300 at HELLO: this relay already has a live tunnel from this agent (reached over
+         * another address of the same name, e.g. IPv4 and IPv6): not an error to shout about */
+        l->duplicate = strcmp(g.code, "53300") == 0;
+        log_msg(strcmp(g.code, "00000") == 0 || l->duplicate ? LOG_INFO : LOG_ERROR, tunnel_id(t),
+                0, "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
         return 0;
     }
     tunnel_fail(t, "08P01", "unexpected %s", proto_type_name(hdr->type));
@@ -621,7 +625,14 @@ static void link_schedule(struct agent_link *l, const char *why)
                                       agent_rand(a));
     if (l->attempt < 63)
         l->attempt++;
-    if (l->state == LINK_UP)
+    if (l->duplicate) {
+        /* the same relay through another address: look again at the next resolve interval */
+        l->duplicate = false;
+        delay = a->cfg.resolve_interval_ms + agent_rand(a) % (a->cfg.resolve_interval_ms / 4 + 1);
+        log_info("tunnel not needed relay=%s reason=the relay already has a live tunnel from this "
+                 "agent (same relay behind another address) retry_in_ms=%llu",
+                 l->label, (unsigned long long)delay);
+    } else if (l->state == LINK_UP)
         log_warn("tunnel down relay=%s reason=%s retry_in_ms=%llu", l->label, why,
                  (unsigned long long)delay);
     else

@@ -379,3 +379,36 @@ def test_session_opening_on_a_frozen_agent_moves_to_the_other(burrow_env):
     assert retries and all("failed_agent=agent-a agent=agent-b " in l for l in retries), retries
     starts = b.relay.lines("session start ", mark)
     assert len(starts) == 6 and all("agent=agent-b " in l for l in starts), starts
+
+
+def test_same_relay_behind_two_addresses(burrow_env):
+    """A name whose two addresses (IPv4 and IPv6) reach ONE dual-stack relay: the relay keeps
+    the first tunnel and refuses the second as a duplicate (max_tunnels_per_agent=1); the agent
+    takes that calmly (info, retry at resolve_interval) and sessions work."""
+    if not os.path.exists(NSS_WRAPPER):
+        pytest.skip("libnss-wrapper is not installed (deploy/install-deps.sh test installs it)")
+    b = burrow_env
+    cdir = os.path.join(b.dir, "name-only")
+    os.makedirs(cdir, exist_ok=True)
+    for f in ("ca.crt", "ca.key"):
+        shutil.copy2(os.path.join(b.certs.dir, f), cdir)
+    subprocess.run(["bash", harness.MKCERTS, cdir, "relay", "DNS:localhost"], check=True,
+                   capture_output=True, timeout=60)
+    b.start_relay(routes=ROUTES, tls_cert=os.path.join(cdir, "relay.crt"),
+                  tls_key=os.path.join(cdir, "relay.key"),
+                  tunnel_listen="*:%d" % b.tunnel_port)  # one relay, IPv4 and IPv6
+    hosts = os.path.join(b.dir, "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n::1 localhost\n")
+    env = {"LD_PRELOAD": NSS_WRAPPER, "NSS_WRAPPER_HOSTS": hosts}
+    if harness.SANITIZER:
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    agent = start_agent(b, "agent-a", "localhost:%d" % b.tunnel_port, env=env,
+                        relay_server_name=None, resolve_interval="30s")
+    agent.wait_for_log("relay addresses for localhost: 127.0.0.1, ::1", timeout=10)
+    b.relay.wait_for_log("tunnel up agent=agent-a ", timeout=10)
+    b.relay.wait_for_log("already has 1 live tunnel", timeout=10)
+    agent.wait_for_log("tunnel not needed", timeout=10)
+    query_ok(b.dsn())
+    assert b.relay.count("tunnel up agent=agent-a ") == 1
+    assert "tunnel failed" not in agent.log() and "ERROR" not in agent.log(), agent.log()
