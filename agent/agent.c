@@ -626,11 +626,12 @@ static void link_schedule(struct agent_link *l, const char *why)
     if (l->attempt < 63)
         l->attempt++;
     if (l->duplicate) {
-        /* the same relay through another address: look again at the next resolve interval */
+        /* Refused because this relay already has a live tunnel from us: the same relay behind
+         * another address, or our previous tunnel not yet seen dead there (the relay replaces
+         * one silent for two ping intervals). Retry on the usual backoff, quietly. */
         l->duplicate = false;
-        delay = a->cfg.resolve_interval_ms + agent_rand(a) % (a->cfg.resolve_interval_ms / 4 + 1);
         log_info("tunnel not needed relay=%s reason=the relay already has a live tunnel from this "
-                 "agent (same relay behind another address) retry_in_ms=%llu",
+                 "agent retry_in_ms=%llu",
                  l->label, (unsigned long long)delay);
     } else if (l->state == LINK_UP)
         log_warn("tunnel down relay=%s reason=%s retry_in_ms=%llu", l->label, why,

@@ -384,7 +384,7 @@ def test_session_opening_on_a_frozen_agent_moves_to_the_other(burrow_env):
 def test_same_relay_behind_two_addresses(burrow_env):
     """A name whose two addresses (IPv4 and IPv6) reach ONE dual-stack relay: the relay keeps
     the first tunnel and refuses the second as a duplicate (max_tunnels_per_agent=1); the agent
-    takes that calmly (info, retry at resolve_interval) and sessions work."""
+    takes that calmly (info, not a warning) and sessions work."""
     if not os.path.exists(NSS_WRAPPER):
         pytest.skip("libnss-wrapper is not installed (deploy/install-deps.sh test installs it)")
     b = burrow_env
