@@ -318,17 +318,7 @@ static void conn_ssl_reason(const struct conn *c, int ssl_err, char *buf, size_t
         ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && vr != X509_V_OK) {
         snprintf(buf, cap, "certificate verify failed: %s", X509_verify_cert_error_string(vr));
     } else if (e != 0) {
-        const char *r = ERR_reason_error_string(e);
-        char code[128];
-
-        if (!r) {
-            ERR_error_string_n(e, code, sizeof(code));
-            r = code;
-        }
-        if (data && (flags & ERR_TXT_STRING) && data[0])
-            snprintf(buf, cap, "%s: %s", r, data);
-        else
-            snprintf(buf, cap, "%s", r);
+        tls_error_text(e, data, flags, ": ", "", buf, cap);
     } else if (ssl_err == SSL_ERROR_SYSCALL) {
         snprintf(buf, cap, "unexpected end of the TLS stream");
     } else {

@@ -48,6 +48,23 @@ static void tls_alpn_index_init(void)
     tls_alpn_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_alpn_free);
 }
 
+const char *tls_error_text(unsigned long e, const char *data, int flags, const char *open,
+                           const char *close, char *buf, size_t cap)
+{
+    const char *r = ERR_reason_error_string(e);
+    char code[128];
+
+    if (!r) {
+        ERR_error_string_n(e, code, sizeof(code));
+        r = code;
+    }
+    if (data && (flags & ERR_TXT_STRING) && data[0])
+        snprintf(buf, cap, "%s%s%s%s", r, open, data, close);
+    else
+        snprintf(buf, cap, "%s", r);
+    return buf;
+}
+
 const char *tls_last_error(char *buf, size_t cap)
 {
     const char *file = NULL, *func = NULL, *data = NULL;
@@ -56,21 +73,10 @@ const char *tls_last_error(char *buf, size_t cap)
      * ("system lib", "PEM lib"). */
     unsigned long e = ERR_get_error_all(&file, &line, &func, &data, &flags);
 
-    if (e == 0) {
+    if (e == 0)
         snprintf(buf, cap, "unknown error");
-    } else {
-        const char *r = ERR_reason_error_string(e);
-        char code[128];
-
-        if (!r) {
-            ERR_error_string_n(e, code, sizeof(code));
-            r = code;
-        }
-        if (data && (flags & ERR_TXT_STRING) && data[0])
-            snprintf(buf, cap, "%s (%s)", r, data);
-        else
-            snprintf(buf, cap, "%s", r);
-    }
+    else
+        tls_error_text(e, data, flags, " (", ")", buf, cap);
     ERR_clear_error();
     return buf;
 }

@@ -94,5 +94,9 @@ int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store
 
 /* Last OpenSSL error queue entry as text (and clears the queue). */
 const char *tls_last_error(char *buf, size_t cap);
+/* One OpenSSL error entry as text: its reason, then open + its data + close when it has some
+ * (data and flags as ERR_get_error_all gives them). Returns buf. */
+const char *tls_error_text(unsigned long e, const char *data, int flags, const char *open,
+                           const char *close, char *buf, size_t cap);
 
 #endif

@@ -432,9 +432,7 @@ void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *
 {
     if (s->state == ST_DONE)
         return;
-    if (!s->t->closing && s->state != ST_OPENING)
-        send_error_frame(s->t, PROTO_RESET, s->id, code, msg);
-    else if (!s->t->closing)
+    if (!s->t->closing)
         send_error_frame(s->t, PROTO_RESET, s->id, code, msg);
     stream_finish(s, msg);
 }

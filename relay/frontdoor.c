@@ -120,8 +120,10 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    log_warn("refused client=%s sqlstate=%s reason=%s", c->peer, sqlstate, msg + 10);
-    audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, msg + 10);
+    /* the client sees "pgburrow: ..."; the log and audit lines say who anyway */
+    const char *reason = strncmp(msg, "pgburrow: ", 10) == 0 ? msg + 10 : msg;
+    log_warn("refused client=%s sqlstate=%s reason=%s", c->peer, sqlstate, reason);
+    audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, reason);
     if (c->s) {
         struct tunnel_stream *s = c->s;
         c->s = NULL;

@@ -160,6 +160,17 @@ def start_agent(b, name, relay, env=None, **keys):
     return d
 
 
+def name_only_relay_cert(b):
+    """A relay certificate for DNS:localhost only (no IP SAN), from the session CA."""
+    cdir = os.path.join(b.dir, "name-only")
+    os.makedirs(cdir, exist_ok=True)
+    for f in ("ca.crt", "ca.key"):
+        shutil.copy2(os.path.join(b.certs.dir, f), cdir)
+    subprocess.run(["bash", harness.MKCERTS, cdir, "relay", "DNS:localhost"], check=True,
+                   capture_output=True, timeout=60)
+    return cdir
+
+
 def query_ok(dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SELECT 42").fetchone()[0] == 42
@@ -256,12 +267,7 @@ def test_name_with_two_addresses(burrow_env, tmp_path):
         pytest.skip("libnss-wrapper is not installed (deploy/install-deps.sh test installs it)")
     b = burrow_env
     # A relay certificate with the name only: verifying the address instead would fail.
-    cdir = os.path.join(b.dir, "name-only")
-    os.makedirs(cdir, exist_ok=True)
-    for f in ("ca.crt", "ca.key"):
-        shutil.copy2(os.path.join(b.certs.dir, f), cdir)
-    subprocess.run(["bash", harness.MKCERTS, cdir, "relay", "DNS:localhost"], check=True,
-                   capture_output=True, timeout=60)
+    cdir = name_only_relay_cert(b)
     port, tport = free_port(), free_port()
     b.write_relay_ini(routes=ROUTES, default_route="a",
                       tls_cert=os.path.join(cdir, "relay.crt"),
@@ -388,12 +394,7 @@ def test_same_relay_behind_two_addresses(burrow_env):
     if not os.path.exists(NSS_WRAPPER):
         pytest.skip("libnss-wrapper is not installed (deploy/install-deps.sh test installs it)")
     b = burrow_env
-    cdir = os.path.join(b.dir, "name-only")
-    os.makedirs(cdir, exist_ok=True)
-    for f in ("ca.crt", "ca.key"):
-        shutil.copy2(os.path.join(b.certs.dir, f), cdir)
-    subprocess.run(["bash", harness.MKCERTS, cdir, "relay", "DNS:localhost"], check=True,
-                   capture_output=True, timeout=60)
+    cdir = name_only_relay_cert(b)
     b.start_relay(routes=ROUTES, tls_cert=os.path.join(cdir, "relay.crt"),
                   tls_key=os.path.join(cdir, "relay.key"),
                   tunnel_listen="*:%d" % b.tunnel_port)  # one relay, IPv4 and IPv6
