@@ -49,7 +49,9 @@ all: build
 	@mkdir -p bin
 	@cp -f build/release/bin/pgburrow-relay build/release/bin/pgburrow-agent bin/
 
-build: $(B)/bin/pgburrow-relay $(B)/bin/pgburrow-agent $(UNIT_BIN)
+# The daemons only: `make`, `make all` and `make demo` need nothing beyond the packages of
+# `deploy/install-deps.sh build|demo`. Unit tests (cmocka) are built by the test targets.
+build: $(B)/bin/pgburrow-relay $(B)/bin/pgburrow-agent
 
 build-asan:
 	@$(MAKE) --no-print-directory SAN=1 build
@@ -90,7 +92,7 @@ deps:
 deps-test:
 	@sh deploy/install-deps.sh test
 
-unit: build
+unit: build $(UNIT_BIN)
 	@set -e; n=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t; n=$$((n+1)); done; \
 	  [ $$n -gt 0 ] || { echo "no unit tests ran" >&2; exit 1; }
 
