@@ -41,7 +41,7 @@ RELAY_OBJ := $(RELAY_SRC:%.c=$(B)/%.o)
 AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
-.PHONY: all build build-asan unit unit-asan integration integration-asan valgrind test deps deps-test \
+.PHONY: all build build-asan unit unit-asan integration integration-asan valgrind test deps deps-test check-deps \
         demo demo-stop bench fuzz fuzz-build clean format check-format
 .DEFAULT_GOAL := all
 
@@ -92,6 +92,11 @@ deps:
 deps-test:
 	@sh deploy/install-deps.sh test
 
+# Fails when `make all` or `make demo` needs a package that `install-deps.sh build|demo` does
+# not install (a header, library or program outside that list's dependency closure).
+check-deps:
+	@$(PY) tests/deps/check_deps.py
+
 unit: build $(UNIT_BIN)
 	@set -e; n=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t; n=$$((n+1)); done; \
 	  [ $$n -gt 0 ] || { echo "no unit tests ran" >&2; exit 1; }
@@ -112,6 +117,7 @@ valgrind: build
 	PGBURROW_BIN=$(CURDIR)/build/release/bin PGBURROW_VALGRIND=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration/test_basics.py $(PYTEST_ARGS)
 
 test: deps-test
+	@$(MAKE) --no-print-directory check-deps
 	@$(MAKE) --no-print-directory check-format
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit

@@ -1,7 +1,14 @@
 #!/bin/sh
 # Installs the Debian 12 packages pgburrow needs to build, test, demo and benchmark.
 # Idempotent and quiet when everything is present. Usage: deploy/install-deps.sh [build|test|demo|bench]
+# `deploy/install-deps.sh --list WHAT` prints WHAT's package list, one a line, and installs
+# nothing (tests/deps/check_deps.py checks every target against these lists).
 set -eu
+list=0
+if [ "${1:-}" = --list ]; then
+    list=1
+    shift
+fi
 what="${1:-test}"
 pkgs="build-essential pkg-config libuv1-dev libssl-dev libmsgpack-dev libinih-dev openssl"
 case "$what" in
@@ -18,8 +25,12 @@ libpostgresql-jdbc-java haproxy libnss-wrapper clang-format"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
     ;;
 bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox" ;;
-*) echo "usage: $0 [build|test|demo|bench]" >&2; exit 2 ;;
+*) echo "usage: $0 [--list] [build|test|demo|bench]" >&2; exit 2 ;;
 esac
+if [ "$list" = 1 ]; then
+    for p in $pkgs; do echo "$p"; done
+    exit 0
+fi
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
