@@ -66,7 +66,7 @@ struct agent_session {
     char target[300];
     uint16_t port;
     struct upstream_tls up;          /* the route's upstream TLS, until the handshake is done */
-    struct cancel_key_watch *cancel; /* rewrites BackendKeyData once bound */
+    struct cancel_key_watch *cancel; /* notes the session's cancel key once bound */
 };
 
 static void link_schedule(struct agent_link *l, const char *why);
@@ -808,14 +808,13 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
         return -EINVAL;
     if (upstream_build_contexts(&a->cfg, err) < 0)
         return -EINVAL;
-    /* The relays know this agent by its certificate's CN; the fake cancel pids carry its
-     * hash so that any relay can route a cancel back here. */
+    /* The relays know this agent by its certificate's CN: one without is refused at start. */
     char name[256];
     if (tls_cert_file_cn(a->cfg.cert, name, sizeof(name), terr) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "%s", terr);
         return -EINVAL;
     }
-    a->cancel_keys = cancel_key_map_new(loop, a->cl, name, a->cfg.connect_timeout_ms);
+    a->cancel_keys = cancel_key_map_new(loop, a->cl, a->cfg.connect_timeout_ms);
     if (!a->cancel_keys) {
         snprintf(err, CONFIG_ERR_MAX, "out of memory");
         return -ENOMEM;

@@ -32,7 +32,7 @@ struct agent {
     uv_signal_t sig_term, sig_int;
     uint32_t next_tunnel_id;
     uint64_t rng;                       /* xorshift state for backoff jitter */
-    struct cancel_key_map *cancel_keys; /* fake -> real cancel keys (cancel_key.h) */
+    struct cancel_key_map *cancel_keys; /* the sessions' cancel keys (cancel_key.h) */
     struct agent_reload *reload;        /* NULL until agent_reload_start (reload.h) */
     bool stopping;
     bool draining; /* SIGTERM: GOAWAY sent, sessions finishing */

@@ -1,18 +1,10 @@
 /*
- * cancel_key.c — BackendKeyData rewriting and real CancelRequests (see cancel_key.h).
+ * cancel_key.c — the session keys the agent knows and real CancelRequests (see cancel_key.h).
  *
- * The filter parses the server's message stream (type byte, int32 length, body) from the
- * start of the session, in whatever pieces the bytes arrive:
- *
- *   HEADER (5 bytes) --'K'--> KEY BODY: each byte saved as real, replaced by the fake
- *      ^    |  \                 | body complete: register (fake -> real) in the map
- *      |    |   \--other--> SKIP BODY
- *      +----+-------------------+
- *      'Z' (ReadyForQuery) or a malformed length: stop filtering (return false)
- *
- * The fake pid and key are drawn when the 'K' header is seen, so every byte can be replaced
- * as it passes; nothing is buffered and nothing is delayed. A 'K' whose length is not that of
- * a 4..256-byte key is zeroed rather than passed on: the real key must never reach a client.
+ * The filter reads the server's first messages (keytab_watch: read-only, the client gets
+ * BackendKeyData exactly as PostgreSQL sent it) and enters the session's (pid, key) in the
+ * map's table when its BackendKeyData has passed. A CANCEL from a relay is looked up by (pid,
+ * key), in constant time: only the agent holding the session acts on it.
  *
  * A cancel connection (one per CANCEL that matched a key) lives until PostgreSQL closes it
  * after reading the request, or until the timeout. When the session's route uses upstream TLS,
@@ -29,15 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
+#include "common/keytab.h"
 #include "common/log.h"
 #include "common/pgwire.h"
 #include "common/tls.h"
 #include "proto/proto.h"
-
-#define BE_MSG_HDR 5                            /* type byte + int32 length */
-#define KEY_WIRE_MAX (4 + PROTO_CANCEL_KEY_MAX) /* pid + longest key */
 
 struct cancel_key_req;
 
@@ -45,29 +34,14 @@ struct cancel_key_map {
     uv_loop_t *loop;
     struct conn_loop *cl;
     uint64_t timeout_ms;
-    uint16_t name_hash;
-    size_t nbuckets; /* a power of 2 */
-    size_t nkeys;
-    struct cancel_key_watch **buckets;
+    struct keytab keys;          /* of the live sessions, borrowing their watches */
     struct cancel_key_req *reqs; /* outgoing cancel connections (doubly linked) */
     size_t nreqs;
 };
 
 struct cancel_key_watch {
+    struct keytab_watch kw; /* first: the table's entries are cancel_key_watches */
     struct cancel_key_map *m;
-    struct cancel_key_watch *hnext; /* bucket chain, while registered */
-    bool registered;
-    /* parser */
-    uint8_t hdr[BE_MSG_HDR];
-    uint8_t hdr_have;
-    uint32_t body_len, body_off;
-    bool in_key; /* the body being read is BackendKeyData */
-    bool key_ok; /* ... with a key we rewrite (else it is zeroed) */
-    /* the key, as on the wire: pid (big-endian) then key bytes */
-    uint32_t fake_pid, real_pid;
-    uint32_t key_len;
-    uint8_t fake[KEY_WIRE_MAX];
-    uint8_t real[KEY_WIRE_MAX];
     /* where the session's PostgreSQL is */
     struct upstream_tls up; /* the route's upstream TLS (ctx NULL: none) */
     bool pipe;
@@ -90,11 +64,6 @@ struct cancel_key_req {
     char target[300];
 };
 
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 static void put_be32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -106,112 +75,36 @@ static void put_be32(uint8_t *p, uint32_t v)
 /* ---- the map --------------------------------------------------------------------------- */
 
 struct cancel_key_map *cancel_key_map_new(uv_loop_t *loop, struct conn_loop *cl,
-                                          const char *agent_name, uint64_t timeout_ms)
+                                          uint64_t timeout_ms)
 {
     struct cancel_key_map *m = calloc(1, sizeof(*m));
     if (!m)
         return NULL;
-    m->nbuckets = 64;
-    m->buckets = calloc(m->nbuckets, sizeof(*m->buckets));
-    if (!m->buckets) {
+    if (keytab_init(&m->keys) < 0) {
         free(m);
         return NULL;
     }
     m->loop = loop;
     m->cl = cl;
     m->timeout_ms = timeout_ms;
-    m->name_hash = proto_cancel_name_hash(agent_name);
     return m;
-}
-
-uint16_t cancel_key_map_name_hash(const struct cancel_key_map *m)
-{
-    return m->name_hash;
 }
 
 size_t cancel_key_map_size(const struct cancel_key_map *m)
 {
-    return m->nkeys;
+    return keytab_size(&m->keys);
 }
 
-static size_t bucket_of(const struct cancel_key_map *m, uint32_t pid)
+static const struct cancel_key_watch *map_find(const struct cancel_key_map *m, uint32_t pid,
+                                               const uint8_t *key, size_t key_len)
 {
-    /* the low 16 bits are random; the high ones are the same for every key of this agent */
-    return (pid * 2654435761u) & (m->nbuckets - 1);
-}
-
-/* Grow at load 1 so that chains stay short; a failed grow only costs speed. */
-static void map_grow(struct cancel_key_map *m)
-{
-    size_t n = m->nbuckets * 2;
-    struct cancel_key_watch **b = calloc(n, sizeof(*b));
-    if (!b)
-        return;
-    struct cancel_key_watch **old = m->buckets;
-    size_t oldn = m->nbuckets;
-    m->buckets = b;
-    m->nbuckets = n;
-    for (size_t i = 0; i < oldn; i++) {
-        for (struct cancel_key_watch *w = old[i], *next; w; w = next) {
-            next = w->hnext;
-            size_t k = bucket_of(m, w->fake_pid);
-            w->hnext = b[k];
-            b[k] = w;
-        }
-    }
-    free(old);
-}
-
-static void map_remove(struct cancel_key_watch *w)
-{
-    struct cancel_key_map *m = w->m;
-    if (!w->registered)
-        return;
-    for (struct cancel_key_watch **pp = &m->buckets[bucket_of(m, w->fake_pid)]; *pp;
-         pp = &(*pp)->hnext) {
-        if (*pp == w) {
-            *pp = w->hnext;
-            break;
-        }
-    }
-    w->registered = false;
-    w->hnext = NULL;
-    m->nkeys--;
-}
-
-static void map_insert(struct cancel_key_watch *w)
-{
-    struct cancel_key_map *m = w->m;
-    if (m->nkeys >= m->nbuckets)
-        map_grow(m);
-    size_t k = bucket_of(m, w->fake_pid);
-    w->hnext = m->buckets[k];
-    m->buckets[k] = w;
-    w->registered = true;
-    m->nkeys++;
-}
-
-static struct cancel_key_watch *map_find(const struct cancel_key_map *m, uint32_t pid,
-                                         const uint8_t *key, size_t key_len)
-{
-    struct cancel_key_watch *found = NULL;
-    /* Every entry with this pid is compared in full, in constant time per key, so that the
-     * time taken tells nothing about how much of a guessed key was right. */
-    for (struct cancel_key_watch *w = m->buckets[bucket_of(m, pid)]; w; w = w->hnext) {
-        if (w->fake_pid == pid && w->key_len == key_len &&
-            CRYPTO_memcmp(w->fake + 4, key, key_len) == 0)
-            found = w;
-    }
-    return found;
+    return (const struct cancel_key_watch *)keytab_find(&m->keys, pid, key, key_len);
 }
 
 bool cancel_key_lookup(const struct cancel_key_map *m, uint32_t pid, const uint8_t *key,
-                       size_t key_len, uint32_t *real_pid)
+                       size_t key_len)
 {
-    const struct cancel_key_watch *w = map_find(m, pid, key, key_len);
-    if (w && real_pid)
-        *real_pid = w->real_pid;
-    return w != NULL;
+    return map_find(m, pid, key, key_len) != NULL;
 }
 
 /* ---- watches and the filter ------------------------------------------------------------ */
@@ -246,12 +139,17 @@ struct cancel_key_watch *cancel_key_watch_new(struct cancel_key_map *m, bool pip
     struct cancel_key_watch *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
+    if (keytab_watch_init(&w->kw, &m->keys) < 0) {
+        free(w);
+        return NULL;
+    }
     w->m = m;
     w->pipe = pipe;
     snprintf(w->target, sizeof(w->target), "%s", target);
     snprintf(w->route, sizeof(w->route), "%s", route ? route : "");
     snprintf(w->sid, sizeof(w->sid), "%s", sid ? sid : "");
     if (!pipe && (!peer || parse_peer(peer, &w->addr) < 0)) {
+        keytab_watch_fini(&w->kw);
         free(w);
         return NULL;
     }
@@ -262,112 +160,16 @@ void cancel_key_watch_free(struct cancel_key_watch *w)
 {
     if (!w)
         return;
-    map_remove(w);
+    keytab_watch_fini(&w->kw);
     upstream_tls_release(&w->up);
     OPENSSL_cleanse(w, sizeof(*w));
     free(w);
 }
 
-/* A 'K' header was read: draw the fake key now, so that every byte can be swapped as it
- * passes. */
-static void key_begin(struct cancel_key_watch *w)
-{
-    struct cancel_key_map *m = w->m;
-    uint16_t rnd;
-
-    w->in_key = true;
-    w->key_ok = false;
-    map_remove(w); /* a second BackendKeyData replaces the first */
-    if (w->body_len < 4 + PROTO_CANCEL_KEY_MIN || w->body_len > KEY_WIRE_MAX) {
-        log_warn("session sid=%s: BackendKeyData of %u bytes is not a 4..%d byte key; "
-                 "zeroed (cancel will not work for this session)",
-                 w->sid, (unsigned)w->body_len, PROTO_CANCEL_KEY_MAX);
-        return;
-    }
-    w->key_len = w->body_len - 4;
-    /* (pid, key) must be unique in the map; with 16 + 32 random bits a retry is rare */
-    for (int tries = 0; tries < 8; tries++) {
-        if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1 ||
-            RAND_bytes(w->fake + 4, (int)w->key_len) != 1) {
-            log_error("session sid=%s: no random bytes for the cancel key; BackendKeyData "
-                      "zeroed (cancel will not work for this session)",
-                      w->sid);
-            return;
-        }
-        w->fake_pid = proto_cancel_fake_pid(m->name_hash, rnd);
-        if (!map_find(m, w->fake_pid, w->fake + 4, w->key_len)) {
-            put_be32(w->fake, w->fake_pid);
-            w->key_ok = true;
-            return;
-        }
-    }
-    log_error("session sid=%s: could not draw a unique cancel key; BackendKeyData zeroed", w->sid);
-}
-
-static void key_end(struct cancel_key_watch *w)
-{
-    w->in_key = false;
-    if (!w->key_ok)
-        return;
-    w->real_pid = get_be32(w->real);
-    map_insert(w);
-    log_msg(LOG_DEBUG, 0, 0, "session sid=%s: cancel key rewritten", w->sid);
-}
-
-bool cancel_key_filter(void *ctx, uint8_t *data, size_t len)
+bool cancel_key_filter(void *ctx, const uint8_t *data, size_t len)
 {
     struct cancel_key_watch *w = ctx;
-    size_t i = 0;
-
-    while (i < len) {
-        if (w->hdr_have < BE_MSG_HDR) {
-            /* ReadyForQuery: startup is over; nothing later carries a key */
-            if (w->hdr_have == 0 && data[i] == 'Z')
-                return false;
-            w->hdr[w->hdr_have++] = data[i++];
-            if (w->hdr_have < BE_MSG_HDR)
-                continue;
-            uint32_t mlen = get_be32(w->hdr + 1);
-            if (mlen < 4) {
-                /* not PostgreSQL's protocol: the client will fail on it anyway */
-                log_warn("session sid=%s: malformed server message; cancel key not tracked",
-                         w->sid);
-                return false;
-            }
-            w->body_len = mlen - 4;
-            w->body_off = 0;
-            if (w->hdr[0] == 'K')
-                key_begin(w);
-            if (w->body_len == 0) {
-                w->hdr_have = 0;
-                if (w->in_key)
-                    key_end(w);
-            }
-            continue;
-        }
-        size_t n = w->body_len - w->body_off;
-        if (n > len - i)
-            n = len - i;
-        if (w->in_key) {
-            for (size_t j = 0; j < n; j++) {
-                uint32_t off = w->body_off + (uint32_t)j;
-                if (w->key_ok) {
-                    w->real[off] = data[i + j];
-                    data[i + j] = w->fake[off];
-                } else {
-                    data[i + j] = 0;
-                }
-            }
-        }
-        i += n;
-        w->body_off += (uint32_t)n;
-        if (w->body_off == w->body_len) {
-            w->hdr_have = 0;
-            if (w->in_key)
-                key_end(w);
-        }
-    }
-    return true;
+    return keytab_watch_feed(&w->kw, data, len);
 }
 
 struct cancel_key_watch *cancel_key_watch_stream(struct cancel_key_map *m, struct tunnel_stream *s,
@@ -521,10 +323,11 @@ static int req_start(struct cancel_key_map *m, const struct cancel_key_watch *w,
         q->up.ctx = tls_ctx_ref(q->up.ctx);
     snprintf(q->target, sizeof(q->target), "%s", w->target);
     /* CancelRequest: length, code, backend pid, secret key (4 bytes in 3.0, longer in 3.2) */
-    q->pkt_len = 12 + w->key_len;
+    q->pkt_len = 12 + w->kw.key_len;
     put_be32(q->pkt, (uint32_t)q->pkt_len);
     put_be32(q->pkt + 4, PGWIRE_CANCEL_REQUEST);
-    memcpy(q->pkt + 8, w->real, 4 + w->key_len);
+    put_be32(q->pkt + 8, w->kw.pid);
+    memcpy(q->pkt + 12, w->kw.key, w->kw.key_len);
     q->refs = 2;
     q->next = m->reqs;
     if (m->reqs)
@@ -555,7 +358,8 @@ int cancel_key_on_frame(struct cancel_key_map *m, struct tunnel *t, const uint8_
     const struct cancel_key_watch *w = map_find(m, c.pid, c.key, c.key_len);
     OPENSSL_cleanse(&c, sizeof(c));
     if (!w) {
-        log_msg(LOG_INFO, tunnel_id(t), 0, "cancel dropped: unknown key");
+        /* a relay that does not hold the client's session asks every agent: normal */
+        log_msg(LOG_DEBUG, tunnel_id(t), 0, "cancel ignored: not a session of this agent");
         return 0;
     }
     rc = req_start(m, w, tunnel_id(t));
@@ -584,6 +388,6 @@ void cancel_key_map_free(struct cancel_key_map *m)
 {
     if (!m)
         return;
-    free(m->buckets);
+    keytab_fini(&m->keys);
     free(m);
 }

@@ -1,14 +1,15 @@
 /*
- * cancel_key — the agent's half of cancel routing: it hides the backend's real cancel key
- * from clients and sends the real CancelRequest when a relay forwards a cancel.
+ * cancel_key — the agent's half of cancel routing: it knows the cancel key of each of its
+ * sessions and sends the real CancelRequest when a relay forwards a matching cancel.
  *
- * Each session's server-to-client bytes pass a filter until the first ReadyForQuery. In the
- * BackendKeyData ('K') message it replaces, byte by byte as they pass (the length never
- * changes), the backend pid with a fake pid that carries the hash of this agent's name
- * (proto_cancel_fake_pid) and the secret key with as many random bytes, and remembers the
- * real ones. A relay that receives a CancelRequest reads the name hash from the pid and
- * forwards a CANCEL frame to the matching agent; the agent looks the fake key up (constant
- * time) and opens a new connection to the same PostgreSQL to send the real CancelRequest.
+ * Each session's server-to-client bytes are read (never changed: clients see BackendKeyData
+ * exactly as PostgreSQL sent it, real pid and key) until the first ReadyForQuery, and the
+ * (pid, key) of its BackendKeyData is registered in the map. A relay forwards a client's
+ * CancelRequest as a CANCEL frame either to the agent of the session (when the relay holds the
+ * session) or to every agent it has a tunnel to (when the client's cancel reached another
+ * relay than its session); the agent looks (pid, key) up, comparing keys in constant time,
+ * and only the agent holding the session opens a new connection to the same PostgreSQL to
+ * send the CancelRequest. The others ignore it.
  *
  * Owns: the map (a hash table of the live sessions' keys: one entry per session, so it is
  * bounded by the sessions) and the outgoing cancel connections (bounded, each with a
@@ -32,15 +33,13 @@ struct cancel_key_watch;
 
 #define CANCEL_KEY_MAX_PENDING 256 /* outgoing cancel connections at once; more are dropped */
 
-/* Returns new, or NULL (out of memory). agent_name: the CN of this agent's certificate (the
- * name the relays know it by). timeout_ms bounds each outgoing cancel connection. */
+/* Returns new, or NULL (out of memory). timeout_ms bounds each outgoing cancel connection. */
 struct cancel_key_map *cancel_key_map_new(uv_loop_t *loop, struct conn_loop *cl,
-                                          const char *agent_name, uint64_t timeout_ms);
+                                          uint64_t timeout_ms);
 /* Close the outgoing cancel connections (agent shutting down). */
 void cancel_key_map_stop(struct cancel_key_map *m);
 /* Free; every watch must have been freed and the loop run until the connections closed. */
 void cancel_key_map_free(struct cancel_key_map *m);
-uint16_t cancel_key_map_name_hash(const struct cancel_key_map *m);
 size_t cancel_key_map_size(const struct cancel_key_map *m); /* registered keys */
 
 /*
@@ -55,24 +54,24 @@ struct cancel_key_watch *cancel_key_watch_new(struct cancel_key_map *m, bool pip
 /* Remove the watch's key from the map, wipe it, free. NULL-tolerant. */
 void cancel_key_watch_free(struct cancel_key_watch *w);
 /* The tunnel_filter_fn (ctx = the watch) for TUNNEL_TO_PEER, PostgreSQL -> relay. */
-bool cancel_key_filter(void *ctx, uint8_t *data, size_t len);
+bool cancel_key_filter(void *ctx, const uint8_t *data, size_t len);
 
 /* Create a watch for a session just bound to its PostgreSQL conn pg and install the filter
  * on stream s. route (borrowed; may be NULL): the session's route, whose upstream TLS
  * settings the cancel connection uses too (the watch holds a reference on its context), so
- * that the real key never crosses the network in clear when the session did not. On failure
- * the stream is reset (the real key must never reach the client) and NULL is returned. */
+ * that the key never crosses the network in clear when the session did not. On failure the
+ * stream is reset (its cancels could not be routed) and NULL is returned. */
 struct cancel_key_watch *cancel_key_watch_stream(struct cancel_key_map *m, struct tunnel_stream *s,
                                                  struct conn *pg, const char *target,
                                                  const struct agent_route *route, const char *sid);
 
-/* Look a fake (pid, key) up. Returns true and copies the real pid when known. */
+/* True when (pid, key) is the key of one of this agent's sessions. */
 bool cancel_key_lookup(const struct cancel_key_map *m, uint32_t pid, const uint8_t *key,
-                       size_t key_len, uint32_t *real_pid);
+                       size_t key_len);
 
-/* A CANCEL frame body from a relay on tunnel t. Unknown keys are logged and dropped; known
- * ones get a CancelRequest to PostgreSQL. Returns 0, or negative after failing the tunnel
- * (malformed frame: protocol violation). */
+/* A CANCEL frame body from a relay on tunnel t. Keys of other agents' sessions are ignored
+ * (logged at debug); known ones get a CancelRequest to PostgreSQL. Returns 0, or negative after
+ * failing the tunnel (malformed frame: protocol violation). */
 int cancel_key_on_frame(struct cancel_key_map *m, struct tunnel *t, const uint8_t *body,
                         size_t len);
 

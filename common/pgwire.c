@@ -423,3 +423,75 @@ int pgwire_error_response(uint8_t *out, size_t cap, const char *severity, const 
     *p = '\0';
     return (int)total;
 }
+
+/* ---- the server's first messages (read-only) -------------------------------------------- */
+
+void pgwire_bescan_init(struct pgwire_bescan *s)
+{
+    memset(s, 0, sizeof(*s));
+}
+
+/* Is the body of the message whose header is in s->hdr worth copying? */
+static bool bescan_keeps(const struct pgwire_bescan *s)
+{
+    return (s->hdr[0] == 'K' && s->body_len <= sizeof(s->body)) ||
+           (s->hdr[0] == 'R' && s->body_len == 4);
+}
+
+static unsigned bescan_message_end(struct pgwire_bescan *s)
+{
+    s->hdr_have = 0;
+    if (s->hdr[0] == 'R' && s->body_len == 4 && get_be32(s->body) == 0) {
+        s->auth_ok = true;
+        return PGWIRE_BESCAN_AUTH_OK;
+    }
+    if (s->hdr[0] != 'K')
+        return 0;
+    /* a second BackendKeyData (PostgreSQL sends one) replaces the first */
+    s->have_key = false;
+    if (s->body_len < 4 + PGWIRE_KEY_MIN || s->body_len > 4 + PGWIRE_KEY_MAX)
+        return 0;
+    s->pid = get_be32(s->body);
+    s->key_len = s->body_len - 4;
+    memcpy(s->key, s->body + 4, s->key_len);
+    s->have_key = true;
+    return PGWIRE_BESCAN_KEY;
+}
+
+unsigned pgwire_bescan_feed(struct pgwire_bescan *s, const uint8_t *data, size_t len)
+{
+    unsigned ev = 0;
+    size_t i = 0;
+
+    while (i < len && !s->done) {
+        if (s->hdr_have < sizeof(s->hdr)) {
+            if (s->hdr_have == 0 && data[i] == 'Z') {
+                s->done = true;
+                return ev | PGWIRE_BESCAN_DONE;
+            }
+            s->hdr[s->hdr_have++] = data[i++];
+            if (s->hdr_have < sizeof(s->hdr))
+                continue;
+            uint32_t mlen = get_be32(s->hdr + 1);
+            if (mlen < 4) {
+                s->done = true; /* not PostgreSQL's protocol; the client will fail on it */
+                return ev | PGWIRE_BESCAN_DONE;
+            }
+            s->body_len = mlen - 4;
+            s->body_off = 0;
+            if (s->body_len == 0)
+                ev |= bescan_message_end(s);
+            continue;
+        }
+        size_t n = s->body_len - s->body_off;
+        if (n > len - i)
+            n = len - i;
+        if (bescan_keeps(s))
+            memcpy(s->body + s->body_off, data + i, n);
+        i += n;
+        s->body_off += (uint32_t)n;
+        if (s->body_off == s->body_len)
+            ev |= bescan_message_end(s);
+    }
+    return ev;
+}

@@ -63,7 +63,6 @@ struct tunnel {
     struct tunnel_stream *paused; /* streams waiting for the tunnel to drain */
     struct proto_reader reader;
     uint8_t scratch[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
-    uint8_t filter_buf[DATA_CHUNK]; /* bytes being filtered, one chunk at a time */
 };
 
 static const struct conn_ops tunnel_conn_ops;
@@ -176,15 +175,11 @@ static int send_data(struct tunnel_stream *s, const uint8_t *data, size_t len)
     uint8_t hdr[PROTO_HDR_SIZE];
     while (len > 0) {
         size_t n = len < DATA_CHUNK ? len : DATA_CHUNK;
-        const uint8_t *out = data;
-        if (s->filter[TUNNEL_TO_PEER]) {
-            memcpy(t->filter_buf, data, n);
-            if (!s->filter[TUNNEL_TO_PEER](s->filter_ctx[TUNNEL_TO_PEER], t->filter_buf, n))
-                s->filter[TUNNEL_TO_PEER] = NULL;
-            out = t->filter_buf;
-        }
+        if (s->filter[TUNNEL_TO_PEER] &&
+            !s->filter[TUNNEL_TO_PEER](s->filter_ctx[TUNNEL_TO_PEER], data, n))
+            s->filter[TUNNEL_TO_PEER] = NULL;
         proto_encode_data_hdr(hdr, s->id, (uint32_t)n);
-        if (tunnel_send(t, hdr, sizeof(hdr)) < 0 || tunnel_send(t, out, n) < 0)
+        if (tunnel_send(t, hdr, sizeof(hdr)) < 0 || tunnel_send(t, data, n) < 0)
             return -ECONNRESET;
         s->send_credit -= n;
         s->bytes_out += n;
@@ -498,19 +493,10 @@ static int reader_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t le
     s->recv_left -= len;
     s->recv_unacked += len;
     s->bytes_in += len;
-    if (s->filter[TUNNEL_TO_LOCAL]) {
-        /* DATA bodies are at most PROTO_MAX_DATA, pieces of one never larger */
-        uint8_t *buf = t->filter_buf;
-        uint8_t big[PROTO_MAX_DATA];
-        if (len > sizeof(t->filter_buf))
-            buf = big;
-        memcpy(buf, data, len);
-        if (!s->filter[TUNNEL_TO_LOCAL](s->filter_ctx[TUNNEL_TO_LOCAL], buf, len))
-            s->filter[TUNNEL_TO_LOCAL] = NULL;
-        conn_write(s->local, buf, len);
-    } else {
-        conn_write(s->local, data, len);
-    }
+    if (s->filter[TUNNEL_TO_LOCAL] &&
+        !s->filter[TUNNEL_TO_LOCAL](s->filter_ctx[TUNNEL_TO_LOCAL], data, len))
+        s->filter[TUNNEL_TO_LOCAL] = NULL;
+    conn_write(s->local, data, len);
     credit_check(s);
     return t->closing ? -ECONNRESET : 0;
 }

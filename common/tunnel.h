@@ -103,14 +103,15 @@ void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on
 void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *msg);
 
 /*
- * Filters see the bytes of one direction of a stream before they move on, and may rewrite
- * them in place (never changing the length): the agent rewrites BackendKeyData, the relay
- * reads statements for the audit log. Bytes come in arbitrary pieces (a message may be split
- * anywhere). Return false to stop filtering that direction (no cost afterwards).
+ * Filters see the bytes of one direction of a stream as they move on, read-only: the bytes a
+ * peer sends are the bytes the other end gets (both daemons read BackendKeyData for cancel
+ * routing, the relay reads statements for the audit log). Bytes come in arbitrary pieces (a
+ * message may be split anywhere). Return false to stop filtering that direction (no cost
+ * afterwards).
  * TUNNEL_TO_PEER: local conn -> tunnel; TUNNEL_TO_LOCAL: tunnel -> local conn.
  */
 enum tunnel_dir { TUNNEL_TO_PEER = 0, TUNNEL_TO_LOCAL = 1 };
-typedef bool (*tunnel_filter_fn)(void *ctx, uint8_t *data, size_t len);
+typedef bool (*tunnel_filter_fn)(void *ctx, const uint8_t *data, size_t len);
 void tunnel_stream_set_filter(struct tunnel_stream *s, enum tunnel_dir dir, tunnel_filter_fn fn,
                               void *ctx);
 

@@ -141,7 +141,7 @@ struct proto_goaway {
 };
 
 /* A client's CancelRequest, routed to the agent that holds the session. pid and key are the
- * values the client got in BackendKeyData, i.e. the agent's fake ones (PROTOCOL.md 4.5). */
+ * values the client got in BackendKeyData: PostgreSQL's own (PROTOCOL.md 4.5). */
 #define PROTO_CANCEL_KEY_MIN 4   /* protocol 3.0 keys are 4 bytes */
 #define PROTO_CANCEL_KEY_MAX 256 /* protocol 3.2 allows up to 256 */
 struct proto_cancel {
@@ -149,12 +149,6 @@ struct proto_cancel {
     uint32_t key_len;                  /* bytes used in key */
     uint8_t key[PROTO_CANCEL_KEY_MAX]; /* "key": bin, 4..256 bytes (required) */
 };
-
-/* The fake backend pid an agent hands out: bit 31 clear, bits 30..16 the 15-bit hash of the
- * agent's name, bits 15..0 random. Any relay can read from a pid which agent gave it out. */
-uint16_t proto_cancel_name_hash(const char *agent_name); /* FNV-1a 32, xor-folded to 15 bits */
-uint16_t proto_cancel_pid_hash(uint32_t pid);            /* bits 30..16 */
-uint32_t proto_cancel_fake_pid(uint16_t name_hash, uint16_t rnd); /* never 0 */
 
 /* Encoders write a complete frame (header + body) into out[cap] and return its total size,
  * or PROTO_E_NOSPACE. No allocation. They refuse to emit what a peer's decoder would reject:

@@ -456,7 +456,7 @@ static size_t stmt_text(struct audit_stmt *st, const uint8_t *p, size_t n, bool 
     return nul ? text + 1 : n;
 }
 
-bool audit_stmt_filter(void *ctx, uint8_t *data, size_t len)
+bool audit_stmt_filter(void *ctx, const uint8_t *data, size_t len)
 {
     struct audit_stmt *st = ctx;
     size_t i = 0;

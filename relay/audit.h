@@ -84,7 +84,7 @@ struct audit_stmt *audit_stmt_new(struct audit *a, const char *relay, const char
                                   const char *route, const char *user);
 /* tunnel_filter_fn: reads, never changes, data. Returns false (stop filtering) on a message
  * stream it cannot follow (a length below 4): PostgreSQL rejects that stream anyway. */
-bool audit_stmt_filter(void *ctx, uint8_t *data, size_t len);
+bool audit_stmt_filter(void *ctx, const uint8_t *data, size_t len);
 void audit_stmt_free(struct audit_stmt *st); /* NULL-tolerant */
 
 #endif

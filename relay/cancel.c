@@ -5,6 +5,9 @@
  * index, and an LRU list through the same entries. Lookups hash the source with a per-table
  * random seed, so that nobody can aim many sources at one chain. Tokens are counted in
  * thousandths so that refilling at `rate` per second needs no floating point.
+ *
+ * A session's watch (keytab_watch, first member) sits in r->cancel_keys from its BackendKeyData
+ * until the session ends.
  */
 #include "relay/cancel.h"
 
@@ -15,7 +18,9 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
+#include "common/keytab.h"
 #include "common/log.h"
+#include "common/tunnel.h"
 #include "common/pgwire.h"
 #include "relay/relay.h"
 
@@ -230,32 +235,60 @@ bool relay_cancel_len_ok(uint32_t len)
     return len >= RELAY_CANCEL_PKT_MIN && len <= RELAY_CANCEL_PKT_MAX;
 }
 
+/* ---- session keys ---------------------------------------------------------------------- */
+
+struct relay_cancel_watch {
+    struct keytab_watch kw; /* first: r->cancel_keys' entries are relay_cancel_watches */
+    struct tunnel_stream *s;
+    char sid[24];
+    char agent[PROTO_NAME_MAX];
+};
+
+static bool watch_filter(void *ctx, const uint8_t *data, size_t len)
+{
+    struct relay_cancel_watch *w = ctx;
+    return keytab_watch_feed(&w->kw, data, len);
+}
+
+struct relay_cancel_watch *relay_cancel_watch_stream(struct relay *r, struct tunnel_stream *s,
+                                                     const char *sid, const char *agent)
+{
+    struct relay_cancel_watch *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    if (keytab_watch_init(&w->kw, &r->cancel_keys) < 0) {
+        free(w);
+        return NULL;
+    }
+    w->s = s;
+    snprintf(w->sid, sizeof(w->sid), "%s", sid);
+    snprintf(w->agent, sizeof(w->agent), "%s", agent);
+    tunnel_stream_set_filter(s, TUNNEL_TO_LOCAL, watch_filter, w);
+    return w;
+}
+
+void relay_cancel_watch_free(struct relay_cancel_watch *w)
+{
+    if (!w)
+        return;
+    keytab_watch_fini(&w->kw);
+    free(w);
+}
+
 /* ---- forwarding ------------------------------------------------------------------------ */
 
 struct forward {
-    uint16_t hash;
     const uint8_t *frame;
     size_t frame_len;
     unsigned nsent;
-    char agents[256]; /* distinct agent names, for the log line */
 };
 
 static void forward_to(void *ctx, struct tunnel *t, const char *agent)
 {
     struct forward *f = ctx;
-    if (proto_cancel_name_hash(agent) != f->hash)
-        return;
-    if (tunnel_send(t, f->frame, f->frame_len) < 0)
-        return;
-    f->nsent++;
-    /* an agent holding several tunnels to this relay is named once */
-    size_t n = strlen(agent), used = strlen(f->agents);
-    for (const char *p = f->agents; (p = strstr(p, agent)) != NULL; p += n) {
-        if ((p == f->agents || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
-            return;
-    }
-    if (used + n + 2 < sizeof(f->agents))
-        snprintf(f->agents + used, sizeof(f->agents) - used, "%s%s", used ? "," : "", agent);
+    (void)agent;
+    if (tunnel_send(t, f->frame, f->frame_len) == 0)
+        f->nsent++;
 }
 
 void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt, size_t len)
@@ -303,23 +336,36 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
     c.pid = pgwire_packet_len(pkt + 8, 4);
     c.key_len = (uint32_t)(len - 12);
     memcpy(c.key, pkt + 12, c.key_len);
+    const struct relay_cancel_watch *w =
+        (const struct relay_cancel_watch *)keytab_find(&r->cancel_keys, c.pid, c.key, c.key_len);
     int n = proto_encode_cancel(frame, sizeof(frame), &c);
     OPENSSL_cleanse(&c, sizeof(c));
     if (n < 0) {
         log_warn("cancel dropped reason=%s client=%s", proto_strerror(n), peer);
         return;
     }
-    struct forward f = {
-        .hash = proto_cancel_pid_hash(pgwire_packet_len(pkt + 8, 4)),
-        .frame = frame,
-        .frame_len = (size_t)n,
-    };
+    struct forward f = {.frame = frame, .frame_len = (size_t)n};
+    struct tunnel *t = w ? tunnel_stream_tunnel(w->s) : NULL;
+    if (t) {
+        /* a session of this relay: its own tunnel, and no other agent learns of it */
+        forward_to(&f, t, w->agent);
+        OPENSSL_cleanse(frame, sizeof(frame));
+        if (f.nsent == 0)
+            log_info("cancel dropped reason=the session's tunnel is closing client=%s", peer);
+        else
+            log_msg(LOG_INFO, tunnel_id(t), tunnel_stream_id(w->s),
+                    "cancel forwarded sid=%s agent=%s client=%s", w->sid, w->agent, peer);
+        return;
+    }
+    /* a session of another relay (or none): every agent checks, only its owner acts */
     relay_foreach_agent_tunnel(r, forward_to, &f);
     OPENSSL_cleanse(frame, sizeof(frame));
     if (f.nsent == 0) {
-        log_info("cancel dropped reason=no connected agent matches the key client=%s", peer);
+        log_info("cancel dropped reason=not a session of this relay, and no agent connected "
+                 "client=%s",
+                 peer);
         return;
     }
-    log_info("cancel forwarded pid=%u agents=%s tunnels=%u client=%s",
-             pgwire_packet_len(pkt + 8, 4), f.agents, f.nsent, peer);
+    log_info("cancel forwarded to=every agent (not a session of this relay) tunnels=%u client=%s",
+             f.nsent, peer);
 }

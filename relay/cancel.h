@@ -1,16 +1,19 @@
 /*
  * cancel — the relay's half of cancel routing (the agent's half is agent/cancel_key.h).
  *
- * A client's CancelRequest carries the fake pid and key its agent put in BackendKeyData. The
- * pid holds a 15-bit hash of that agent's name (proto_cancel_pid_hash), so the relay, with no
- * state shared with other relays, forwards a CANCEL frame to every up tunnel whose agent name
- * has that hash; since agents keep a tunnel to every relay, a cancel that reaches any relay
- * reaches the agent holding the session. The relay never answers a CancelRequest.
+ * Clients get BackendKeyData exactly as PostgreSQL sent it (real pid, real key), and the relay
+ * notes each of its sessions' keys as the message passes (relay_cancel_watch_stream). A client's
+ * CancelRequest whose (pid, key) is one of this relay's sessions goes, as a CANCEL frame, to
+ * that session's tunnel only. Any other (the client reached another relay than its session's,
+ * behind a load balancer) goes to every up tunnel: agents keep a tunnel to every relay, so the
+ * agent holding the session gets it whichever relay the client reached, with no state shared
+ * between relays; each agent compares the key in constant time and only the owner acts. The
+ * relay never answers a CancelRequest.
  *
  * Cancels are rate limited per source (token bucket, RELAY_CANCEL_RATE per second, burst
  * RELAY_CANCEL_BURST) in a table of at most RELAY_CANCEL_SOURCES sources; the least recently
  * seen source makes room for a new one. A source is an IPv4 address or an IPv6 /64 (one host
- * usually owns a whole /64). Owns the limiter; borrows everything else.
+ * usually owns a whole /64). Owns the limiter and the watches; borrows everything else.
  */
 #ifndef PGB_RELAY_CANCEL_H
 #define PGB_RELAY_CANCEL_H
@@ -23,6 +26,8 @@
 
 struct relay;
 struct relay_cancel_limiter;
+struct relay_cancel_watch;
+struct tunnel_stream;
 
 #define RELAY_CANCEL_PKT_MIN 16                          /* 3.0: length, code, pid, 4-byte key */
 #define RELAY_CANCEL_PKT_MAX (12 + PROTO_CANCEL_KEY_MAX) /* 3.2: keys up to 256 bytes */
@@ -47,11 +52,20 @@ bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer,
                                bool *log_drop, uint32_t *suppressed);
 size_t relay_cancel_limiter_size(const struct relay_cancel_limiter *l); /* sources tracked */
 
+/* Note the cancel key of the session on stream s (just bound; sid and agent are copied, for
+ * logs) when its BackendKeyData passes. Returns new, or NULL when out of memory: the session
+ * goes on, and its cancels then reach its agent the way other relays' cancels do. Free it
+ * before the stream is done. */
+struct relay_cancel_watch *relay_cancel_watch_stream(struct relay *r, struct tunnel_stream *s,
+                                                     const char *sid, const char *agent);
+void relay_cancel_watch_free(struct relay_cancel_watch *w); /* NULL-tolerant */
+
 /* True when len is a possible CancelRequest length (RELAY_CANCEL_PKT_MIN..MAX). */
 bool relay_cancel_len_ok(uint32_t len);
 
 /* A complete CancelRequest pkt[len] (length word included) from client peer: rate limit,
- * forward to the matching agents, log "cancel forwarded ..." or "cancel dropped reason=...".
+ * forward to the session's agent or to every agent, log "cancel forwarded ..." or "cancel
+ * dropped reason=...".
  * The caller closes the client's connection without answering. */
 void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt, size_t len);
 

@@ -56,9 +56,10 @@ struct relay_client {
     char tls_version[16];
     char tls_cipher[64];
     char application_name[PROTO_META_MAX];
-    struct audit_stmt *stmt; /* statement audit filter (audit_statements = on) */
-    bool denied;             /* not in [relay] allow: refused before any TLS work */
-    char cert_subject[256];  /* verified client certificate (routes with client_cert) */
+    struct audit_stmt *stmt;         /* statement audit filter (audit_statements = on) */
+    struct relay_cancel_watch *keyw; /* notes the session's cancel key (cancel.h) */
+    bool denied;                     /* not in [relay] allow: refused before any TLS work */
+    char cert_subject[256];          /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
     bool retried; /* OPEN went to a second agent after OPEN_FAIL 08006 */
 };
@@ -77,6 +78,7 @@ static void client_unlink_free(uv_handle_t *h)
         c->next->prev = c->prev;
     r->nclients--;
     audit_stmt_free(c->stmt);
+    relay_cancel_watch_free(c->keyw);
     free(c->pkt);
     free(c);
 }
@@ -390,6 +392,7 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
             c->cert_serial[0] ? c->cert_serial : "-");
     audit_session_event(c, "session_start", NULL, NULL);
     tunnel_stream_bind(s, conn, true);
+    c->keyw = relay_cancel_watch_stream(c->r, s, c->sid, c->agent);
     /* after the StartupMessage went out: the filter sees typed messages only */
     c->stmt = audit_stmt_new(c->r->audit, c->r->cfg.name, c->sid, c->route, c->user);
     if (c->stmt)
@@ -402,6 +405,8 @@ void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
     if (!c)
         return;
     c->s = NULL;
+    relay_cancel_watch_free(c->keyw); /* it refers to the stream, which ends now */
+    c->keyw = NULL;
     if (c->state == FD_OPENING) {
         /* the tunnel went away before the agent answered (the agent died, or froze and the
          * keepalive gave up on it): another agent of the route gets the session, once */

@@ -564,7 +564,7 @@ int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char 
     r->cl = conn_loop_new(loop);
     r->route_sessions = counts_new();
     r->source_sessions = counts_new();
-    if (!r->route_sessions || !r->source_sessions) {
+    if (!r->route_sessions || !r->source_sessions || keytab_init(&r->cancel_keys) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "out of memory");
         return -ENOMEM;
     }
@@ -636,6 +636,7 @@ void relay_free(struct relay *r)
     counts_free(r->source_sessions);
     relay_cancel_limiter_free(r->cancel_limiter);
     relay_cancel_limiter_free(r->cancel_global);
+    keytab_fini(&r->cancel_keys);
     struct relay_tls tls = {0};
     relay_tls_swap(r, &tls);
     relay_tls_free(&tls);

@@ -15,6 +15,7 @@
 
 #include "common/conn.h"
 #include "common/counts.h"
+#include "common/keytab.h"
 #include "common/tunnel.h"
 #include "relay/relay_config.h"
 
@@ -37,6 +38,7 @@ struct relay {
     struct relay_client *clients;
     struct relay_cancel_limiter *cancel_limiter; /* cancel.h; created at the first cancel */
     struct relay_cancel_limiter *cancel_global;  /* one bucket for the whole relay */
+    struct keytab cancel_keys; /* the cancel keys of this relay's sessions (cancel.h) */
     uint32_t next_tunnel_id;
     uint64_t nsessions; /* client connections that have a stream open */
     uint64_t nclients;

@@ -1,9 +1,10 @@
 /*
  * libFuzzer harness: the cancel-key path. The input is split into a server-to-client byte
- * stream fed in pieces to the agent's BackendKeyData filter (cancel_key_filter), and the
- * rest decoded as a CANCEL frame body (proto_decode_cancel) and looked up in the map.
- * Checks: a rewritten pid carries the agent's name hash, the rewritten key can be looked up
- * and yields the real pid, the map entry dies with the session, nothing leaks or crashes.
+ * stream fed in pieces to the agent's filter (cancel_key_filter, which reads BackendKeyData
+ * with pgwire_bescan), and the rest decoded as a CANCEL frame body (proto_decode_cancel) and
+ * looked up in the map. Checks: the scanner's view agrees with a whole-buffer parse (a stream
+ * that opens with one protocol-3.0 BackendKeyData has exactly that key in the map), the map
+ * entry dies with the session, nothing leaks or crashes.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 
 #include "agent/cancel_key.h"
 #include "common/log.h"
+#include "common/pgwire.h"
 #include "proto/proto.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -21,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!map) {
         log_configure(LOG_ERROR, LOG_TEXT, "fuzz");
         uv_loop_init(&loop);
-        map = cancel_key_map_new(&loop, NULL, "fuzz-agent", 1000);
+        map = cancel_key_map_new(&loop, NULL, 1000);
         if (!map)
             abort();
     }
@@ -36,38 +38,35 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         cancel_key_watch_new(map, true, "/tmp/.s.PGSQL.5432", NULL, "fuzz", "0000");
     if (!w)
         return 0;
-    uint8_t *copy = malloc(stream_len ? stream_len : 1);
-    if (!copy)
-        abort();
-    memcpy(copy, stream, stream_len);
+    struct pgwire_bescan whole;
+    pgwire_bescan_init(&whole);
+    unsigned ev_whole = pgwire_bescan_feed(&whole, stream, stream_len);
     bool filtering = true;
-    for (size_t off = 0; off < stream_len && filtering; off += split) {
+    size_t off = 0;
+    for (; off < stream_len && filtering; off += split) {
         size_t n = stream_len - off < split ? stream_len - off : split;
-        filtering = cancel_key_filter(w, copy + off, n);
+        filtering = cancel_key_filter(w, stream + off, n);
     }
-    /* a stream that opens with a whole protocol-3.0 BackendKeyData: its pid was rewritten to
-     * carry this agent's name hash, the type and length bytes were not touched, and the fake
-     * key is known to the map (when no second 'K' could have replaced it) */
+    /* the filter stops exactly when the scan is done (ReadyForQuery or a bad length) */
+    if (!filtering != whole.done)
+        abort();
+    if (whole.have_key != (cancel_key_map_size(map) == 1))
+        abort();
+    if (whole.have_key && !cancel_key_lookup(map, whole.pid, whole.key, whole.key_len))
+        abort();
+    if (((ev_whole & PGWIRE_BESCAN_KEY) != 0) != whole.have_key)
+        abort();
+    /* a stream that opens with a whole protocol-3.0 BackendKeyData and no other 'K' */
     if (stream_len >= 13 && stream[0] == 'K' && stream[1] == 0 && stream[2] == 0 &&
         stream[3] == 0 && stream[4] == 12 && memchr(stream + 13, 'K', stream_len - 13) == NULL) {
-        uint32_t pid =
-            (uint32_t)copy[5] << 24 | (uint32_t)copy[6] << 16 | (uint32_t)copy[7] << 8 | copy[8];
-        uint32_t real_pid;
-        if (memcmp(copy, stream, 5) != 0)
-            abort();
-        if (proto_cancel_pid_hash(pid) != cancel_key_map_name_hash(map))
-            abort();
-        if (!cancel_key_lookup(map, pid, copy + 9, 4, &real_pid))
-            abort();
-        if (real_pid != ((uint32_t)stream[5] << 24 | (uint32_t)stream[6] << 16 |
-                         (uint32_t)stream[7] << 8 | stream[8]))
+        uint32_t pid = (uint32_t)stream[5] << 24 | (uint32_t)stream[6] << 16 |
+                       (uint32_t)stream[7] << 8 | stream[8];
+        if (!cancel_key_lookup(map, pid, stream + 9, 4))
             abort();
     }
     struct proto_cancel c;
-    uint32_t real;
     if (proto_decode_cancel(rest, rest_len, &c) == 0)
-        (void)cancel_key_lookup(map, c.pid, c.key, c.key_len, &real);
-    free(copy);
+        (void)cancel_key_lookup(map, c.pid, c.key, c.key_len);
     cancel_key_watch_free(w);
     if (cancel_key_map_size(map) != 0)
         abort(); /* the watch's entry must die with it */

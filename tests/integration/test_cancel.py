@@ -1,9 +1,12 @@
-"""CancelRequest end to end: the agent hides the backend's real pid and key behind fake ones
-whose pid carries the hash of the agent's name; any relay routes a cancel to that agent.
+"""CancelRequest end to end. Clients get BackendKeyData exactly as PostgreSQL sent it (real pid
+and key); a relay forwards a cancel for one of its own sessions to that session's agent, and any
+other to every agent, where only the agent holding the session acts.
 
-Covered: libpq's PQcancel (psycopg conn.cancel(), psql on SIGINT: plaintext CancelRequest on
-a new connection), the libpq 17 form (CancelRequest inside TLS after SSLRequest), forged keys,
-per-source rate limiting, and a cancel sent to a second relay for a session of the first.
+Covered: the real backend pid (and what depends on it: NOTIFY to oneself, pg_terminate_backend of
+one's own pid), libpq's PQcancel (psycopg conn.cancel(), psql on SIGINT: plaintext CancelRequest
+on a new connection), the libpq 17 form (CancelRequest inside TLS after SSLRequest), forged keys,
+per-source rate limiting, and a cancel sent to a second relay for a session of the first, with a
+second agent that must not act on it.
 """
 
 import os
@@ -23,14 +26,6 @@ from harness import (free_port, raw_connect, startup_message, t, tls_after_sslre
 
 CANCEL_REQUEST_CODE = 80877102
 QUERY_CANCELED = "57014"
-
-
-def name_hash(name):
-    """proto_cancel_name_hash: FNV-1a 32 of the name, xor-folded to 15 bits."""
-    h = 2166136261
-    for b in name.encode():
-        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
-    return (h ^ (h >> 15)) & 0x7FFF
 
 
 def cancel_request(pid, key):
@@ -130,13 +125,12 @@ def start_second_relay(b):
 
 # ---------------------------------------------------------------------------------------------
 
-def test_client_sees_fake_backend_key(burrow):
+def test_client_sees_real_backend_key(burrow):
     with burrow.connect() as conn:
-        fake = conn.info.backend_pid
-        real = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        assert fake != real
-        assert 0 < fake < 2 ** 31
-        assert fake >> 16 == name_hash("agent-a"), "fake pid does not carry the agent's hash"
+        pid = conn.info.backend_pid  # libpq's PQbackendPID()
+        assert pid == conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        rows = burrow.pg.sql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        assert rows[0][0] == 1
     s = RawSession(burrow.client_port, burrow.certs.ca)
     try:
         assert len(s.key) == 4
@@ -144,16 +138,47 @@ def test_client_sees_fake_backend_key(burrow):
         typ = None
         while typ != "D":
             typ, body = s.reader.read()
-        real = int(body[6:].decode())
-        assert s.pid != real
+        assert s.pid == int(body[6:].decode())
     finally:
         s.close()
+
+
+def test_notify_to_oneself_carries_own_pid(burrow):
+    """libpq's idiom for ignoring one's own notifications compares be_pid with PQbackendPID()."""
+    with burrow.connect() as conn, burrow.connect() as other:
+        got = []
+        conn.add_notify_handler(lambda n: got.append((n.payload, n.pid)))
+        conn.execute("LISTEN burrow_chan")
+        conn.execute("NOTIFY burrow_chan, 'from me'")
+        other.execute("NOTIFY burrow_chan, 'from other'")
+
+        def both():
+            conn.execute("SELECT 1")  # reads what arrived meanwhile
+            return len(got) >= 2
+        wait_until(both, t(5), "two notifications")
+        assert sorted(got) == sorted([("from me", conn.info.backend_pid),
+                                      ("from other", other.info.backend_pid)])
+        own = [pid for payload, pid in got if payload == "from me"]
+        assert own == [conn.execute("SELECT pg_backend_pid()").fetchone()[0]]
+
+
+def test_terminate_own_backend(burrow):
+    """pg_terminate_backend(PQbackendPID()) ends the session as PostgreSQL itself ends it: libpq
+    reports the FATAL message, then the end of the TLS connection, exactly as it does talking
+    to PostgreSQL over TLS directly."""
+    with burrow.connect() as conn:
+        with pytest.raises(psycopg.OperationalError) as e:
+            conn.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        assert str(e.value) == ("consuming input failed: terminating connection due to "
+                                "administrator command\nSSL connection has been closed "
+                                "unexpectedly"), e.value
+    with burrow.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone()[0] == 1
 
 
 def test_psycopg_cancel(burrow):
     relay_mark = burrow.relay.mark()
     with burrow.connect(application_name="cancel-me") as conn:
-        fake = conn.info.backend_pid
         box = {}
 
         def run():
@@ -175,8 +200,9 @@ def test_psycopg_cancel(burrow):
         assert elapsed < t(2), "cancel took %.2fs" % elapsed
         # the session goes on
         assert conn.execute("SELECT 1").fetchone()[0] == 1
+    # a session of this relay: to its own agent only
     line = burrow.relay.wait_for_log("cancel forwarded", since=relay_mark)
-    assert "pid=%d " % fake in line and "agents=agent-a" in line
+    assert "sid=" in line and "agent=agent-a " in line, line
     burrow.agents["agent-a"].wait_for_log("cancel sent")
 
 
@@ -237,22 +263,17 @@ def test_forged_keys_cancel_nothing(burrow):
     try:
         s.query("SELECT pg_sleep(1.5) -- forged")
         wait_running(burrow.pg, "SELECT pg_sleep(1.5) -- forged")
-        h = name_hash("agent-a")
-        # a pid no connected agent gave out: dropped by the relay
-        other = (h + 1) & 0x7FFF
-        send_plain_cancel(burrow.client_port, other << 16 | 0x1234, os.urandom(4))
-        burrow.relay.wait_for_log("cancel dropped reason=no connected agent", since=relay_mark)
-        # the right agent, a wrong key: forwarded, dropped by the agent
+        # the right pid with a wrong key, a wrong pid with the right key, a 3.2-length key:
+        # none is a session of this relay, so each goes to every agent, and none matches there
         send_plain_cancel(burrow.client_port, s.pid, bytes(b ^ 0x55 for b in s.key))
-        agent.wait_for_log("cancel dropped: unknown key", since=agent_mark)
-        # the real key through the fake pid, and the fake key with another pid: unknown too
         send_plain_cancel(burrow.client_port, s.pid ^ 1, s.key)
-        send_tls_cancel(burrow.client_port, burrow.certs.ca, h << 16 | 7, os.urandom(32))
+        send_tls_cancel(burrow.client_port, burrow.certs.ca, s.pid, os.urandom(32))
+        wait_until(lambda: burrow.relay.count("cancel forwarded to=every agent",
+                                              since=relay_mark) >= 3,
+                   t(5), "three cancels forwarded to every agent")
         assert s.result(t(5)) is None, "a forged cancel cancelled the query"
-        wait_until(lambda: agent.count("cancel dropped: unknown key", since=agent_mark) >= 3,
-                   t(5), "three unknown-key drops")
         assert agent.count("cancel sent", since=agent_mark) == 0
-        log = agent._since(agent_mark)
+        log = agent._since(agent_mark) + burrow.relay._since(relay_mark)
         assert s.key.hex() not in log
     finally:
         s.close()
@@ -263,29 +284,34 @@ def test_forged_keys_cancel_nothing(burrow):
 
 def test_rate_limited(burrow):
     relay_mark = burrow.relay.mark()
-    h = name_hash("agent-a")
     for i in range(100):
         s = raw_connect(burrow.client_port)
-        s.sendall(cancel_request((h ^ 0x7FFF) << 16 | i, os.urandom(4)))
+        s.sendall(cancel_request(0x7FFF0000 | i, os.urandom(4)))
         s.close()
     burrow.relay.wait_for_log("cancel dropped reason=rate limited client=127.0.0.1",
                               since=relay_mark)
     # at most the burst was processed; the rest was dropped
-    wait_until(lambda: burrow.relay.count("reason=no connected agent", since=relay_mark) >= 20,
-               t(5), "the burst processed")
-    assert burrow.relay.count("reason=no connected agent", since=relay_mark) <= 25
+    done = "cancel forwarded to=every agent"
+    wait_until(lambda: burrow.relay.count(done, since=relay_mark) >= 20, t(5),
+               "the burst processed")
+    assert burrow.relay.count(done, since=relay_mark) <= 25
     # a legitimate session still works
     with burrow.connect() as conn:
         assert conn.execute("SELECT 1").fetchone()[0] == 1
 
 
 def test_cancel_through_another_relay(burrow_env):
+    """Behind a load balancer the cancel may reach a relay that does not hold the session: it
+    goes to every agent there, and only the one holding the session acts on it."""
     b = burrow_env
-    b.start_relay()
+    b.start_relay(routes={"a": ["agent-a"], "b": ["agent-b"]})
     relay2, port2, tport2 = start_second_relay(b)
-    b.start_agent("agent-a", routes=("a",),
-                  relay="127.0.0.1:%d, 127.0.0.1:%d" % (b.tunnel_port, tport2))
+    both = "127.0.0.1:%d, 127.0.0.1:%d" % (b.tunnel_port, tport2)
+    b.start_agent("agent-a", routes=("a",), relay=both)
+    b.start_agent("agent-b", routes=("b",), relay=both)
     relay2.wait_for_log("tunnel up agent=agent-a ", timeout=10)
+    relay2.wait_for_log("tunnel up agent=agent-b ", timeout=10)
+    mark_b = b.agents["agent-b"].mark()
     s = RawSession(b.client_port, b.certs.ca)
     try:
         s.query("SELECT pg_sleep(30) -- other-relay")
@@ -296,8 +322,10 @@ def test_cancel_through_another_relay(burrow_env):
         assert time.monotonic() - t0 < t(2)
     finally:
         s.close()
-    relay2.wait_for_log("cancel forwarded pid=%d agents=agent-a" % s.pid)
+    relay2.wait_for_log("cancel forwarded to=every agent (not a session of this relay) tunnels=2")
     assert b.relay.count("cancel forwarded") == 0
+    b.agents["agent-a"].wait_for_log("cancel sent")
+    assert b.agents["agent-b"].count("cancel sent", since=mark_b) == 0
 
 
 # ---------------------------------------------------------------------------------------------

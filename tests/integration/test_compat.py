@@ -210,6 +210,8 @@ def test_psycopg2(relay):
         cur = conn.cursor()
         cur.execute("select 40 + 2")  # psycopg2 sends every statement as a simple query
         assert cur.fetchone()[0] == 42
+        cur.execute("select pg_backend_pid()")
+        assert cur.fetchone()[0] == conn.get_backend_pid()  # libpq's PQbackendPID()
         cur.execute("select %s::int * 2, %s", (21, "x"))  # client-side parameters
         assert cur.fetchone() == (42, "x")
         cur.execute("prepare p(int) as select $1 * 2")
@@ -263,6 +265,7 @@ def test_psycopg2_without_client_certificate_refused(relay):
 def test_psycopg3(relay):
     with relay.connect(application_name="compat-psycopg3", **cert_params(relay.certs)) as conn:
         assert conn.execute("select 40 + 2").fetchone()[0] == 42  # no parameters: simple query
+        assert conn.execute("select pg_backend_pid()").fetchone()[0] == conn.info.backend_pid
         assert conn.execute("select %s::int * 2, %s", (21, "x")).fetchone() == (42, "x")
         for i in range(2):
             assert conn.execute("select %s::int * 3", (i,), prepare=True).fetchone()[0] == 3 * i
@@ -347,6 +350,7 @@ def test_asyncpg(relay):
         conn = await asyncpg_connect(relay)
         try:
             await conn.execute("create temp table c (a int, b text)")  # no args: simple query
+            assert await conn.fetchval("select pg_backend_pid()") == conn.get_server_pid()
             assert await conn.fetchval("select $1::int * 2", 21) == 42  # extended
             stmt = await conn.prepare("select $1::int * 3")
             assert [await stmt.fetchval(i) for i in range(3)] == [0, 3, 6]
@@ -459,8 +463,8 @@ def jdbc_run(relay, tmp_path):
 
 def test_jdbc(relay, tmp_path):
     out = jdbc_run(relay, tmp_path)
-    for check in ("simple query", "extended query 3", "prepared statement on the server",
-                  "copy in", "copy out", "route option"):
+    for check in ("simple query", "backend pid", "extended query 3",
+                  "prepared statement on the server", "copy in", "copy out", "route option"):
         assert "ok " + check in out, out
     if relay.cert_enforced:
         assert_no_cert_line(out)
@@ -498,8 +502,9 @@ def node_run(relay):
 
 def test_node_pg(relay):
     out = node_run(relay)
-    for check in ("simple query", "extended query", "prepared statement on the server",
-                  "copy in", "copy out", "direct TLS", "route option"):
+    for check in ("simple query", "backend pid", "extended query",
+                  "prepared statement on the server", "copy in", "copy out", "direct TLS",
+                  "route option"):
         assert "ok " + check in out, out
     if relay.cert_enforced:
         assert_no_cert_line(out)

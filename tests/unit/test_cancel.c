@@ -1,6 +1,7 @@
 /*
- * test_cancel — cancel routing: the CANCEL frame, the fake pid scheme, the agent's
- * BackendKeyData rewriting filter and key map, and the relay's per-source rate limiter.
+ * test_cancel — cancel routing: the CANCEL frame, the read-only scanner of the server's first
+ * messages (pgwire_bescan), the agent's key map, the session key table (keytab) and the
+ * relay's per-source rate limiter.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,8 @@
 #include <uv.h>
 
 #include "agent/cancel_key.h"
+#include "common/keytab.h"
+#include "common/pgwire.h"
 #include "proto/proto.h"
 #include "relay/cancel.h"
 
@@ -23,11 +26,6 @@ static void put_be32(uint8_t *p, uint32_t v)
     p[1] = (uint8_t)(v >> 16);
     p[2] = (uint8_t)(v >> 8);
     p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* ---- CANCEL frame ---------------------------------------------------------------------- */
@@ -120,30 +118,10 @@ static void test_cancel_frame_decode_rejects(void **state)
     assert_int_equal(d.key_len, 4);
 }
 
-/* ---- fake pids ------------------------------------------------------------------------- */
-
-static void test_fake_pid(void **state)
-{
-    /* FNV-1a 32 xor-folded to 15 bits; values also in PROTOCOL.md */
-    assert_int_equal(proto_cancel_name_hash("agent-a"), 0x7ab8);
-    assert_int_equal(proto_cancel_name_hash("agent-b"), 0x4c61);
-    assert_int_equal(proto_cancel_name_hash("demo-agent"), 0x260d);
-    for (uint32_t h = 0; h < 0x8000; h += 0x1111) {
-        for (uint32_t r = 0; r < 0x10000; r += 0x3333) {
-            uint32_t pid = proto_cancel_fake_pid((uint16_t)h, (uint16_t)r);
-            assert_true(pid != 0);
-            assert_true(pid < 0x80000000u); /* positive as an int32 */
-            assert_int_equal(proto_cancel_pid_hash(pid), h);
-        }
-    }
-    assert_int_equal(proto_cancel_fake_pid(0, 0), 1);
-    assert_int_equal(proto_cancel_pid_hash(0xffffffffu), 0x7fff);
-}
-
-/* ---- the agent's filter ---------------------------------------------------------------- */
+/* ---- the agent's filter and the scanner ----------------------------------------------- */
 
 /* A server's startup reply: AuthenticationOk, ParameterStatus, BackendKeyData(pid, key),
- * ReadyForQuery, then a query result that must pass untouched. */
+ * ReadyForQuery, then a query result with a 'K' the scanner must not look at. */
 static size_t server_reply(uint8_t *out, uint32_t pid, const uint8_t *key, size_t key_len)
 {
     size_t n = 0;
@@ -164,8 +142,8 @@ static size_t server_reply(uint8_t *out, uint32_t pid, const uint8_t *key, size_
     return n;
 }
 
-/* Feed buf through the filter in pieces of `piece` bytes, as the tunnel would. */
-static void feed(struct cancel_key_watch *w, uint8_t *buf, size_t len, size_t piece)
+/* Feed buf through the agent's filter in pieces of `piece` bytes, as the tunnel would. */
+static void feed(struct cancel_key_watch *w, const uint8_t *buf, size_t len, size_t piece)
 {
     bool on = true;
     for (size_t off = 0; off < len && on; off += piece) {
@@ -175,105 +153,95 @@ static void feed(struct cancel_key_watch *w, uint8_t *buf, size_t len, size_t pi
     assert_false(on); /* stopped at ReadyForQuery */
 }
 
-static void check_rewrite(size_t key_len)
+static void check_key_noted(size_t key_len)
 {
-    struct cancel_key_map *m = cancel_key_map_new(uv_default_loop(), NULL, "agent-a", 1000);
-    uint8_t key[PROTO_CANCEL_KEY_MAX], orig[600], buf[600];
-    const uint32_t real_pid = 4242;
-    const size_t kpos = 9 + 15; /* offset of 'K' in server_reply */
+    struct cancel_key_map *m = cancel_key_map_new(uv_default_loop(), NULL, 1000);
+    uint8_t key[PGWIRE_KEY_MAX], buf[600], orig[600];
+    const uint32_t pid = 4242;
 
     assert_non_null(m);
     for (size_t i = 0; i < key_len; i++)
         key[i] = (uint8_t)(0xa0 + i);
-    size_t len = server_reply(orig, real_pid, key, key_len);
+    size_t len = server_reply(buf, pid, key, key_len);
+    memcpy(orig, buf, len);
     for (size_t piece = 1; piece <= len; piece++) {
         struct cancel_key_watch *w =
             cancel_key_watch_new(m, true, "/tmp/.s.PGSQL.5432", NULL, "a", "sid");
         assert_non_null(w);
-        memcpy(buf, orig, len);
         feed(w, buf, len, piece);
-        /* same length, same bytes except the pid and the key */
-        assert_memory_equal(buf, orig, kpos + 5);
-        assert_memory_equal(buf + kpos + 9 + key_len, orig + kpos + 9 + key_len,
-                            len - (kpos + 9 + key_len));
-        uint32_t fake = get_be32(buf + kpos + 5);
-        assert_int_not_equal(fake, real_pid);
-        assert_int_equal(proto_cancel_pid_hash(fake), proto_cancel_name_hash("agent-a"));
-        assert_true(memcmp(buf + kpos + 9, key, key_len) != 0);
+        assert_memory_equal(buf, orig, len); /* the client gets the bytes PostgreSQL sent */
         assert_int_equal(cancel_key_map_size(m), 1);
-        uint32_t got = 0;
-        assert_true(cancel_key_lookup(m, fake, buf + kpos + 9, key_len, &got));
-        assert_int_equal(got, real_pid);
-        /* the real key, a wrong key, or a wrong length is unknown */
-        assert_false(cancel_key_lookup(m, real_pid, key, key_len, NULL));
-        buf[kpos + 9] ^= 1;
-        assert_false(cancel_key_lookup(m, fake, buf + kpos + 9, key_len, NULL));
-        buf[kpos + 9] ^= 1;
-        assert_false(cancel_key_lookup(m, fake, buf + kpos + 9, key_len - 1, NULL));
+        assert_true(cancel_key_lookup(m, pid, key, key_len));
+        /* a wrong pid, key, or length is another session's */
+        assert_false(cancel_key_lookup(m, pid + 1, key, key_len));
+        key[key_len - 1] ^= 1;
+        assert_false(cancel_key_lookup(m, pid, key, key_len));
+        key[key_len - 1] ^= 1;
+        assert_false(cancel_key_lookup(m, pid, key, key_len - 1));
         cancel_key_watch_free(w);
         assert_int_equal(cancel_key_map_size(m), 0);
-        assert_false(cancel_key_lookup(m, fake, buf + kpos + 9, key_len, NULL));
+        assert_false(cancel_key_lookup(m, pid, key, key_len));
     }
     cancel_key_map_free(m);
 }
 
-static void test_filter_rewrites_v30_key(void **state)
+static void test_filter_notes_v30_key(void **state)
 {
-    check_rewrite(4);
+    check_key_noted(4);
 }
 
-static void test_filter_rewrites_long_keys(void **state)
+static void test_filter_notes_long_keys(void **state)
 {
-    check_rewrite(32); /* PostgreSQL 18 */
-    check_rewrite(PROTO_CANCEL_KEY_MAX);
+    check_key_noted(32); /* PostgreSQL 18 */
+    check_key_noted(PGWIRE_KEY_MAX);
 }
 
-static void test_filter_zeroes_odd_keys(void **state)
+static void test_filter_ignores_odd_keys(void **state)
 {
-    struct cancel_key_map *m = cancel_key_map_new(uv_default_loop(), NULL, "agent-a", 1000);
+    struct cancel_key_map *m = cancel_key_map_new(uv_default_loop(), NULL, 1000);
     uint8_t buf[600];
     static const uint8_t key[3] = {7, 7, 7};
-    const size_t kpos = 9 + 15;
 
     size_t len = server_reply(buf, 777, key, sizeof key);
     struct cancel_key_watch *w = cancel_key_watch_new(m, true, "/x", NULL, "a", "sid");
     feed(w, buf, len, 5);
-    static const uint8_t zero[7] = {0};
-    assert_memory_equal(buf + kpos + 5, zero, sizeof zero);
     assert_int_equal(cancel_key_map_size(m), 0);
+    assert_false(cancel_key_lookup(m, 777, key, sizeof key));
     cancel_key_watch_free(w);
     cancel_key_map_free(m);
 }
 
 static void test_filter_many_sessions(void **state)
 {
-    /* the map grows; every session's key stays findable; entries die with their session */
+    /* the map grows; every session's key stays findable; entries die with their session;
+     * sessions of two servers may share a pid, their keys tell them apart */
     enum { N = 300 };
-    struct cancel_key_map *m = cancel_key_map_new(uv_default_loop(), NULL, "agent-b", 1000);
+    struct cancel_key_map *m = cancel_key_map_new(uv_default_loop(), NULL, 1000);
     struct cancel_key_watch *w[N];
     static uint8_t bufs[N][64];
-    const size_t kpos = 9 + 15;
-    static const uint8_t key[4] = {1, 2, 3, 4};
+    uint8_t key[4];
 
     for (int i = 0; i < N; i++) {
-        size_t len = server_reply(bufs[i], 1000 + (uint32_t)i, key, sizeof key);
+        put_be32(key, 0xc0de0000u + (uint32_t)i);
+        size_t len = server_reply(bufs[i], 1000 + (uint32_t)i % 100, key, sizeof key);
         w[i] = cancel_key_watch_new(m, false, "db:5432", "127.0.0.1:5432", "b", "sid");
         assert_non_null(w[i]);
         feed(w[i], bufs[i], len, len);
     }
     assert_int_equal(cancel_key_map_size(m), N);
     for (int i = 0; i < N; i++) {
-        uint32_t got;
-        assert_true(
-            cancel_key_lookup(m, get_be32(bufs[i] + kpos + 5), bufs[i] + kpos + 9, 4, &got));
-        assert_int_equal(got, 1000 + (uint32_t)i);
+        put_be32(key, 0xc0de0000u + (uint32_t)i);
+        assert_true(cancel_key_lookup(m, 1000 + (uint32_t)i % 100, key, 4));
+        assert_false(cancel_key_lookup(m, 1000 + (uint32_t)(i + 1) % 100, key, 4));
     }
     for (int i = 0; i < N; i += 2)
         cancel_key_watch_free(w[i]);
     assert_int_equal(cancel_key_map_size(m), N / 2);
     for (int i = 1; i < N; i += 2) {
-        assert_true(
-            cancel_key_lookup(m, get_be32(bufs[i] + kpos + 5), bufs[i] + kpos + 9, 4, NULL));
+        put_be32(key, 0xc0de0000u + (uint32_t)i);
+        assert_true(cancel_key_lookup(m, 1000 + (uint32_t)i % 100, key, 4));
+        put_be32(key, 0xc0de0000u + (uint32_t)(i - 1));
+        assert_false(cancel_key_lookup(m, 1000 + (uint32_t)(i - 1) % 100, key, 4));
         cancel_key_watch_free(w[i]);
     }
     assert_int_equal(cancel_key_map_size(m), 0);
@@ -283,6 +251,95 @@ static void test_filter_many_sessions(void **state)
     cancel_key_watch_free(w[0]);
     cancel_key_watch_free(NULL);
     cancel_key_map_free(m);
+}
+
+static void test_bescan_events(void **state)
+{
+    struct pgwire_bescan sc;
+    uint8_t buf[200];
+    static const uint8_t key[4] = {9, 8, 7, 6};
+    size_t len = server_reply(buf, 31337, key, sizeof key);
+
+    /* byte by byte: each event is reported once, by the piece that completes it */
+    unsigned all = 0, n_key = 0, n_auth = 0;
+    pgwire_bescan_init(&sc);
+    for (size_t i = 0; i < len && !sc.done; i++) {
+        unsigned ev = pgwire_bescan_feed(&sc, buf + i, 1);
+        n_key += (ev & PGWIRE_BESCAN_KEY) != 0;
+        n_auth += (ev & PGWIRE_BESCAN_AUTH_OK) != 0;
+        all |= ev;
+    }
+    assert_int_equal(all, PGWIRE_BESCAN_KEY | PGWIRE_BESCAN_AUTH_OK | PGWIRE_BESCAN_DONE);
+    assert_int_equal(n_key, 1);
+    assert_int_equal(n_auth, 1);
+    assert_true(sc.auth_ok && sc.have_key);
+    assert_int_equal(sc.pid, 31337);
+    assert_int_equal(sc.key_len, 4);
+    assert_memory_equal(sc.key, key, 4);
+    /* nothing after the end is looked at */
+    assert_int_equal(pgwire_bescan_feed(&sc, buf, len), 0);
+
+    /* all at once */
+    pgwire_bescan_init(&sc);
+    assert_int_equal(pgwire_bescan_feed(&sc, buf, len),
+                     PGWIRE_BESCAN_KEY | PGWIRE_BESCAN_AUTH_OK | PGWIRE_BESCAN_DONE);
+
+    /* other authentication requests are not AuthenticationOk; a SASL body is skipped */
+    static const uint8_t sasl[] = {'R', 0,   0,   0,   23,  0,   0,   0,   10,  'S', 'C', 'R',
+                                   'A', 'M', '-', 'S', 'H', 'A', '-', '2', '5', '6', 0,   0};
+    static const uint8_t cleartext[] = {'R', 0, 0, 0, 8, 0, 0, 0, 3};
+    pgwire_bescan_init(&sc);
+    assert_int_equal(pgwire_bescan_feed(&sc, sasl, sizeof sasl), 0);
+    assert_int_equal(pgwire_bescan_feed(&sc, cleartext, sizeof cleartext), 0);
+    assert_false(sc.auth_ok || sc.done);
+
+    /* an ErrorResponse then the end of the stream: no key, not done */
+    static const uint8_t err[] = {'E', 0, 0, 0, 10, 'S', 'F', 'A', 'T', 'A', 'L', 0};
+    pgwire_bescan_init(&sc);
+    assert_int_equal(pgwire_bescan_feed(&sc, err, sizeof err), 0);
+    assert_false(sc.have_key);
+
+    /* a length PostgreSQL never sends ends the scan */
+    static const uint8_t bad[] = {'S', 0, 0, 0, 3, 'x'};
+    pgwire_bescan_init(&sc);
+    assert_int_equal(pgwire_bescan_feed(&sc, bad, sizeof bad), PGWIRE_BESCAN_DONE);
+    assert_true(sc.done);
+
+    /* a huge message is skipped without being buffered */
+    uint8_t big[5 + 1000];
+    memset(big, 'x', sizeof big);
+    big[0] = 'D';
+    put_be32(big + 1, 0x40000000u);
+    pgwire_bescan_init(&sc);
+    assert_int_equal(pgwire_bescan_feed(&sc, big, sizeof big), 0);
+    assert_false(sc.done);
+}
+
+static void test_keytab_watch(void **state)
+{
+    struct keytab t;
+    struct keytab_watch a, b;
+    uint8_t buf[200];
+    static const uint8_t key[4] = {1, 2, 3, 4};
+    size_t len = server_reply(buf, 99, key, sizeof key);
+
+    assert_int_equal(keytab_init(&t), 0);
+    assert_int_equal(keytab_watch_init(&a, &t), 0);
+    assert_int_equal(keytab_watch_init(&b, &t), 0);
+    assert_true(keytab_watch_feed(&a, buf, 30)); /* key not complete yet */
+    assert_null(keytab_find(&t, 99, key, 4));
+    assert_false(keytab_watch_feed(&a, buf + 30, len - 30));
+    assert_ptr_equal(keytab_find(&t, 99, key, 4), &a);
+    assert_false(keytab_watch_feed(&a, buf, len)); /* done: nothing more is read */
+    /* a session that ends before its key: nothing in the table, nothing leaked */
+    assert_true(keytab_watch_feed(&b, buf, 9));
+    assert_int_equal(keytab_size(&t), 1);
+    keytab_watch_fini(&b);
+    keytab_watch_fini(&a);
+    keytab_watch_fini(&a); /* idempotent */
+    assert_int_equal(keytab_size(&t), 0);
+    assert_null(keytab_find(&t, 99, key, 4));
+    keytab_fini(&t);
 }
 
 /* ---- the relay's rate limiter ---------------------------------------------------------- */
@@ -376,11 +433,12 @@ int main(void)
         cmocka_unit_test(test_cancel_frame_example),
         cmocka_unit_test(test_cancel_frame_key_sizes),
         cmocka_unit_test(test_cancel_frame_decode_rejects),
-        cmocka_unit_test(test_fake_pid),
-        cmocka_unit_test(test_filter_rewrites_v30_key),
-        cmocka_unit_test(test_filter_rewrites_long_keys),
-        cmocka_unit_test(test_filter_zeroes_odd_keys),
+        cmocka_unit_test(test_filter_notes_v30_key),
+        cmocka_unit_test(test_filter_notes_long_keys),
+        cmocka_unit_test(test_filter_ignores_odd_keys),
         cmocka_unit_test(test_filter_many_sessions),
+        cmocka_unit_test(test_bescan_events),
+        cmocka_unit_test(test_keytab_watch),
         cmocka_unit_test(test_limiter_bucket),
         cmocka_unit_test(test_limiter_suppressed_count),
         cmocka_unit_test(test_limiter_sources),

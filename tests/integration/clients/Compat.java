@@ -46,6 +46,10 @@ public class Compat {
             try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("select 40 + 2")) {
                 check(r.next() && r.getInt(1) == 42, "simple query");
             }
+            try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("select pg_backend_pid()")) {
+                // the pid PostgreSQL sent in BackendKeyData, as the driver reports it
+                check(r.next() && r.getInt(1) == c.unwrap(PGConnection.class).getBackendPID(), "backend pid");
+            }
             try (Statement s = c.createStatement();
                  ResultSet r = s.executeQuery("select ssl from pg_stat_ssl where pid = pg_backend_pid()")) {
                 // PostgreSQL sees the agent's local connection, not the client's TLS.

@@ -33,6 +33,8 @@ async function main () {
   await client.connect()
   let r = await client.query('select 40 + 2 as v') // no parameters: simple query protocol
   check(r.rows[0].v === 42, 'simple query')
+  r = await client.query('select pg_backend_pid() as p')
+  check(r.rows[0].p === client.processID, 'backend pid') // from BackendKeyData
   r = await client.query('select $1::int * 2 as v, $2::text as t', [21, 'x'])
   check(r.rows[0].v === 42 && r.rows[0].t === 'x', 'extended query')
   for (let i = 1; i <= 2; i++) {
