@@ -838,8 +838,10 @@ static void tunnel_teardown(struct tunnel *t, const char *reason, bool flush)
         return;
     if (!t->close_reason[0])
         snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
-    finish_all_streams(t, t->close_reason);
+    /* closing before the streams end: their on_stream_done may look (tunnel_closing, no new
+     * stream on this tunnel) or close the tunnel again, which must then be a no-op */
     t->closing = true;
+    finish_all_streams(t, t->close_reason);
     uv_timer_stop(&t->timer);
     uv_close((uv_handle_t *)&t->timer, timer_on_close);
     if (flush)

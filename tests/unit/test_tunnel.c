@@ -113,6 +113,10 @@ struct tctx {
     struct far far[MAX_FARS];
     int nfar;
     int opens; /* agent on_open calls */
+    /* called from on_stream_done (after the bookkeeping) */
+    void (*done_hook)(struct tstream *ts, const char *err);
+    int hook_opens; /* streams opened from done_hook */
+    bool closing_seen_in_done;
     bool tearing_down;
     /* agent behaviour */
     bool agent_defer;     /* accept, answer later */
@@ -426,11 +430,17 @@ static void on_open_result(struct tunnel_stream *s, const struct proto_error *fa
 static void on_stream_done(struct tunnel_stream *s, const char *err)
 {
     struct tstream *ts = tunnel_stream_data(s);
+    struct tctx *x = ts->x;
+    struct tunnel *t = tunnel_stream_tunnel(s);
     ts->dones++;
     ts->clean = err == NULL;
     snprintf(ts->err, sizeof(ts->err), "%s", err ? err : "");
     ts->s = NULL;
     ts->local = NULL; /* owned by the stream, closing now */
+    if (tunnel_closing(t))
+        x->closing_seen_in_done = true;
+    if (x->done_hook)
+        x->done_hook(ts, err);
 }
 
 static void on_tunnel_done(struct tunnel *t, const char *reason)
@@ -1070,6 +1080,49 @@ static void test_stalled_stream_stops_only_itself(void **state)
     teardown(x);
 }
 
+/* The owner's on_stream_done runs while a tunnel tears down: the tunnel must already read as
+ * closing there (no new stream may be opened on it), and closing it again from there must be
+ * harmless. */
+static void reopen_or_close_hook(struct tstream *ts, const char *err)
+{
+    struct tctx *x = ts->x;
+    struct tunnel *t = x->t[ts->side];
+    if (!t || !err)
+        return;
+    if (ts->side == AGENT) {
+        tunnel_close(t, "closed again from on_stream_done");
+        return;
+    }
+    if (tunnel_closing(t))
+        return;
+    struct proto_open m = {.route = "db", .session_id = "retry"};
+    struct tstream *n = tstream_new(x, RELAY);
+    n->s = tunnel_stream_open(t, &m, n);
+    if (n->s) {
+        n->id = tunnel_stream_id(n->s);
+        x->hook_opens++;
+    } else {
+        n->dones = 1; /* never existed */
+    }
+}
+
+static void test_stream_done_during_teardown(void **state)
+{
+    struct tctx *x = setup(64 * KIB);
+    struct tstream *r, *a;
+    for (int i = 0; i < 3; i++)
+        open_pair(x, &r, &a);
+    x->done_hook = reopen_or_close_hook;
+    tunnel_close(x->t[AGENT], "agent goes");
+    RUN_UNTIL(x, x->tunnel_dones[RELAY] && x->tunnel_dones[AGENT]);
+    assert_string_equal(x->reason[AGENT], "agent goes");
+    assert_true(x->closing_seen_in_done);
+    assert_int_equal(x->hook_opens, 0);
+    for (int i = 0; i < x->nst; i++)
+        assert_int_equal(x->st[i].dones, 1);
+    teardown(x);
+}
+
 /* ---- main --------------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -1096,6 +1149,7 @@ int main(void)
         cmocka_unit_test(test_stream_id_and_window_violations),
         cmocka_unit_test(test_tunnel_backlog_pause_resume),
         cmocka_unit_test(test_stalled_stream_stops_only_itself),
+        cmocka_unit_test(test_stream_done_during_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
