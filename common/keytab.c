@@ -125,14 +125,15 @@ bool keytab_watch_feed(struct keytab_watch *w, const uint8_t *data, size_t len)
     if (!w->scan)
         return false;
     unsigned ev = pgwire_bescan_feed(w->scan, data, len);
-    if (ev & PGWIRE_BESCAN_KEY) {
-        remove_key(w); /* a second BackendKeyData replaces the first */
-        w->pid = w->scan->pid;
-        w->key_len = w->scan->key_len;
-        memcpy(w->key, w->scan->key, w->key_len);
-        insert(w);
-    } else if (w->in_table && !w->scan->have_key) {
-        remove_key(w); /* a later BackendKeyData without a usable key */
+    /* a new key, or a later BackendKeyData without a usable one: the table follows the last */
+    if ((ev & PGWIRE_BESCAN_KEY) || (w->in_table && !w->scan->have_key)) {
+        remove_key(w);
+        if (w->scan->have_key) {
+            w->pid = w->scan->pid;
+            w->key_len = w->scan->key_len;
+            memcpy(w->key, w->scan->key, w->key_len);
+            insert(w);
+        }
     }
     if (!w->scan->done)
         return true;
