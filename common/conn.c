@@ -1570,6 +1570,23 @@ int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_pee
     return tls_verify_client_cert(cert, SSL_get_peer_cert_chain(c->ssl), store, info, err);
 }
 
+int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *chain)
+{
+    X509 *cert;
+    STACK_OF(X509) * rest;
+
+    *leaf = NULL;
+    *chain = NULL;
+    if (!c->ssl || !c->established || !(cert = SSL_get0_peer_certificate(c->ssl)))
+        return -ENOENT;
+    rest = SSL_get_peer_cert_chain(c->ssl);
+    if (rest && !(*chain = X509_chain_up_ref(rest)))
+        return -ENOMEM;
+    X509_up_ref(cert);
+    *leaf = cert;
+    return 0;
+}
+
 bool conn_eof_clean(const struct conn *c)
 {
     return c->eof_seen && c->eof_clean;

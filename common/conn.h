@@ -97,6 +97,8 @@ void *conn_data(const struct conn *c);
 void conn_set_data(struct conn *c, void *data);
 /* TCP_NODELAY and keepalive are set on every TCP conn by connect/accept. */
 
+/* The socket's file descriptor, or -1 (not open, closing). */
+int conn_fileno(const struct conn *c);
 /* Peer address as "ip:port" ("[v6]:port"), or "unix" for pipes. */
 const char *conn_peer_addr(const struct conn *c);
 /* TLS facts, valid after on_handshake; NULL when not TLS / not present. */
@@ -113,6 +115,10 @@ int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap);
 struct tls_peer_info;
 int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_peer_info *info,
                          char *err);
+/* The certificate the peer sent and the chain that came with it (server side: without the
+ * leaf; NULL when none), as new references (X509_free, sk_X509_pop_free(chain, X509_free)),
+ * to verify them again later (a reload's CRL, expiry). 0, -ENOENT (no certificate), -ENOMEM. */
+int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *chain);
 /* True when the last EOF was a TLS close_notify (not a bare TCP FIN). */
 bool conn_eof_clean(const struct conn *c);
 

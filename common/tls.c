@@ -22,9 +22,11 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 struct tls_alpn {
     bool required;
@@ -160,6 +162,67 @@ out:
     return rc;
 }
 
+int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err)
+{
+    const size_t scheme_len = strlen(TLS_AGENT_URI_SCHEME);
+    GENERAL_NAMES *sans = NULL;
+    char cn[256];
+    int crit = 0, found = 0, rc = -ENOENT;
+
+    err[0] = '\0';
+    if (cap > 0)
+        buf[0] = '\0';
+    sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
+    if (!sans && crit == -2) {
+        snprintf(err, TLS_ERR_MAX, "the certificate has several subjectAltName extensions");
+        rc = -EINVAL;
+        goto out;
+    }
+    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        const unsigned char *p;
+        size_t n;
+
+        if (g->type != GEN_URI)
+            continue;
+        p = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+        n = (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier);
+        if (n < scheme_len || strncasecmp((const char *)p, TLS_AGENT_URI_SCHEME, scheme_len) != 0)
+            continue;
+        if (found++) {
+            snprintf(err, TLS_ERR_MAX, "the certificate has several %sNAME URIs",
+                     TLS_AGENT_URI_SCHEME);
+            rc = -EINVAL;
+            goto out;
+        }
+        n -= scheme_len;
+        p += scheme_len;
+        if (n == 0 || n >= cap || memchr(p, '\0', n)) {
+            snprintf(err, TLS_ERR_MAX, "the certificate's %sNAME URI has an unusable name",
+                     TLS_AGENT_URI_SCHEME);
+            rc = -EINVAL;
+            goto out;
+        }
+        memcpy(buf, p, n);
+        buf[n] = '\0';
+    }
+    if (!found)
+        goto out;
+    /* one name per agent: logs, route lists and the agent itself (its CN) must agree */
+    if (tls_cert_common_name(cert, cn, sizeof(cn)) < 0 || strcmp(cn, buf) != 0) {
+        snprintf(err, TLS_ERR_MAX, "the certificate's CN is not its agent name \"%.80s\"", buf);
+        rc = -EINVAL;
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0 && cap > 0)
+        buf[0] = '\0';
+    GENERAL_NAMES_free(sans);
+    ERR_clear_error();
+    return rc;
+}
+
 int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err)
 {
     X509 *cert = NULL;
@@ -227,6 +290,13 @@ static int tls_ctx_common(SSL_CTX *ctx, int min_version, int max_version, char *
         return -EINVAL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    /* OpenSSL's default TLS 1.2 list still has CBC suites with SHA-1 MACs; a server context's
+     * configured tls_ciphers replaces this afterwards (tls_server_policy) */
+    if (SSL_CTX_set_cipher_list(ctx, TLS_DEFAULT_CIPHERS) != 1) {
+        snprintf(err, TLS_ERR_MAX, "could not set the TLS 1.2 cipher list: %s",
+                 tls_last_error(e, sizeof(e)));
+        return -EINVAL;
+    }
     /* NO_AUTO_CHAIN: send exactly the chain file, not a chain OpenSSL completes from the trust
      * store (the client CA file), which would add roots the peer must not need. */
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
@@ -762,6 +832,26 @@ static void tls_name_text(X509_NAME *name, char *buf, size_t cap)
     BIO_free(bio);
 }
 
+/* The earliest notAfter of a verified chain (seconds since the epoch; 0 when unreadable): when
+ * the first of them expires, the chain no longer verifies. */
+static long long tls_chain_not_after(STACK_OF(X509) * chain)
+{
+    long long first = 0;
+
+    for (int i = 0; chain && i < sk_X509_num(chain); i++) {
+        const ASN1_TIME *t = X509_get0_notAfter(sk_X509_value(chain, i));
+        struct tm tm;
+        long long s;
+
+        if (!t || ASN1_TIME_to_tm(t, &tm) != 1)
+            continue;
+        s = (long long)timegm(&tm);
+        if (first == 0 || s < first)
+            first = s;
+    }
+    return first;
+}
+
 int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
                            struct tls_peer_info *info, char *err)
 {
@@ -804,6 +894,12 @@ int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store
     tls_name_text(X509_get_subject_name(leaf), info->subject, sizeof(info->subject));
     if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf), NULL)) && (hex = BN_bn2hex(bn)))
         snprintf(info->serial, sizeof(info->serial), "%s", hex);
+    {
+        char name[256], why[TLS_ERR_MAX];
+
+        info->agent_mark = tls_cert_agent_name(leaf, name, sizeof(name), why) != -ENOENT;
+    }
+    info->not_after = tls_chain_not_after(X509_STORE_CTX_get0_chain(x));
     rc = 0;
 out:
     OPENSSL_free(hex);

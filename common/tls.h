@@ -15,6 +15,19 @@
 
 #define TLS_ERR_MAX 512
 
+/* TLS 1.2 cipher list of every context unless configured: forward secrecy (ECDHE) and AEAD
+ * only (Mozilla "intermediate" without DHE); no CBC, no SHA-1 MAC, no RSA key exchange.
+ * TLS 1.3 suites are OpenSSL's defaults (all AEAD). */
+#define TLS_DEFAULT_CIPHERS                                                                        \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"     \
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+/* The mark of an agent certificate: a URI subjectAltName "pgburrow-agent:NAME", NAME equal to
+ * the subject CN. The relay requires it on the tunnel listener and refuses a certificate that
+ * carries it as a client certificate, so that agent and client certificates are never
+ * interchangeable, even when one CA signs both. */
+#define TLS_AGENT_URI_SCHEME "pgburrow-agent:"
+
 struct tls_server_opts {
     const char *cert_file;      /* PEM chain (required) */
     const char *key_file;       /* PEM key (required; refused if group/other can read it) */
@@ -27,7 +40,7 @@ struct tls_server_opts {
     const char *alpn;         /* protocol name to select, e.g. "postgresql" or "pgburrow/1" */
     bool alpn_required;       /* true: a client offering no ALPN is refused */
     size_t max_send_fragment; /* 0 = OpenSSL default (16 KiB); clients get 8192 */
-    const char *ciphers;      /* TLS 1.2 cipher list, OpenSSL syntax (NULL: OpenSSL default) */
+    const char *ciphers;      /* TLS 1.2 cipher list, OpenSSL syntax (NULL: TLS_DEFAULT_CIPHERS) */
     const char *ciphersuites; /* TLS 1.3 suites, "A:B" (NULL: OpenSSL default) */
     const char *groups;       /* key exchange groups, "X25519:P-256" (NULL: OpenSSL default) */
     /* Ask every client for a certificate, but neither require nor verify it during the
@@ -41,9 +54,11 @@ struct tls_server_opts {
 
 /* What a verified client certificate says, for logs and identity checks. */
 struct tls_peer_info {
-    char cn[256];      /* subject CN ("" when absent) */
-    char subject[256]; /* RFC 4514 form, blanks and control bytes escaped as \XX */
-    char serial[80];   /* hexadecimal */
+    char cn[256];        /* subject CN ("" when absent) */
+    char subject[256];   /* RFC 4514 form, blanks and control bytes escaped as \XX */
+    char serial[80];     /* hexadecimal */
+    bool agent_mark;     /* the leaf carries a URI SAN pgburrow-agent:... (an agent certificate) */
+    long long not_after; /* earliest notAfter of the verified chain, seconds since the epoch */
 };
 
 struct tls_client_opts {
@@ -73,6 +88,12 @@ int tls_cert_common_name(X509 *cert, char *buf, size_t cap);
 /* The CN of the first (leaf) certificate in the PEM file path into buf[cap]. Returns 0, or
  * negative with a sentence in err[TLS_ERR_MAX] (unreadable file, no or ambiguous CN). */
 int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err);
+
+/* The agent name of an agent certificate: its URI SAN "pgburrow-agent:NAME" (scheme compared
+ * without case), which must be the only such SAN and equal the subject CN. Returns 0 with NAME
+ * in buf[cap]; -ENOENT when the certificate has no such SAN; -EINVAL (sentence in
+ * err[TLS_ERR_MAX]) when it has several, an empty or NUL-bearing one, or a CN that differs. */
+int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err);
 
 /* Validate TLS policy values (as --check-config does). 0 or -EINVAL with err filled.
  * ciphers: an OpenSSL cipher list that selects at least one TLS 1.2 cipher; ciphersuites:

@@ -33,9 +33,10 @@ struct tunnel_stream {
     uint64_t recv_unacked; /* received, not yet credited back */
     uint64_t bytes_in, bytes_out;
     bool sent_close, got_close, end_on_close;
-    bool local_paused;          /* local reads stopped (credit or tunnel backlog) */
-    tunnel_filter_fn filter[2]; /* by enum tunnel_dir; NULL when none */
-    void *filter_ctx[2];
+    bool local_paused; /* local reads stopped (credit or tunnel backlog) */
+    /* by enum tunnel_dir, then in the order they were added; NULL when none */
+    tunnel_filter_fn filter[2][TUNNEL_MAX_FILTERS];
+    void *filter_ctx[2][TUNNEL_MAX_FILTERS];
     bool in_paused_list;
 };
 
@@ -168,6 +169,15 @@ static void send_close(struct tunnel_stream *s)
         tunnel_send(s->t, f, (size_t)n);
 }
 
+static void run_filters(struct tunnel_stream *s, enum tunnel_dir dir, const uint8_t *data,
+                        size_t len)
+{
+    for (int i = 0; i < TUNNEL_MAX_FILTERS; i++) {
+        if (s->filter[dir][i] && !s->filter[dir][i](s->filter_ctx[dir][i], data, len))
+            s->filter[dir][i] = NULL;
+    }
+}
+
 /* Send len bytes as DATA frames; the caller has checked credit. */
 static int send_data(struct tunnel_stream *s, const uint8_t *data, size_t len)
 {
@@ -175,9 +185,7 @@ static int send_data(struct tunnel_stream *s, const uint8_t *data, size_t len)
     uint8_t hdr[PROTO_HDR_SIZE];
     while (len > 0) {
         size_t n = len < DATA_CHUNK ? len : DATA_CHUNK;
-        if (s->filter[TUNNEL_TO_PEER] &&
-            !s->filter[TUNNEL_TO_PEER](s->filter_ctx[TUNNEL_TO_PEER], data, n))
-            s->filter[TUNNEL_TO_PEER] = NULL;
+        run_filters(s, TUNNEL_TO_PEER, data, n);
         proto_encode_data_hdr(hdr, s->id, (uint32_t)n);
         if (tunnel_send(t, hdr, sizeof(hdr)) < 0 || tunnel_send(t, data, n) < 0)
             return -ECONNRESET;
@@ -226,7 +234,9 @@ static void stream_free(struct tunnel_stream *s)
 }
 
 /* The stream is over: tell the owner, release the local conn (aborted on error). */
-static void stream_finish(struct tunnel_stream *s, const char *err)
+/* The stream is done; its local conn is closed at once when err (unless end_local: flushed and
+ * ended, as when both directions closed). */
+static void stream_finish_local(struct tunnel_stream *s, const char *err, bool end_local)
 {
     struct tunnel *t = s->t;
     if (s->state == ST_DONE)
@@ -237,7 +247,7 @@ static void stream_finish(struct tunnel_stream *s, const char *err)
         t->ops->on_stream_done(s, err);
     s->t = NULL;
     if (s->local) {
-        if (err)
+        if (err && !end_local)
             conn_close(s->local);
         else
             conn_end(s->local);
@@ -245,6 +255,11 @@ static void stream_finish(struct tunnel_stream *s, const char *err)
     } else {
         stream_free(s);
     }
+}
+
+static void stream_finish(struct tunnel_stream *s, const char *err)
+{
+    stream_finish_local(s, err, false);
 }
 
 /* ---- local conn callbacks (the spliced PostgreSQL connection) ------------------------ */
@@ -432,11 +447,29 @@ void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *
     stream_finish(s, msg);
 }
 
-void tunnel_stream_set_filter(struct tunnel_stream *s, enum tunnel_dir dir, tunnel_filter_fn fn,
-                              void *ctx)
+void tunnel_stream_end_local(struct tunnel_stream *s, const char *code, const char *msg,
+                             const uint8_t *last, size_t last_len)
 {
-    s->filter[dir] = fn;
-    s->filter_ctx[dir] = ctx;
+    if (s->state == ST_DONE)
+        return;
+    if (!s->t->closing)
+        send_error_frame(s->t, PROTO_RESET, s->id, code, msg);
+    if (s->local && last_len > 0)
+        conn_write(s->local, last, last_len);
+    stream_finish_local(s, msg, true);
+}
+
+int tunnel_stream_set_filter(struct tunnel_stream *s, enum tunnel_dir dir, tunnel_filter_fn fn,
+                             void *ctx)
+{
+    for (int i = 0; i < TUNNEL_MAX_FILTERS; i++) {
+        if (!s->filter[dir][i]) {
+            s->filter[dir][i] = fn;
+            s->filter_ctx[dir][i] = ctx;
+            return 0;
+        }
+    }
+    return -ENOSPC;
 }
 
 uint32_t tunnel_stream_id(const struct tunnel_stream *s)
@@ -493,9 +526,7 @@ static int reader_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t le
     s->recv_left -= len;
     s->recv_unacked += len;
     s->bytes_in += len;
-    if (s->filter[TUNNEL_TO_LOCAL] &&
-        !s->filter[TUNNEL_TO_LOCAL](s->filter_ctx[TUNNEL_TO_LOCAL], data, len))
-        s->filter[TUNNEL_TO_LOCAL] = NULL;
+    run_filters(s, TUNNEL_TO_LOCAL, data, len);
     conn_write(s->local, data, len);
     credit_check(s);
     return t->closing ? -ECONNRESET : 0;
@@ -618,6 +649,10 @@ static int reader_on_frame(void *ctx, const struct proto_hdr *h, const uint8_t *
         return on_stream_frame(t, h, body);
     switch (h->type) {
     case PROTO_PING:
+        /* Before HELLO/WELCOME a PING is ignored, not answered: a peer that never says HELLO
+         * cannot keep a tunnel alive with PINGs (the relay's hello_timeout runs regardless). */
+        if (!t->keepalive)
+            return 0;
         if (proto_decode_ping(body, h->length, &opaque) == 0) {
             int n = proto_encode_ping(t->scratch, sizeof(t->scratch), PROTO_PONG, opaque);
             if (n > 0)

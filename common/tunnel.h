@@ -101,19 +101,25 @@ int tunnel_stream_write(struct tunnel_stream *s, const uint8_t *data, size_t len
 void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on_close);
 /* Abort the stream: RESET to the peer, local conn closed. */
 void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *msg);
+/* Abort the stream toward the peer (RESET code msg), but end the local conn gracefully: what is
+ * queued for it is flushed, then last[last_len] (copied; the relay: a FATAL ErrorResponse), then
+ * TLS close_notify and FIN. on_stream_done sees msg as the error. */
+void tunnel_stream_end_local(struct tunnel_stream *s, const char *code, const char *msg,
+                             const uint8_t *last, size_t last_len);
 
 /*
  * Filters see the bytes of one direction of a stream as they move on, read-only: the bytes a
  * peer sends are the bytes the other end gets (both daemons read BackendKeyData for cancel
  * routing, the relay reads statements for the audit log). Bytes come in arbitrary pieces (a
- * message may be split anywhere). Return false to stop filtering that direction (no cost
- * afterwards).
+ * message may be split anywhere). Return false to stop that filter (no cost afterwards).
+ * Up to TUNNEL_MAX_FILTERS per direction, run in the order they were set (-ENOSPC beyond).
  * TUNNEL_TO_PEER: local conn -> tunnel; TUNNEL_TO_LOCAL: tunnel -> local conn.
  */
 enum tunnel_dir { TUNNEL_TO_PEER = 0, TUNNEL_TO_LOCAL = 1 };
 typedef bool (*tunnel_filter_fn)(void *ctx, const uint8_t *data, size_t len);
-void tunnel_stream_set_filter(struct tunnel_stream *s, enum tunnel_dir dir, tunnel_filter_fn fn,
-                              void *ctx);
+#define TUNNEL_MAX_FILTERS 2
+int tunnel_stream_set_filter(struct tunnel_stream *s, enum tunnel_dir dir, tunnel_filter_fn fn,
+                             void *ctx);
 
 uint32_t tunnel_stream_id(const struct tunnel_stream *s);
 struct tunnel *tunnel_stream_tunnel(const struct tunnel_stream *s);

@@ -477,12 +477,64 @@ static const struct access_route *access_route_find(const struct access *a, cons
     return NULL;
 }
 
+/* PostgreSQL cuts a startup user name to NAMEDATALEN - 1 (63) bytes before it looks the role
+ * up and before its own `cert` method compares it with the CN (ProcessStartupPacket): compare
+ * the name of the role PostgreSQL will log in, not the bytes the client sent. */
+static void access_pg_role_name(const char *user, char out[ACCESS_PG_NAME_MAX + 1])
+{
+    size_t n = strlen(user);
+
+    if (n > ACCESS_PG_NAME_MAX)
+        n = ACCESS_PG_NAME_MAX;
+    memcpy(out, user, n);
+    out[n] = '\0';
+}
+
+/* The client certificate rule of ar for leaf (and the chain the client sent). */
+static int access_check_cert(const struct access_route *ar, const struct relay_route *route,
+                             X509 *leaf, STACK_OF(X509) * chain, const char *user,
+                             struct tls_peer_info *info, char *msg)
+{
+    char why[TLS_ERR_MAX], role[ACCESS_PG_NAME_MAX + 1];
+
+    if (tls_verify_client_cert(leaf, chain, ar->store, info, why) < 0) {
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\": certificate verify failed: %s",
+                 route->name, why);
+        memset(info, 0, sizeof(*info));
+        return -EACCES;
+    }
+    if (info->agent_mark) {
+        /* an agent's key must never open sessions as a client, even from a shared CA */
+        snprintf(msg, ACCESS_MSG_MAX,
+                 "pgburrow: route \"%s\": an agent certificate (URI %sNAME) is not a client "
+                 "certificate",
+                 route->name, TLS_AGENT_URI_SCHEME);
+        return -EACCES;
+    }
+    if (route->client_cert == RELAY_CERT_VERIFY_USER) {
+        bool ok;
+
+        access_pg_role_name(user, role);
+        ok = ar->has_map ? access_ident_allows(&ar->map, info->cn, role)
+                         : strcmp(info->cn, role) == 0;
+        if (!ok) {
+            snprintf(msg, ACCESS_MSG_MAX,
+                     "pgburrow: route \"%s\": certificate CN \"%s\" %s user \"%s\"", route->name,
+                     info->cn, ar->has_map ? "is not mapped (ident_map) to" : "does not match",
+                     role);
+            return -EACCES;
+        }
+    }
+    return 0;
+}
+
 int access_check_session(const struct access *a, const struct relay_route *route,
                          const struct conn *conn, const char *peer, const char *user,
                          struct tls_peer_info *info, char *msg)
 {
     const struct access_route *ar;
-    char why[TLS_ERR_MAX];
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
     int rc;
 
     memset(info, 0, sizeof(*info));
@@ -500,28 +552,36 @@ int access_check_session(const struct access *a, const struct relay_route *route
                  route->name);
         return -EACCES;
     }
-    rc = conn_tls_verify_peer(conn, ar->store, info, why);
+    rc = conn_tls_peer_chain(conn, &leaf, &chain);
     if (rc == -ENOENT) {
         snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" requires a client certificate",
                  route->name);
         return -EACCES;
     }
     if (rc < 0) {
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\": certificate verify failed: %s",
-                 route->name, why);
-        memset(info, 0, sizeof(*info));
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: out of memory");
         return -EACCES;
     }
-    if (route->client_cert == RELAY_CERT_VERIFY_USER) {
-        bool ok = ar->has_map ? access_ident_allows(&ar->map, info->cn, user)
-                              : strcmp(info->cn, user) == 0;
-        if (!ok) {
-            snprintf(msg, ACCESS_MSG_MAX,
-                     "pgburrow: route \"%s\": certificate CN \"%s\" %s user \"%s\"", route->name,
-                     info->cn, ar->has_map ? "is not mapped (ident_map) to" : "does not match",
-                     user);
-            return -EACCES;
-        }
+    rc = access_check_cert(ar, route, leaf, chain, user, info, msg);
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    return rc;
+}
+
+int access_recheck_cert(const struct access *a, const struct relay_route *route, X509 *leaf,
+                        STACK_OF(X509) * chain, const char *user, struct tls_peer_info *info,
+                        char *msg)
+{
+    const struct access_route *ar;
+
+    memset(info, 0, sizeof(*info));
+    if (route->client_cert == RELAY_CERT_NONE)
+        return 0;
+    ar = access_route_find(a, route->name);
+    if (!ar || !ar->store || !leaf) {
+        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" cannot verify client certificates",
+                 route->name);
+        return -EACCES;
     }
-    return 0;
+    return access_check_cert(ar, route, leaf, chain, user, info, msg);
 }

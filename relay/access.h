@@ -12,7 +12,9 @@
  *   - the global allowlist, at accept, before any TLS work (access_address_allowed);
  *   - after routing: the route's allowlist, then its client certificate rule, as PostgreSQL's
  *     `cert` method: verify = a certificate from client_ca (not revoked in client_crl),
- *     verify-user = and its CN equals the PostgreSQL user or maps to it in ident_map.
+ *     verify-user = and its CN equals the PostgreSQL user or maps to it in ident_map (the user
+ *     cut to 63 bytes, as PostgreSQL names the role); an agent certificate (URI SAN
+ *     pgburrow-agent:NAME) is never accepted as a client certificate.
  * A struct access borrows nothing from the config it was built from.
  */
 #ifndef PGB_ACCESS_H
@@ -27,6 +29,8 @@
 
 #define ACCESS_MSG_MAX 512
 #define ACCESS_IDENT_FILE_MAX (1024 * 1024)
+/* PostgreSQL's NAMEDATALEN - 1: the longest role name, to which it cuts a startup user name */
+#define ACCESS_PG_NAME_MAX 63
 
 /* -- configuration ------------------------------------------------------------------------- */
 
@@ -79,5 +83,12 @@ bool access_address_allowed(const struct cidr_list *l, const char *peer);
 int access_check_session(const struct access *a, const struct relay_route *route,
                          const struct conn *conn, const char *peer, const char *user,
                          struct tls_peer_info *info, char *msg);
+/* The route's client certificate rule again for a running session's certificate (leaf and the
+ * chain its client sent, borrowed), after a reload (new CA, CRL, ident map) or at expiry.
+ * 0 (info filled; zeroed when the route no longer asks for a certificate), or -EACCES with
+ * the client's FATAL message in msg[ACCESS_MSG_MAX]. */
+int access_recheck_cert(const struct access *a, const struct relay_route *route, X509 *leaf,
+                        STACK_OF(X509) * chain, const char *user, struct tls_peer_info *info,
+                        char *msg);
 
 #endif

@@ -30,6 +30,15 @@
 
 enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_CANCEL, FD_OPENING, FD_STREAMING, FD_ENDING };
 
+/* Message boundaries of the server's bytes to the client (type byte, int32 length, body): an
+ * ErrorResponse of the relay's own can only go between two messages. */
+struct msg_edge {
+    uint32_t left; /* body bytes of the current message still to come */
+    uint8_t hdr[5];
+    uint8_t have; /* header bytes seen */
+    bool lost;    /* a length below 4: boundaries unknown from here on */
+};
+
 struct relay_client {
     struct relay *r;
     struct relay_client *prev, *next;
@@ -62,6 +71,12 @@ struct relay_client {
     char cert_subject[256];          /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
     bool retried; /* OPEN went to a second agent after OPEN_FAIL 08006 */
+    /* the verified client certificate and the chain its client sent, checked again on reload
+     * (CRL, CA, ident map) and at cert_not_after (the chain's first expiry) */
+    X509 *cert;
+    STACK_OF(X509) * cert_chain;
+    long long cert_not_after;
+    struct msg_edge edge; /* server -> client: where messages end (for a FATAL of our own) */
 };
 
 static const struct conn_ops client_ops;
@@ -79,6 +94,8 @@ static void client_unlink_free(uv_handle_t *h)
     r->nclients--;
     audit_stmt_free(c->stmt);
     relay_cancel_watch_free(c->keyw);
+    X509_free(c->cert);
+    sk_X509_pop_free(c->cert_chain, X509_free);
     free(c->pkt);
     free(c);
 }
@@ -206,6 +223,35 @@ static void audit_session_event(struct relay_client *c, const char *event,
     audit_session(c->r->audit, event, &as);
 }
 
+static bool edge_filter(void *ctx, const uint8_t *data, size_t len)
+{
+    struct msg_edge *e = ctx;
+
+    while (len > 0) {
+        if (e->left > 0) {
+            size_t n = len < e->left ? len : e->left;
+
+            e->left -= (uint32_t)n;
+            data += n;
+            len -= n;
+            continue;
+        }
+        e->hdr[e->have++] = *data++;
+        len--;
+        if (e->have == sizeof(e->hdr)) {
+            uint32_t n = pgwire_packet_len(e->hdr + 1, 4);
+
+            if (n < 4) {
+                e->lost = true;
+                return false;
+            }
+            e->left = n - 4;
+            e->have = 0;
+        }
+    }
+    return true;
+}
+
 /* PostgreSQL would refuse the endpoint= words of options (they only choose the route): the
  * StartupMessage goes on without them. su points into c->pkt, which is replaced. */
 static int client_strip_endpoint(struct relay_client *c, const struct pgwire_startup *su,
@@ -265,6 +311,11 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     }
     snprintf(c->cert_subject, sizeof(c->cert_subject), "%s", cert.subject);
     snprintf(c->cert_serial, sizeof(c->cert_serial), "%s", cert.serial);
+    if (cert.subject[0] && conn_tls_peer_chain(c->conn, &c->cert, &c->cert_chain) < 0) {
+        client_fail(c, "53200", "pgburrow: out of memory");
+        goto out;
+    }
+    c->cert_not_after = cert.not_after;
     if (r->nsessions >= r->cfg.max_sessions) {
         client_fail(c, "53300", "pgburrow: too many sessions on this relay (max_sessions=%llu)",
                     (unsigned long long)r->cfg.max_sessions);
@@ -397,6 +448,79 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
     c->stmt = audit_stmt_new(c->r->audit, c->r->cfg.name, c->sid, c->route, c->user);
     if (c->stmt)
         tunnel_stream_set_filter(s, TUNNEL_TO_PEER, audit_stmt_filter, c->stmt);
+    if (c->cert) {
+        if (tunnel_stream_set_filter(s, TUNNEL_TO_LOCAL, edge_filter, &c->edge) < 0)
+            c->edge.lost = true;
+        relay_cert_expiry_note(c->r, c->cert_not_after);
+    }
+}
+
+/* ---- certificates of running sessions: revocation and expiry --------------------------- */
+
+/*
+ * End a session whose certificate is no longer accepted. Before OPEN_OK it is an ordinary
+ * refusal. Once streaming: RESET toward the agent (PostgreSQL ends the backend), and the client
+ * gets FATAL 28000 after the bytes already queued for it, when those end on a message
+ * boundary; in the middle of a server message an ErrorResponse would corrupt the stream, so the
+ * client then only sees the connection end.
+ */
+static void session_revoke(struct relay_client *c, const char *msg)
+{
+    const char *reason = strncmp(msg, "pgburrow: ", 10) == 0 ? msg + 10 : msg;
+    struct tunnel_stream *s = c->s;
+    bool at_edge = !c->edge.lost && c->edge.have == 0 && c->edge.left == 0;
+    uint8_t buf[700];
+    int n = 0;
+
+    if (c->state == FD_OPENING) {
+        client_fail(c, "28000", "%s", msg);
+        return;
+    }
+    if (c->state != FD_STREAMING || !s)
+        return;
+    log_msg(LOG_WARN, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
+            "session revoked sid=%s route=%s client=%s user=%s cert_subject=%s cert_serial=%s "
+            "sqlstate=28000 reason=%s%s",
+            c->sid, c->route, c->peer, c->user, c->cert_subject, c->cert_serial, reason,
+            at_edge ? "" : " (in the middle of a server message: closed without ErrorResponse)");
+    if (at_edge && (n = pgwire_error_response(buf, sizeof(buf), "FATAL", "28000", msg)) < 0)
+        n = 0;
+    tunnel_stream_end_local(s, "28000", reason, buf, (size_t)n);
+}
+
+long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
+{
+    long long first = 0;
+    struct relay_client *next;
+
+    for (struct relay_client *c = r->clients; c; c = next) {
+        const struct relay_route *route;
+        struct tls_peer_info info;
+        char msg[ACCESS_MSG_MAX + 64] = "", why[ACCESS_MSG_MAX];
+
+        next = c->next;
+        if (!c->cert || (c->state != FD_OPENING && c->state != FD_STREAMING))
+            continue;
+        /* a route that a reload removed: its sessions go on, as they do without certificates */
+        route = relay_config_route(&r->cfg, c->route);
+        if (reverify && route) {
+            if (access_recheck_cert(r->access, route, c->cert, c->cert_chain, c->user, &info, why) <
+                0)
+                snprintf(msg, sizeof(msg), "%s; session ended by a configuration reload", why);
+            else
+                c->cert_not_after = info.not_after; /* 0: the route asks for none any more */
+        }
+        if (!msg[0] && c->cert_not_after > 0 && now > c->cert_not_after)
+            snprintf(msg, sizeof(msg),
+                     "pgburrow: route \"%s\": client certificate expired; session ended", c->route);
+        if (msg[0]) {
+            session_revoke(c, msg);
+            continue;
+        }
+        if (c->cert_not_after > 0 && (first == 0 || c->cert_not_after < first))
+            first = c->cert_not_after;
+    }
+    return first;
 }
 
 void frontdoor_stream_done(struct tunnel_stream *s, const char *err)

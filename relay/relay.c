@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/tls.h"
@@ -36,6 +37,7 @@ struct relay_agent {
     char routes[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
     uint32_t noffered; /* routes in its HELLO: re-checked against the config on reload */
     char offered[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
+    long long not_after; /* its certificate chain's first expiry (seconds since the epoch) */
 };
 
 /* Defined in frontdoor.c: the stream callbacks route to the client that opened the stream. */
@@ -49,17 +51,45 @@ static uint16_t min_u16(uint16_t a, uint16_t b)
     return a < b ? a : b;
 }
 
+/*
+ * The handshake verified the chain against agent_ca (and agent_crl); the certificate must also
+ * be an agent's: URI SAN pgburrow-agent:NAME, NAME = CN. A client certificate from the same CA
+ * (`mkcerts.sh DIR client db2-agent`) has no such SAN and is refused here.
+ */
 static void agent_on_up(struct tunnel *t)
 {
     struct relay_agent *a = tunnel_data(t);
-    char cn[256];
-    if (conn_tls_peer_cn(tunnel_conn(t), cn, sizeof(cn)) < 0 || !proto_name_valid(cn)) {
-        log_msg(LOG_WARN, tunnel_id(t), 0,
-                "tunnel rejected peer=%s reason=certificate has no valid agent name (CN)", a->peer);
-        tunnel_fail(t, "28000", "agent certificate has no valid name");
+    struct relay *r = a->r;
+    struct tls_peer_info info;
+    char name[256], why[TLS_ERR_MAX];
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
+    int rc;
+
+    if (conn_tls_verify_peer(tunnel_conn(t), r->agent_store, &info, why) < 0) {
+        log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s reason=certificate: %s",
+                a->peer, why);
+        tunnel_fail(t, "28000", "agent certificate not accepted: %s", why);
         return;
     }
-    snprintf(a->name, sizeof(a->name), "%s", cn);
+    rc = conn_tls_peer_chain(tunnel_conn(t), &leaf, &chain);
+    if (rc == 0)
+        rc = tls_cert_agent_name(leaf, name, sizeof(name), why);
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    if (rc == -ENOENT)
+        snprintf(why, sizeof(why), "not an agent certificate (no URI subjectAltName %sNAME)",
+                 TLS_AGENT_URI_SCHEME);
+    else if (rc == 0 && !proto_name_valid(name))
+        snprintf(why, sizeof(why), "invalid agent name \"%.80s\"", name);
+    if (rc < 0 || !proto_name_valid(name)) {
+        log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s subject=%s reason=%s", a->peer,
+                info.subject, why);
+        tunnel_fail(t, "28000", "agent certificate refused: %s", why);
+        return;
+    }
+    snprintf(a->name, sizeof(a->name), "%s", name);
+    a->not_after = info.not_after;
     a->handshaken = true;
 }
 
@@ -170,6 +200,7 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
     }
     a->up = true;
     tunnel_start_keepalive(t);
+    relay_cert_expiry_note(r, a->not_after);
     log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up agent=%s routes=%s peer=%s version=%u.%u",
             a->name, accepted, a->peer, w.ver_major, w.ver_minor);
     audit_tunnel(r->audit, "tunnel_up", r->cfg.name, a->name, a->peer, accepted, NULL);
@@ -357,6 +388,84 @@ void relay_agents_recheck(struct relay *r)
     }
 }
 
+/* ---- certificates of running tunnels and sessions: revocation and expiry --------------- */
+
+/* The timer follows the wall clock only roughly (libuv timers are monotonic): it fires at the
+ * next expiry, or within the hour, so that a clock step is noticed within an hour; and at most
+ * once a second, so that many certificates expiring one after another cost one pass a second. */
+static void cert_timer_fired(uv_timer_t *timer);
+
+static void cert_timer_arm(struct relay *r, long long now)
+{
+    long long delay_s;
+
+    if (!r->cert_timer.loop || r->stopping || uv_is_closing((uv_handle_t *)&r->cert_timer))
+        return;
+    if (r->cert_next == 0) {
+        uv_timer_stop(&r->cert_timer);
+        return;
+    }
+    delay_s = r->cert_next + 1 - now; /* a certificate is valid through its notAfter second */
+    if (delay_s < 1)
+        delay_s = 1;
+    if (delay_s > 3600)
+        delay_s = 3600;
+    uv_timer_start(&r->cert_timer, cert_timer_fired, (uint64_t)delay_s * 1000, 0);
+}
+
+static long long agents_certs_recheck(struct relay *r, bool reverify, long long now)
+{
+    long long first = 0;
+    struct relay_agent *next;
+
+    for (struct relay_agent *a = r->agents; a; a = next) {
+        struct tls_peer_info info;
+        char why[TLS_ERR_MAX] = "";
+
+        next = a->next;
+        if (!a->handshaken || tunnel_closing(a->t))
+            continue;
+        if (reverify && conn_tls_verify_peer(tunnel_conn(a->t), r->agent_store, &info, why) == 0)
+            a->not_after = info.not_after;
+        if (!why[0] && a->not_after > 0 && now > a->not_after)
+            snprintf(why, sizeof(why), "certificate has expired");
+        if (why[0]) {
+            log_msg(LOG_WARN, tunnel_id(a->t), 0,
+                    "tunnel closed agent=%s peer=%s reason=agent certificate no longer "
+                    "accepted: %s",
+                    a->name, a->peer, why);
+            tunnel_fail(a->t, "28000", "agent certificate no longer accepted: %s", why);
+            continue;
+        }
+        if (a->not_after > 0 && (first == 0 || a->not_after < first))
+            first = a->not_after;
+    }
+    return first;
+}
+
+void relay_certs_recheck(struct relay *r, bool reverify)
+{
+    long long now = (long long)time(NULL);
+    long long agents = agents_certs_recheck(r, reverify, now);
+    long long sessions = frontdoor_certs_recheck(r, reverify, now);
+
+    r->cert_next = agents == 0 || (sessions != 0 && sessions < agents) ? sessions : agents;
+    cert_timer_arm(r, now);
+}
+
+void relay_cert_expiry_note(struct relay *r, long long not_after)
+{
+    if (not_after <= 0 || (r->cert_next != 0 && r->cert_next <= not_after))
+        return;
+    r->cert_next = not_after;
+    cert_timer_arm(r, (long long)time(NULL));
+}
+
+static void cert_timer_fired(uv_timer_t *timer)
+{
+    relay_certs_recheck(timer->data, false);
+}
+
 void relay_foreach_agent_tunnel(struct relay *r, relay_tunnel_fn fn, void *ctx)
 {
     for (struct relay_agent *a = r->agents; a; a = a->next) {
@@ -515,6 +624,8 @@ int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *e
     t->tunnel_ctx = tls_server_ctx_new(&tunnel, terr);
     if (!t->tunnel_ctx)
         goto out;
+    if (!(t->agent_store = tls_store_new(cfg->agent_ca, cfg->agent_crl, terr)))
+        goto out;
     rc = 0;
 out:
     if (rc < 0) {
@@ -536,6 +647,9 @@ void relay_tls_swap(struct relay *r, struct relay_tls *t)
     swap_ctx(&r->client_ctx, &t->client_ctx);
     swap_ctx(&r->client_direct_ctx, &t->client_direct_ctx);
     swap_ctx(&r->tunnel_ctx, &t->tunnel_ctx);
+    X509_STORE *store = r->agent_store;
+    r->agent_store = t->agent_store;
+    t->agent_store = store;
     struct access *a = r->access;
     r->access = t->access;
     t->access = a;
@@ -547,6 +661,7 @@ void relay_tls_free(struct relay_tls *t)
     SSL_CTX_free(t->client_ctx);
     SSL_CTX_free(t->client_direct_ctx);
     SSL_CTX_free(t->tunnel_ctx);
+    X509_STORE_free(t->agent_store);
     access_free(t->access);
     memset(t, 0, sizeof(*t));
 }
@@ -604,6 +719,9 @@ int relay_start(struct relay *r, char *err)
     r->open_handles += 2;
     uv_signal_start(&r->sig_term, on_signal, SIGTERM);
     uv_signal_start(&r->sig_int, on_signal, SIGINT);
+    uv_timer_init(r->loop, &r->cert_timer);
+    r->cert_timer.data = r;
+    r->open_handles++;
     log_info("listening clients=%s tunnels=%s", r->cfg.listen, r->cfg.tunnel_listen);
     return 0;
 }
@@ -623,6 +741,8 @@ void relay_stop(struct relay *r)
         uv_close((uv_handle_t *)&r->sig_term, handle_closed);
         uv_close((uv_handle_t *)&r->sig_int, handle_closed);
     }
+    if (r->cert_timer.loop)
+        uv_close((uv_handle_t *)&r->cert_timer, handle_closed);
     relay_reload_stop(r);
     frontdoor_close_all(r);
     for (struct relay_agent *a = r->agents; a; a = a->next)

@@ -32,6 +32,7 @@ struct relay {
     SSL_CTX *client_ctx;        /* SSLRequest path: ALPN "postgresql" optional */
     SSL_CTX *client_direct_ctx; /* direct TLS: ALPN "postgresql" required */
     SSL_CTX *tunnel_ctx;        /* agents: TLS 1.3, client certificate required */
+    X509_STORE *agent_store;    /* agent_ca + agent_crl: running tunnels checked again */
     uv_tcp_t client_listener, tunnel_listener;
     uv_signal_t sig_term, sig_int;
     struct relay_agent *agents; /* every tunnel, up or not (doubly linked) */
@@ -53,6 +54,8 @@ struct relay {
     struct reloader *reload; /* NULL until relay_reload_start (reload.h) */
     struct audit *audit;     /* always allocated; off when audit_log is empty */
     struct access *access;   /* built with the TLS contexts (struct relay_tls) */
+    uv_timer_t cert_timer;   /* the next certificate expiry among live peers (relay_certs_*) */
+    long long cert_next;     /* its time, seconds since the epoch; 0: not armed */
 };
 
 /*
@@ -64,6 +67,7 @@ struct relay {
  */
 struct relay_tls {
     SSL_CTX *client_ctx, *client_direct_ctx, *tunnel_ctx;
+    X509_STORE *agent_store;
     struct access *access; /* per-route client certificate stores, ident maps (access.h) */
 };
 /* Build every context from cfg. 0, or negative with err[CONFIG_ERR_MAX] (t then empty). */
@@ -74,6 +78,14 @@ void relay_tls_free(struct relay_tls *t);
 /* After r->cfg changed: each up tunnel serves exactly the routes it offered that the new
  * configuration allows for its agent (logged when that changes; open sessions go on). */
 void relay_agents_recheck(struct relay *r);
+/* Check the certificates of every running tunnel and certificate-authenticated session again:
+ * after a reload (reverify: the new CA, CRL and ident map) or when one expires (a timer at the
+ * earliest notAfter among them, at least hourly). A tunnel no longer accepted gets GOAWAY 28000
+ * and closes; a session gets FATAL 28000. Logged; audited as tunnel_down / session_end. */
+void relay_certs_recheck(struct relay *r, bool reverify);
+/* A tunnel or session came up whose certificate chain expires at not_after (seconds since the
+ * epoch; 0: nothing to watch): arm the expiry timer earlier if needed. */
+void relay_cert_expiry_note(struct relay *r, long long not_after);
 
 int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err);
 int relay_start(struct relay *r, char *err);
@@ -97,5 +109,8 @@ void relay_foreach_agent_tunnel(struct relay *r, relay_tunnel_fn fn, void *ctx);
 /* Front door (frontdoor.c). */
 void frontdoor_accept(struct relay *r, uv_stream_t *server);
 void frontdoor_close_all(struct relay *r);
+/* The sessions' part of relay_certs_recheck; now: the wall clock. Returns the earliest
+ * notAfter among the sessions left (0: none). */
+long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now);
 
 #endif

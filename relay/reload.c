@@ -119,6 +119,7 @@ int relay_reload(struct relay *r, const char *trigger)
     relay_tls_free(&tls); /* open connections keep their own references */
     apply_log_settings(&r->cfg);
     relay_agents_recheck(r);
+    relay_certs_recheck(r, true); /* revoked or no longer trusted certificates end now */
     watch_config_files(r);
     log_info("reload: ok (trigger=%s) routes=%zu audit_log=%s audit_statements=%s", trigger,
              r->cfg.nroutes, r->cfg.audit_log ? r->cfg.audit_log : "off",

@@ -3,15 +3,22 @@
 #
 #   mkcerts.sh DIR ca                 DIR/ca.crt DIR/ca.key           (never overwritten)
 #   mkcerts.sh DIR relay [SAN ...]    DIR/relay.crt DIR/relay.key     (serverAuth)
-#   mkcerts.sh DIR agent NAME         DIR/agent-NAME.crt DIR/agent-NAME.key   (CN=NAME, clientAuth)
+#   mkcerts.sh DIR agent NAME         DIR/agent-NAME.crt DIR/agent-NAME.key
+#                                     (CN=NAME, URI SAN pgburrow-agent:NAME, clientAuth)
 #   mkcerts.sh DIR client USER        DIR/client-USER.crt DIR/client-USER.key (CN=USER, clientAuth)
-#   mkcerts.sh DIR demo               ca, relay, agent demo-agent, client demo
+#   mkcerts.sh DIR demo               ca, relay, client demo in DIR; a separate agent CA and
+#                                     agent demo-agent in DIR/agents
 #
 # SANs are DNS:name or IP:address (default: DNS:localhost IP:127.0.0.1 IP:::1). The relay
 # certificate's CN is the first SAN when that is a DNS name, else "localhost".
 # The relay shows this certificate to PostgreSQL clients (sslmode=verify-full checks the SANs)
 # and to agents (relay_server_name, default the host of the relay address, checks them).
 # An agent's name is the CN of its certificate: it is what [route NAME] agents = ... lists.
+# An agent certificate also carries the URI SAN pgburrow-agent:NAME: the relay accepts on its
+# tunnel listener only certificates with that mark (and a CN equal to NAME), and never accepts
+# one as a client certificate, so agent and client certificates are not interchangeable even
+# from one CA. Separate CAs add a second wall: the demo signs agents with DIR/agents/ca.crt
+# (relay: agent_ca) and clients with DIR/ca.crt (client_ca); any DIR has its own CA.
 #
 # Keys are EC P-256, mode 0600 (the daemons and libpq refuse keys others can read).
 # Validity: CA 3650 days, other certificates 825 days. Serial numbers are random.
@@ -128,7 +135,8 @@ install_file() { # TMPFILE DEST MODE SUMMARY
     echo "$prog: wrote $2 ($4)"
 }
 
-make_ca() {
+make_ca() { # [CN]
+    ca_cn=${1:-pgburrow CA}
     crt=$dir/ca.crt
     key=$dir/ca.key
     if [ -e "$crt" ] || [ -e "$key" ]; then
@@ -142,12 +150,12 @@ make_ca() {
     fi
     new_key "$tmp/ca.key"
     openssl req -new -x509 -config "$tmp/req.cnf" -extensions v3_ca -key "$tmp/ca.key" \
-        -subj "/CN=pgburrow CA" -days "$CA_DAYS" -sha256 -set_serial "$(new_serial)" \
+        -subj "/CN=$ca_cn" -days "$CA_DAYS" -sha256 -set_serial "$(new_serial)" \
         -out "$tmp/ca.crt" 2>"$tmp/err" || die "openssl req (CA) failed: $(cat "$tmp/err")"
     openssl verify -CAfile "$tmp/ca.crt" "$tmp/ca.crt" >"$tmp/err" 2>&1 ||
         die "the new CA does not verify: $(cat "$tmp/err")"
     install_file "$tmp/ca.key" "$key" 600 "CA private key, EC P-256"
-    install_file "$tmp/ca.crt" "$crt" 644 "CA certificate, CN=pgburrow CA, $CA_DAYS days"
+    install_file "$tmp/ca.crt" "$crt" 644 "CA certificate, CN=$ca_cn, $CA_DAYS days"
 }
 
 # make_leaf BASENAME CN EKU PURPOSE SANS
@@ -207,11 +215,15 @@ make_relay() { # [SAN ...]
 case "$what" in
 ca) make_ca ;;
 relay) make_relay "$@" ;;
-agent | client) make_leaf "$what-$1" "$1" clientAuth sslclient "" ;;
+agent) make_leaf "agent-$1" "$1" clientAuth sslclient "URI:pgburrow-agent:$1" ;;
+client) make_leaf "client-$1" "$1" clientAuth sslclient "" ;;
 demo)
     make_ca
     make_relay
-    make_leaf agent-demo-agent demo-agent clientAuth sslclient ""
     make_leaf client-demo demo clientAuth sslclient ""
+    mkdir -p "$dir/agents" || die "cannot create $dir/agents"
+    dir=$dir/agents
+    make_ca "pgburrow agent CA"
+    make_leaf agent-demo-agent demo-agent clientAuth sslclient "URI:pgburrow-agent:demo-agent"
     ;;
 esac

@@ -347,7 +347,9 @@ tls_key = $CERTS/relay.key
 ; clients: TLS 1.2 or newer, and only from loopback (checked before any TLS work)
 tls_min_version = TLSv1.2
 allow = 127.0.0.0/8, ::1/128
-agent_ca = $CERTS/ca.crt
+; agents: certificates from their own CA (certs/agents/ca.crt) carrying the URI SAN
+; pgburrow-agent:NAME; a client certificate is never accepted here, nor an agent's as a client's
+agent_ca = $CERTS/agents/ca.crt
 log_level = info
 log_file = $D/relay.log
 ; one JSON line per session start/end, tunnel up/down and refused connection
@@ -367,8 +369,8 @@ EOF
 relay = 127.0.0.1:$TUNNEL_PORT
 relay_server_name = localhost
 ca = $CERTS/ca.crt
-cert = $CERTS/agent-demo-agent.crt
-key = $CERTS/agent-demo-agent.key
+cert = $CERTS/agents/agent-demo-agent.crt
+key = $CERTS/agents/agent-demo-agent.key
 log_level = info
 log_file = $D/agent.log
 
@@ -446,7 +448,7 @@ pgburrow demo is running (state in $D)
   PostgreSQL 15   pid $(pg_pid)  Unix socket $PGSOCK/.s.PGSQL.$PG_PORT only, no TCP  log $PGLOG
   pgburrow-relay  pid $(cat "$D/relay.pid")  clients 127.0.0.1:$PORT  agents 127.0.0.1:$TUNNEL_PORT  log $D/relay.log
   pgburrow-agent  pid $(cat "$D/agent.pid")  route demo -> $PGSOCK port $PG_PORT  log $D/agent.log
-  certificates    $CERTS (ca, relay, agent-demo-agent, client-demo)
+  certificates    $CERTS (ca, relay, client-demo; agents/: agent CA, agent-demo-agent)
 
 Connect through the relay (TLS verify-full, then SCRAM as role demo):
   . $D/env && psql
