@@ -415,6 +415,16 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
                     "relay %s refused route %s: this agent's certificate is not allowed to "
                     "serve it",
                     l->label, w.refused[i]);
+        if (w.initial_window > l->a->cfg.max_stream_window) {
+            /* the window is what this agent may have to queue per session toward PostgreSQL */
+            log_msg(LOG_ERROR, tunnel_id(t), 0,
+                    "relay %s offers a stream window of %u bytes, above this agent's "
+                    "max_stream_window (%llu): refused",
+                    l->label, w.initial_window, (unsigned long long)l->a->cfg.max_stream_window);
+            tunnel_fail(t, "53400", "stream window %u above the agent's max_stream_window %llu",
+                        w.initial_window, (unsigned long long)l->a->cfg.max_stream_window);
+            return -EPROTO;
+        }
         l->state = LINK_UP;
         l->attempt = 0;
         uv_timer_stop(&l->timer);
@@ -498,7 +508,7 @@ static void link_conn_on_connect(struct conn *c, int status)
     struct tunnel_limits lim = {
         .ping_interval_ms = (uint32_t)a->cfg.ping_interval_ms,
         .dead_timeout_ms = (uint32_t)a->cfg.dead_timeout_ms,
-        .max_streams = 100000,
+        .max_streams = (uint32_t)a->cfg.max_streams,
         .initial_window = PROTO_INITIAL_WINDOW,
     };
     l->state = LINK_HANDSHAKE;

@@ -27,6 +27,8 @@ void agent_config_init(struct agent_config *c)
     c->resolve_interval_ms = 30000;
     c->ping_interval_ms = 1000;
     c->dead_timeout_ms = 4000;
+    c->max_streams = 1000;
+    c->max_stream_window = 1024 * 1024;
     /* A failed strdup leaves NULL, which agent_config_check reports. */
     c->log_level = strdup("info");
     c->log_format = strdup("text");
@@ -263,6 +265,17 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
         return config_set_duration(&c->ping_interval_ms, value, err);
     if (strcmp(key, "dead_timeout") == 0)
         return config_set_duration(&c->dead_timeout_ms, value, err);
+    if (strcmp(key, "max_streams_per_tunnel") == 0)
+        return config_parse_uint(value, 1, 100000, &c->max_streams, err);
+    if (strcmp(key, "max_stream_window") == 0) {
+        if (config_parse_size(value, &c->max_stream_window, err) < 0)
+            return -EINVAL;
+        if (c->max_stream_window < 16384 || c->max_stream_window > PROTO_MAX_WINDOW) {
+            config_err(err, "must be from 16k to 16M, got \"%.80s\"", value);
+            return -EINVAL;
+        }
+        return 0;
+    }
     if (strcmp(key, "log_level") == 0)
         return config_set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)

@@ -61,6 +61,9 @@ struct agent_config {
                                      often; one tunnel per address (links.c) */
     uint64_t ping_interval_ms;    /* ping_interval = 1s */
     uint64_t dead_timeout_ms;     /* dead_timeout = 4s */
+    /* what a relay can make this agent hold, whatever its WELCOME says */
+    uint64_t max_streams;       /* max_streams_per_tunnel = 1000: sessions on one tunnel */
+    uint64_t max_stream_window; /* max_stream_window = 1M: largest WELCOME window accepted */
     char *log_level, *log_format, *log_file;
     /* [route NAME] */
     size_t nroutes;

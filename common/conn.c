@@ -43,6 +43,7 @@
 
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/tls_guard.h"
 
 #define CONN_READ_BUF (64 * 1024)         /* one socket read */
 #define CONN_PLAIN_BUF (64 * 1024)        /* plaintext gathered from several records per on_read */
@@ -115,6 +116,7 @@ struct conn {
     } req;
     uv_timer_t end_timer; /* initialised by conn_end only */
     SSL *ssl;
+    struct tls_guard guard; /* server role, until established: what OpenSSL may read */
     struct conn_link link[CONN_LINK_COUNT];
 
     uint8_t *held; /* plaintext read but not consumed by the owner */
@@ -154,6 +156,7 @@ struct conn {
     bool err_pending;
     bool drain_armed;
     bool timer_inited;
+    bool guarding; /* TLS server, handshake not done: input goes through guard first */
 };
 
 static void conn_tls_pump(struct conn *c);
@@ -495,6 +498,15 @@ static int conn_bio_read(BIO *b, char *out, int len)
         return -1;
     }
     n = c->in_len < (size_t)len ? c->in_len : (size_t)len;
+    if (c->guarding && !c->established) {
+        /* before OpenSSL sizes a buffer from a length the client announced (tls_guard.h) */
+        /* The version is negotiated once the first ClientHello is processed, which OpenSSL
+         * does before it reads a change_cipher_spec (SSL_version says TLS 1.3 before that). */
+        if (c->guard.ccs_seen && !c->guard.tls13 && SSL_version(c->ssl) == TLS1_3_VERSION)
+            c->guard.tls13 = true;
+        if (tls_guard_feed(&c->guard, c->in_ptr, n) < 0)
+            return -1;
+    }
     memcpy(out, c->in_ptr, n);
     c->in_ptr += n;
     c->in_len -= n;
@@ -840,8 +852,11 @@ static int conn_tls_handshake(struct conn *c)
     ERR_clear_error();
     r = SSL_do_handshake(c->ssl);
     e = SSL_get_error(c->ssl, r);
-    if (r != 1 && e != SSL_ERROR_WANT_READ)
+    if (r != 1 && e != SSL_ERROR_WANT_READ) {
         conn_ssl_reason(c, e, reason, sizeof(reason));
+        if (c->guarding && c->guard.error)
+            tls_guard_strerror(&c->guard, reason, sizeof(reason));
+    }
     conn_flush_out(c); /* handshake records, or the alert that tells the peer why */
     if (c->closing)
         return -1;
@@ -852,6 +867,11 @@ static int conn_tls_handshake(struct conn *c)
         return -1;
     }
     c->established = true;
+    if (c->guarding) {
+        /* buffers stay allocated between records from now on (as for every client conn) */
+        SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+        c->guarding = false;
+    }
     /* writes made during the handshake go first */
     if (conn_flush(c) < 0 || c->closing)
         return -1;
@@ -1285,10 +1305,16 @@ static int conn_tls_start(struct conn *c, SSL_CTX *ctx, bool server)
     }
     BIO_set_data(bio, c);
     SSL_set_bio(ssl, bio, bio); /* one reference, used both ways */
-    if (server)
+    if (server) {
         SSL_set_accept_state(ssl);
-    else
+        /* A connection still in its handshake holds no OpenSSL read or write buffer while
+         * it waits: an idle peer costs the SSL object only. */
+        SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+        tls_guard_init(&c->guard);
+        c->guarding = true;
+    } else {
         SSL_set_connect_state(ssl);
+    }
     c->ssl = ssl;
 out:
     c->api_depth--;
@@ -1505,6 +1531,15 @@ void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *data)
 {
     c->ops = ops;
     c->data = data;
+}
+
+int conn_fileno(const struct conn *c)
+{
+    uv_os_fd_t fd;
+
+    if (c->closing || uv_fileno(&c->h.handle, &fd) < 0)
+        return -1;
+    return fd;
 }
 
 const char *conn_peer_addr(const struct conn *c)

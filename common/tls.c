@@ -14,6 +14,7 @@
  * with the same alert before any certificate is sent.
  */
 #include "common/tls.h"
+#include "common/tls_guard.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -529,6 +530,9 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
                  tls_last_error(e, sizeof(e)));
         goto out;
     }
+    /* A client's certificate chain is buffered whole before it is verified: bound it as
+     * tls_guard does for plaintext handshakes (OpenSSL's default is 100 KiB). */
+    SSL_CTX_set_max_cert_list(ctx, TLS_GUARD_CERT_MAX);
     if (o->alpn && tls_server_alpn(ctx, o->alpn, o->alpn_required, err) < 0)
         goto out;
     if (tls_server_policy(ctx, o, err) < 0)

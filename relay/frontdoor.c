@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include "relay/audit.h"
 #include "relay/cancel.h"
 #include "relay/access.h"
+#include "relay/admit.h"
 #include "relay/relay.h"
 #include "relay/routing.h"
 
@@ -70,7 +72,9 @@ struct relay_client {
     bool denied;                     /* not in [relay] allow: refused before any TLS work */
     char cert_subject[256];          /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
-    bool retried; /* OPEN went to a second agent after OPEN_FAIL 08006 */
+    bool retried;             /* OPEN went to a second agent after OPEN_FAIL 08006 */
+    struct preauth_slot slot; /* pending: from accept until routed (admit.h) */
+    bool throttled;           /* waiting for a handshake token (handshake_rate) */
     /* the verified client certificate and the chain its client sent, checked again on reload
      * (CRL, CA, ident map) and at cert_not_after (the chain's first expiry) */
     X509 *cert;
@@ -124,6 +128,7 @@ static void client_release(struct relay_client *c)
         counts_sub(c->r->source_sessions, c->source_ip);
         c->counted = false;
     }
+    relay_admit_release(c->r, &c->slot);
     uv_close((uv_handle_t *)&c->timer, client_unlink_free);
 }
 
@@ -141,8 +146,11 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
     va_end(ap);
     /* the client sees "pgburrow: ..."; the log and audit lines say who anyway */
     const char *reason = strncmp(msg, "pgburrow: ", 10) == 0 ? msg + 10 : msg;
-    log_warn("refused client=%s sqlstate=%s reason=%s", c->peer, sqlstate, reason);
-    audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, reason);
+    char more[64];
+    if (relay_admit_log_ok(c->r, c->peer, PREAUTH_REFUSED, more, sizeof(more))) {
+        log_warn("refused client=%s sqlstate=%s reason=%s%s", c->peer, sqlstate, reason, more);
+        audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, reason);
+    }
     if (c->s) {
         struct tunnel_stream *s = c->s;
         c->s = NULL;
@@ -173,9 +181,12 @@ static void startup_timeout(uv_timer_t *timer)
         return;
     }
     if (c->state == FD_FIRST || c->state == FD_TLS) {
-        log_warn("refused client=%s reason=no startup within %llu ms", c->peer,
-                 (unsigned long long)c->r->cfg.startup_timeout_ms);
-        audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, "no startup in time");
+        char more[64];
+        if (relay_admit_log_ok(c->r, c->peer, PREAUTH_TIMEOUT, more, sizeof(more))) {
+            log_warn("refused client=%s reason=no startup within %llu ms%s", c->peer,
+                     (unsigned long long)c->r->cfg.startup_timeout_ms, more);
+            audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, "no startup in time");
+        }
         c->state = FD_ENDING;
         conn_close(c->conn);
         return;
@@ -187,9 +198,11 @@ static void startup_timeout(uv_timer_t *timer)
 
 static void frontdoor_tls_refused(struct relay_client *c, const char *reason)
 {
-    char why[300];
+    char why[300], more[64];
+    if (!relay_admit_log_ok(c->r, c->peer, PREAUTH_TLS, more, sizeof(more)))
+        return;
     snprintf(why, sizeof(why), "TLS handshake failed: %s", reason);
-    log_warn("refused client=%s reason=%s", c->peer, why);
+    log_warn("refused client=%s reason=%s%s", c->peer, why, more);
     audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, why);
 }
 
@@ -372,6 +385,7 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     c->counted = true;
     r->nsessions++;
     c->state = FD_OPENING;
+    relay_admit_release(r, &c->slot); /* routed: max_sessions bounds it from here on */
 out:
     free(rt);
 }
@@ -630,6 +644,53 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
     return len;
 }
 
+static void throttle_tick(uv_timer_t *timer);
+
+/* No handshake token for the client's source now (handshake_rate): stop reading and try again
+ * shortly. The client waits for its answer; startup_timeout still runs from the accept. */
+static void client_throttle(struct relay_client *c)
+{
+    uint64_t rate = c->r->cfg.handshake_rate, wait = rate ? 1000 / rate : 1;
+
+    c->throttled = true;
+    conn_read_stop(c->conn);
+    uv_timer_start(&c->timer, throttle_tick, wait ? wait : 1, 0);
+}
+
+/* After an SSLRequest: 'S', then TLS. */
+static void client_start_tls(struct relay_client *c)
+{
+    conn_write(c->conn, "S", 1);
+    c->state = FD_TLS;
+    if (conn_tls_server(c->conn, c->r->client_ctx, NULL, 0) < 0)
+        client_fail(c, "08P01", "pgburrow: could not start TLS");
+}
+
+static void throttle_tick(uv_timer_t *timer)
+{
+    struct relay_client *c = timer->data;
+    uint64_t now = uv_now(c->r->loop), deadline = c->start_ms + c->r->cfg.startup_timeout_ms;
+
+    if (c->state != FD_FIRST || !c->conn || !c->throttled)
+        return;
+    if (now >= deadline) {
+        startup_timeout(timer);
+        return;
+    }
+    uv_timer_start(&c->timer, startup_timeout, deadline - now, 0);
+    c->throttled = false;
+    if (c->first_have == sizeof(c->first)) { /* an SSLRequest waits for its answer */
+        if (!relay_admit_handshake(c->r, &c->slot)) {
+            client_throttle(c);
+            return;
+        }
+        client_start_tls(c);
+    }
+    /* direct TLS: the ClientHello held by the conn is read again (and takes its token) */
+    if (c->state != FD_ENDING && c->conn)
+        conn_read_start(c->conn);
+}
+
 static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len)
 {
     struct relay *r = c->r;
@@ -641,6 +702,10 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
     while (used < len && c->state == FD_FIRST) {
         if (c->first_have == 0 && data[used] == PGWIRE_TLS_HANDSHAKE) {
             /* direct TLS: everything read so far is the start of the ClientHello */
+            if (!relay_admit_handshake(r, &c->slot)) {
+                client_throttle(c);
+                return used; /* the conn holds the rest until reading starts again */
+            }
             c->state = FD_TLS;
             if (conn_tls_server(c->conn, r->client_direct_ctx, data + used, len - used) < 0)
                 client_fail(c, "08P01", "pgburrow: could not start TLS");
@@ -662,10 +727,11 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
                 client_fail(c, "08P01", "pgburrow: unencrypted data after SSL request");
                 return len;
             }
-            conn_write(c->conn, "S", 1);
-            c->state = FD_TLS;
-            if (conn_tls_server(c->conn, r->client_ctx, NULL, 0) < 0)
-                client_fail(c, "08P01", "pgburrow: could not start TLS");
+            if (!relay_admit_handshake(r, &c->slot)) {
+                client_throttle(c);
+                return len;
+            }
+            client_start_tls(c);
             return len;
         case PGWIRE_GSSENC:
             if (c->gss_answered) {
@@ -831,6 +897,23 @@ static const struct conn_ops client_ops = {
     .on_close = client_on_close,
 };
 
+/* Closed to make room for other sources' connections (admit.h). */
+static void client_shed(struct preauth_slot *slot, const char *why)
+{
+    struct relay_client *c =
+        (struct relay_client *)(void *)((char *)slot - offsetof(struct relay_client, slot));
+    char more[64];
+
+    relay_admit_release(c->r, slot);
+    if (relay_admit_log_ok(c->r, c->peer, PREAUTH_SHED, more, sizeof(more)))
+        log_warn("shed client=%s pending_ms=%llu reason=%s%s", c->peer,
+                 (unsigned long long)(uv_now(c->r->loop) - c->start_ms), why, more);
+    c->state = FD_ENDING;
+    uv_timer_stop(&c->timer);
+    if (c->conn)
+        conn_close(c->conn);
+}
+
 void frontdoor_accept(struct relay *r, uv_stream_t *server)
 {
     struct relay_client *c = calloc(1, sizeof(*c));
@@ -862,6 +945,12 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
     }
     snprintf(c->peer, sizeof(c->peer), "%s", conn_peer_addr(c->conn));
     source_ip_of(c->peer, c->source_ip, sizeof(c->source_ip));
+    c->slot.shed = client_shed;
+    if (relay_admit(r, &c->slot, c->peer, c->conn, "client") < 0) {
+        c->state = FD_ENDING;
+        conn_close(c->conn);
+        return;
+    }
     c->denied = !access_address_allowed(&r->cfg.allow, c->peer);
     uv_timer_start(&c->timer, startup_timeout, c->r->cfg.startup_timeout_ms, 0);
     conn_read_start(c->conn);

@@ -12,6 +12,7 @@
 #include "relay/relay.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "relay/audit.h"
 #include "relay/reload.h"
 #include "relay/access.h"
+#include "relay/admit.h"
 
 struct relay_agent {
     struct relay *r;
@@ -37,7 +39,8 @@ struct relay_agent {
     char routes[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
     uint32_t noffered; /* routes in its HELLO: re-checked against the config on reload */
     char offered[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
-    long long not_after; /* its certificate chain's first expiry (seconds since the epoch) */
+    long long not_after;      /* its certificate chain's first expiry (seconds since the epoch) */
+    struct preauth_slot slot; /* pending: from accept until its HELLO is accepted (admit.h) */
 };
 
 /* Defined in frontdoor.c: the stream callbacks route to the client that opened the stream. */
@@ -199,6 +202,7 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
         }
     }
     a->up = true;
+    relay_admit_release(r, &a->slot);
     tunnel_start_keepalive(t);
     relay_cert_expiry_note(r, a->not_after);
     log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up agent=%s routes=%s peer=%s version=%u.%u",
@@ -251,10 +255,19 @@ static void agent_on_tunnel_done(struct tunnel *t, const char *reason)
         }
         log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel down agent=%s reason=%s", a->name, reason);
         audit_tunnel(r->audit, "tunnel_down", r->cfg.name, a->name, a->peer, routes, reason);
+    } else if (!r->stopping && !a->handshaken &&
+               (strstr(reason, "reset by peer") || strstr(reason, "closed by peer"))) {
+        /* gone before its handshake (a port scan, a health check): not worth a warning */
+        log_msg(LOG_DEBUG, tunnel_id(t), 0, "tunnel closed by peer=%s before TLS: %s", a->peer,
+                reason);
     } else if (!r->stopping) {
-        log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s%s%s reason=%s", a->peer,
-                a->name[0] ? " agent=" : "", a->name, reason);
+        char more[64];
+        if (relay_admit_log_ok(r, a->peer, PREAUTH_TUNNEL, more, sizeof(more)))
+            log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s%s%s reason=%s%s", a->peer,
+                    a->name[0] ? " agent=" : "", a->name, reason, more);
     }
+    relay_admit_release(r, &a->slot);
+    r->nagents--;
     if (a->prev)
         a->prev->next = a->next;
     else
@@ -262,6 +275,16 @@ static void agent_on_tunnel_done(struct tunnel *t, const char *reason)
     if (a->next)
         a->next->prev = a->prev;
     free(a);
+}
+
+/* Closed before its HELLO: to make room (admit.h), or past hello_timeout. */
+static void agent_shed(struct preauth_slot *slot, const char *why)
+{
+    struct relay_agent *a =
+        (struct relay_agent *)(void *)((char *)slot - offsetof(struct relay_agent, slot));
+
+    relay_admit_release(a->r, slot);
+    tunnel_close(a->t, why);
 }
 
 static const struct tunnel_ops relay_tunnel_ops = {
@@ -278,6 +301,8 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
     struct relay_agent *a = NULL;
     struct conn *c = NULL;
 
+    if (status < 0 && !r->stopping)
+        relay_admit_accept_failed(r, status, "tunnel");
     if (status < 0 || r->stopping)
         return;
     a = calloc(1, sizeof(*a));
@@ -302,6 +327,18 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
     if (r->agents)
         r->agents->prev = a;
     r->agents = a;
+    r->nagents++;
+    a->slot.shed = agent_shed;
+    if (relay_admit(r, &a->slot, a->peer, tunnel_conn(a->t), "tunnel") < 0) {
+        tunnel_close(a->t, "refused before TLS");
+        return;
+    }
+    /* the HELLO deadline runs from the accept: a TLS handshake that drags on counts too */
+    a->slot.deadline_ms = uv_now(r->loop) + r->cfg.hello_timeout_ms;
+    if (!relay_admit_handshake(r, &a->slot)) {
+        tunnel_close(a->t, "too many TLS handshakes from this source (handshake_rate)");
+        return;
+    }
     if (conn_tls_server(tunnel_conn(a->t), r->tunnel_ctx, NULL, 0) < 0 ||
         conn_read_start(tunnel_conn(a->t)) < 0)
         tunnel_close(a->t, "could not start TLS");
@@ -530,6 +567,8 @@ void relay_drain(struct relay *r)
 static void client_on_connection(uv_stream_t *server, int status)
 {
     struct relay *r = server->data;
+    if (status < 0 && !r->stopping)
+        relay_admit_accept_failed(r, status, "client");
     if (status < 0 || r->stopping)
         return;
     frontdoor_accept(r, server);
@@ -707,6 +746,9 @@ int relay_start(struct relay *r, char *err)
                          (size_t)r->cfg.audit_statement_max, err, CONFIG_ERR_MAX);
     if (rc < 0)
         return rc;
+    rc = relay_admit_start(r, err);
+    if (rc < 0)
+        return rc;
     rc = listen_on(r, &r->client_listener, r->cfg.listen, client_on_connection, err);
     if (rc < 0)
         return rc;
@@ -735,6 +777,7 @@ void relay_stop(struct relay *r)
         uv_close((uv_handle_t *)&r->client_listener, handle_closed);
     if (r->tunnel_listener.loop && !uv_is_closing((uv_handle_t *)&r->tunnel_listener))
         uv_close((uv_handle_t *)&r->tunnel_listener, handle_closed);
+    relay_admit_stop(r);
     if (r->draining)
         uv_close((uv_handle_t *)&r->drain_timer, handle_closed);
     if (r->sig_term.loop) {
@@ -752,6 +795,7 @@ void relay_stop(struct relay *r)
 
 void relay_free(struct relay *r)
 {
+    relay_admit_free(r);
     counts_free(r->route_sessions);
     counts_free(r->source_sessions);
     relay_cancel_limiter_free(r->cancel_limiter);

@@ -43,7 +43,15 @@ struct relay {
     uint32_t next_tunnel_id;
     uint64_t nsessions; /* client connections that have a stream open */
     uint64_t nclients;
+    uint64_t nagents; /* tunnels, up or not (each holds a descriptor) */
     uint64_t session_counter;
+    /* unauthenticated connections: pending slots, buckets, descriptors (admit.h) */
+    struct preauth *preauth;
+    uint64_t fd_limit;     /* RLIMIT_NOFILE in force */
+    uint64_t fd_base;      /* descriptors open before the first connection */
+    uint64_t pending_peak; /* connections accepted since the last memory trim */
+    uv_timer_t admit_timer;
+    uint64_t accept_fail_ms, accept_fail_suppressed;
     bool stopping;
     struct counts *route_sessions;  /* live sessions per route (route max_sessions) */
     struct counts *source_sessions; /* live sessions per client IP (max_sessions_per_source) */

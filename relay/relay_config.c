@@ -44,6 +44,11 @@ void relay_config_init(struct relay_config *c)
     c->max_sessions = 10000;
     c->max_streams = 10000;
     c->max_tunnels_per_agent = 1;
+    c->max_pending = 256;
+    c->max_pending_per_source = 128;
+    c->handshake_rate = 100;
+    c->handshake_burst = 200;
+    c->hello_timeout_ms = 5000;
     c->stream_window = PROTO_INITIAL_WINDOW;
     c->log_level = strdup("info");
     c->log_format = strdup("text");
@@ -292,6 +297,16 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     }
     if (strcmp(key, "max_tunnels_per_agent") == 0)
         return config_parse_uint(value, 1, 1024, &c->max_tunnels_per_agent, err);
+    if (strcmp(key, "max_pending") == 0)
+        return set_count(&c->max_pending, value, err);
+    if (strcmp(key, "max_pending_per_source") == 0)
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_pending_per_source, err);
+    if (strcmp(key, "handshake_rate") == 0)
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->handshake_rate, err);
+    if (strcmp(key, "handshake_burst") == 0)
+        return set_count(&c->handshake_burst, value, err);
+    if (strcmp(key, "hello_timeout") == 0)
+        return config_set_duration(&c->hello_timeout_ms, value, err);
     if (strcmp(key, "log_level") == 0)
         return config_set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)

@@ -56,6 +56,12 @@ struct relay_config {
     uint64_t stream_window; /* stream_window = 256k: flow-control window per session, each way */
     uint64_t max_sessions_per_source; /* max_sessions_per_source = 0 (0: no limit per client IP) */
     uint64_t max_tunnels_per_agent;   /* max_tunnels_per_agent = 1: more replace the oldest */
+    /* before authentication (relay/admit.h) */
+    uint64_t max_pending;            /* max_pending = 256: accepted, not yet routed / HELLO */
+    uint64_t max_pending_per_source; /* max_pending_per_source = 128 (0: no limit) */
+    uint64_t handshake_rate;         /* handshake_rate = 100: TLS handshakes/s per source */
+    uint64_t handshake_burst;        /* handshake_burst = 200 */
+    uint64_t hello_timeout_ms;       /* hello_timeout = 5s: tunnel accept -> HELLO */
     /* audit log (relay/audit.h) */
     char *audit_log;              /* audit_log = PATH | stdout (default: empty = off) */
     bool audit_statements;        /* audit_statements = on | off (default off) */
