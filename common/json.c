@@ -5,6 +5,7 @@
  * started, so the buffer always holds a well-formed prefix.
  */
 #include "common/json.h"
+#include "common/escape.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -13,8 +14,6 @@
 
 /* "}\n" + NUL */
 #define JSON_TAIL 3
-
-static const char hex[] = "0123456789abcdef";
 
 void json_begin(struct json_writer *w, char *buf, size_t cap)
 {
@@ -40,98 +39,9 @@ static bool put(struct json_writer *w, const char *s, size_t n)
     return true;
 }
 
-/*
- * Length of the valid UTF-8 sequence starting at s[0] (at most n bytes available), or 0 when
- * it is not one: overlong forms, surrogates and code points above U+10FFFF are invalid
- * (RFC 3629), as are truncated sequences.
- */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return len;
-}
-
-/* Writes the escaped body of v[n] into out (when not NULL); returns its length. */
-static size_t escape(char *out, const char *v, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)v;
-    size_t o = 0, i = 0;
-
-    while (i < n) {
-        unsigned char c = s[i];
-        size_t k;
-
-        if (c == '"' || c == '\\') {
-            if (out) {
-                out[o] = '\\';
-                out[o + 1] = (char)c;
-            }
-            o += 2;
-            i++;
-        } else if (c < 0x20 || c == 0x7f) {
-            static const char short_esc[] = {
-                ['\b'] = 'b', ['\f'] = 'f', ['\n'] = 'n', ['\r'] = 'r', ['\t'] = 't'};
-            if (c < sizeof(short_esc) && short_esc[c]) {
-                if (out) {
-                    out[o] = '\\';
-                    out[o + 1] = short_esc[c];
-                }
-                o += 2;
-            } else {
-                if (out) {
-                    memcpy(out + o, "\\u00", 4);
-                    out[o + 4] = hex[c >> 4];
-                    out[o + 5] = hex[c & 15];
-                }
-                o += 6;
-            }
-            i++;
-        } else if ((k = utf8_seq(s + i, n - i)) > 0) {
-            if (out)
-                memcpy(out + o, s + i, k);
-            o += k;
-            i += k;
-        } else {
-            /* not UTF-8: one replacement character per bad byte */
-            if (out)
-                memcpy(out + o, "\\ufffd", 6);
-            o += 6;
-            i++;
-        }
-    }
-    return o;
-}
-
 size_t json_escaped_len(const char *v, size_t n)
 {
-    return escape(NULL, v, n);
+    return escape(NULL, v, n, ESCAPE_JSON);
 }
 
 /* Separator and "key": for the next member; false on overflow. */
@@ -150,7 +60,7 @@ static bool member(struct json_writer *w, const char *key)
         return false;
     }
     w->buf[w->len++] = '"';
-    w->len += escape(w->buf + w->len, key, kn);
+    w->len += escape(w->buf + w->len, key, kn, ESCAPE_JSON);
     w->buf[w->len++] = '"';
     w->buf[w->len++] = ':';
     return true;
@@ -183,7 +93,7 @@ void json_strn(struct json_writer *w, const char *key, const char *v, size_t n)
     if (need > w->cap - w->len)
         goto fail;
     w->buf[w->len++] = '"';
-    w->len += escape(w->buf + w->len, v, n);
+    w->len += escape(w->buf + w->len, v, n, ESCAPE_JSON);
     w->buf[w->len++] = '"';
     return;
 fail:

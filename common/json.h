@@ -2,9 +2,9 @@
  * json — a small writer for one-line JSON objects (the audit log).
  *
  * Appends members to a buffer the caller provides; never allocates. Strings are escaped so
- * that every line is valid JSON whatever the input: quote, backslash and control characters
- * are escaped, and bytes that are not valid UTF-8 (a client may send anything) become U+FFFD.
- * The worst case is 6 output bytes per input byte. A member that does not fit is left out
+ * that every line is valid JSON whatever the input (escape.h, ESCAPE_JSON: bytes that are not
+ * valid UTF-8 become U+FFFD). The worst case is ESCAPE_MAX_RATIO (6) output bytes per input
+ * byte. A member that does not fit is left out
  * whole and the writer remembers it overflowed (json_end then fails): a cut line is never
  * written. Borrows the buffer for the writer's life.
  *

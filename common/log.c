@@ -1,9 +1,13 @@
 #include "common/log.h"
+#include "common/escape.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Process-wide settings: written at start-up/reload only (see header). */
 static struct {
@@ -11,7 +15,10 @@ static struct {
     enum log_format format;
     const char *program;
     FILE *out;
-} log_cfg = {LOG_INFO, LOG_TEXT, "pgburrow", NULL};
+    bool has_owner; /* log_set_file_owner */
+    uid_t owner_uid;
+    gid_t owner_gid;
+} log_cfg = {LOG_INFO, LOG_TEXT, "pgburrow", NULL, false, 0, 0};
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const level_tags[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
@@ -46,13 +53,90 @@ void log_configure(enum log_level level, enum log_format format, const char *pro
         log_cfg.program = program;
 }
 
-int log_open(const char *path)
+void log_set_file_owner(uid_t uid, gid_t gid)
+{
+    log_cfg.has_owner = true;
+    log_cfg.owner_uid = uid;
+    log_cfg.owner_gid = gid;
+}
+
+int log_file_open(const char *path, mode_t mode, char *err, size_t cap)
+{
+    /* O_NONBLOCK: opening a FIFO must not wait for a reader (it is refused below) */
+    const int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+    struct stat st;
+    bool created = true;
+    int fd, rc;
+
+    fd = open(path, flags | O_CREAT | O_EXCL, mode);
+    if (fd < 0 && errno == EEXIST) {
+        created = false;
+        fd = open(path, flags);
+    }
+    if (fd < 0) {
+        rc = -errno;
+        snprintf(err, cap, "cannot open \"%s\": %s", path,
+                 rc == -ELOOP   ? "it is a symbolic link"
+                 : rc == -ENXIO ? "not a regular file"
+                                : strerror(-rc));
+        return rc;
+    }
+    if (fstat(fd, &st) < 0) {
+        rc = -errno;
+        snprintf(err, cap, "cannot open \"%s\": %s", path, strerror(-rc));
+        goto fail;
+    }
+    rc = -EPERM;
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, cap, "cannot open \"%s\": not a regular file", path);
+        goto fail;
+    }
+    if (st.st_nlink != 1) {
+        snprintf(err, cap, "cannot open \"%s\": it has other hard links", path);
+        goto fail;
+    }
+    if (st.st_uid != geteuid() && !(log_cfg.has_owner && st.st_uid == log_cfg.owner_uid)) {
+        snprintf(err, cap, "cannot open \"%s\": owned by uid %u, not by this service's user", path,
+                 (unsigned)st.st_uid);
+        goto fail;
+    }
+    if (created && geteuid() == 0 && log_cfg.has_owner && log_cfg.owner_uid != 0 &&
+        fchown(fd, log_cfg.owner_uid, log_cfg.owner_gid) < 0) {
+        rc = -errno;
+        snprintf(err, cap, "cannot give \"%s\" to the service user: %s", path, strerror(-rc));
+        goto fail;
+    }
+    if ((st.st_mode & 0777 & ~mode) && fchmod(fd, st.st_mode & mode & 0777) < 0) {
+        rc = -errno;
+        snprintf(err, cap, "cannot narrow the mode of \"%s\": %s", path, strerror(-rc));
+        goto fail;
+    }
+    if (fcntl(fd, F_SETFL, O_APPEND) < 0) { /* writes block as usual */
+        rc = -errno;
+        snprintf(err, cap, "cannot open \"%s\": %s", path, strerror(-rc));
+        goto fail;
+    }
+    return fd;
+fail:
+    close(fd);
+    return rc;
+}
+
+/* log_open with the reason in err[cap]. */
+static int open_out(const char *path, char *err, size_t cap)
 {
     FILE *f = NULL;
     if (path) {
-        f = fopen(path, "ae");
-        if (!f)
-            return -errno;
+        int fd = log_file_open(path, 0640, err, cap);
+        if (fd < 0)
+            return fd;
+        f = fdopen(fd, "a");
+        if (!f) {
+            int e = errno;
+            snprintf(err, cap, "cannot open \"%s\": %s", path, strerror(e));
+            close(fd);
+            return -e;
+        }
         setvbuf(f, NULL, _IOLBF, 0);
     }
     if (log_cfg.out)
@@ -61,28 +145,15 @@ int log_open(const char *path)
     return 0;
 }
 
+int log_open(const char *path)
+{
+    char err[256];
+    return open_out(path, err, sizeof(err));
+}
+
 bool log_enabled(enum log_level level)
 {
     return level >= log_cfg.level;
-}
-
-/* Append s to buf as a JSON string body (no quotes). */
-static size_t json_escape(char *buf, size_t cap, const char *s)
-{
-    size_t n = 0;
-    for (; *s && n + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)ch;
-        } else if (ch < 0x20) {
-            n += (size_t)snprintf(buf + n, cap - n, "\\u%04x", ch);
-        } else {
-            buf[n++] = (char)ch;
-        }
-    }
-    buf[n] = '\0';
-    return n;
 }
 
 void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char *fmt, va_list ap)
@@ -95,14 +166,16 @@ void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char
     if (!log_enabled(level))
         return;
     vsnprintf(msg, sizeof(msg), fmt, ap);
+    /* Messages carry strings peers chose (user names, SNI...): escaped here, once for every
+     * caller, so that no input can start a line of its own or break the JSON. */
+    char esc[sizeof(msg) * 2];
+    escape_str(esc, sizeof(esc), msg, log_cfg.format == LOG_JSON ? ESCAPE_JSON : ESCAPE_TEXT);
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              (long)(now.tv_nsec / 1000000) % 1000);
     if (log_cfg.format == LOG_JSON) {
-        char esc[sizeof(msg) * 2];
-        json_escape(esc, sizeof(esc), msg);
         fprintf(out, "{\"ts\":\"%s\",\"level\":\"%s\",\"program\":\"%s\"", ts, level_names[level],
                 log_cfg.program);
         if (tunnel)
@@ -115,7 +188,7 @@ void log_vmsg(enum log_level level, uint32_t tunnel, uint32_t stream, const char
             snprintf(ids, sizeof(ids), "[t%u s%u] ", tunnel, stream);
         else if (tunnel)
             snprintf(ids, sizeof(ids), "[t%u] ", tunnel);
-        fprintf(out, "%s %s %s%s\n", ts, level_tags[level], ids, msg);
+        fprintf(out, "%s %s %s%s\n", ts, level_tags[level], ids, esc);
     }
     fflush(out);
 }
@@ -142,9 +215,12 @@ int log_apply(const char *level, const char *format, const char *file, const cha
         return -EINVAL;
     }
     log_configure(lv, fmt, program);
-    if (file && file[0] && log_open(file) < 0) {
-        snprintf(err, 512, "cannot open log_file \"%s\"", file);
-        return -EINVAL;
+    if (file && file[0]) {
+        char why[256];
+        if (open_out(file, why, sizeof(why)) < 0) {
+            snprintf(err, 512, "log_file: %s", why);
+            return -EINVAL;
+        }
     }
     return 0;
 }

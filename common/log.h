@@ -5,6 +5,8 @@
  *   text: 2026-11-23T12:00:00.123Z INFO  [t3 s17] session opened route=demo
  *   json: {"ts":"...","level":"info","tunnel":3,"stream":17,"msg":"session opened route=demo"}
  * Tunnel and stream ids are prefixed when non-zero (log_t / log_s variants).
+ * Each message is escaped as a whole (escape.h: text or JSON style), so that strings a peer
+ * chose cannot start a line of their own or break the JSON, whatever the caller formats.
  * The settings are process-wide and written only at start-up or reload, from the loop thread;
  * everything else reads them. Never pass secrets or key material to these functions.
  */
@@ -14,6 +16,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_TEXT = 0, LOG_JSON };
@@ -23,8 +26,21 @@ int log_level_parse(const char *s, enum log_level *out);
 int log_format_parse(const char *s, enum log_format *out);
 
 void log_configure(enum log_level level, enum log_format format, const char *program);
-/* Redirect to a file (append); NULL means stderr. Returns 0 or -errno. */
+/* Redirect to a file (append, log_file_open with mode 0640); NULL means stderr. Returns 0 or
+ * -errno. */
 int log_open(const char *path);
+/*
+ * Open path for appending, as a log or audit file, without letting whoever controls its
+ * directory redirect the writes: O_NOFOLLOW (a symlink is refused), O_CLOEXEC, O_NOCTTY; the
+ * file must be a regular file with a single link, owned by this process's user or by the
+ * service user (log_set_file_owner). A new file gets mode; an existing one whose mode allows
+ * more is narrowed to it. A file created by root for a service user is given to that user, so
+ * that the service can reopen it after dropping privileges. Returns the fd, or -errno with a
+ * sentence in err[cap].
+ */
+int log_file_open(const char *path, mode_t mode, char *err, size_t cap);
+/* The user the daemon runs as after start-up (relay `user`); files it owns are accepted. */
+void log_set_file_owner(uid_t uid, gid_t gid);
 bool log_enabled(enum log_level level);
 /* Configure from a daemon's settings (level/format names, optional file; NULL = default).
  * Returns 0, or -EINVAL with a sentence in err[512]. */

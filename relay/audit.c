@@ -140,12 +140,10 @@ int audit_check_path(const char *path, char *err, size_t err_cap)
 
 static int open_file(const char *path, char *err, size_t err_cap)
 {
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
-    if (fd < 0) {
-        int e = errno;
-        set_err(err, err_cap, "cannot open audit_log \"%s\": %s", path, strerror(e));
-        return -e;
-    }
+    char why[256];
+    int fd = log_file_open(path, 0600, why, sizeof(why));
+    if (fd < 0)
+        set_err(err, err_cap, "audit_log: %s", why);
     return fd;
 }
 

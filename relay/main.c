@@ -87,6 +87,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "pgburrow-relay: %s\n", err);
         goto out_cfg;
     }
+    /* log and audit files may belong to the user the relay becomes (log_file_open) */
+    struct passwd *pw = cfg.user && cfg.user[0] ? getpwnam(cfg.user) : NULL;
+    if (pw)
+        log_set_file_owner(pw->pw_uid, pw->pw_gid);
     if (log_apply(cfg.log_level, cfg.log_format, cfg.log_file, "pgburrow-relay", err) < 0) {
         fprintf(stderr, "pgburrow-relay: %s\n", err);
         goto out_cfg;
