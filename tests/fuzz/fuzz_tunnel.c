@@ -16,13 +16,14 @@
  *     0 FRAME     type, stream selector, value bytes: one well-formed frame of that type
  *                 (DATA bodies carry the stream's byte pattern; WINDOW increments small or raw)
  *     1 RAW       n, then n bytes written as they are (garbage, split headers)
- *     2 WRITE     selector, size: the stream's far end writes size * 256 bytes
+ *     2 WRITE     selector, size: the stream's far end writes (size + 1) KiB
  *     3 SHUTDOWN  selector: the far end half-closes
  *     4 ABORT     selector: the far end closes abruptly
  *     5 HOLD      selector: the far end stops or starts reading (toggle)
  *     6 API       sub-op, selector: tunnel_stream_open, _reset, _write, the agent's deferred
  *                 answer (accept_ok + bind, or fail), tunnel_goaway
- *     7 PEER      the peer stops or starts reading (the tunnel's writes back up)
+ *     7 PEER      how: the peer stops or starts reading (the tunnel's writes back up),
+ *                 half-closes, or closes
  *     8 TURN      run the loop a few more turns
  *     9 FILTER    selector, direction: a read-only filter that stops after some bytes
  *
@@ -593,12 +594,15 @@ static struct fstream *pick_stream(struct fz *z, uint8_t b, uint32_t *id)
 static void far_write(struct far *f, size_t n)
 {
     static uint8_t buf[64 * 1024];
-    if (!f->c || conn_closing(f->c) || n > sizeof(buf))
-        return;
-    for (size_t i = 0; i < n; i++)
-        buf[i] = pat(f->id, true, f->tx + i);
-    if (conn_write(f->c, buf, n) == 0)
-        f->tx += n;
+    while (n > 0 && f->c && !conn_closing(f->c)) {
+        size_t k = n < sizeof(buf) ? n : sizeof(buf);
+        for (size_t i = 0; i < k; i++)
+            buf[i] = pat(f->id, true, f->tx + i);
+        if (conn_write(f->c, buf, k) < 0)
+            return;
+        f->tx += k;
+        n -= k;
+    }
 }
 
 static bool filter_fn(void *ctx, const uint8_t *data, size_t len)
@@ -729,7 +733,7 @@ static void run_program(struct fz *z, struct in *in)
         case 2:
             fs = pick_stream(z, next(in), &id);
             if (fs->far)
-                far_write(fs->far, ((size_t)next(in) + 1) * 256);
+                far_write(fs->far, ((size_t)next(in) + 1) * 1024);
             break;
         case 3:
             fs = pick_stream(z, next(in), &id);
@@ -756,15 +760,23 @@ static void run_program(struct fz *z, struct in *in)
         case 6:
             op_api(z, in);
             break;
-        case 7:
-            z->peer_hold = !z->peer_hold;
-            if (z->peer && !conn_closing(z->peer)) {
+        case 7: {
+            uint8_t how = next(in) % 4;
+            if (!z->peer || conn_closing(z->peer))
+                break;
+            if (how == 2) {
+                conn_shutdown(z->peer); /* FIN: the tunnel sees EOF */
+            } else if (how == 3) {
+                conn_close(z->peer);
+            } else {
+                z->peer_hold = !z->peer_hold;
                 if (z->peer_hold)
                     conn_read_stop(z->peer);
                 else
                     conn_read_start(z->peer);
             }
             break;
+        }
         case 8:
             turns(z, 1 + next(in) % 8);
             break;
