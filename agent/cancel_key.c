@@ -323,11 +323,11 @@ static int req_start(struct cancel_key_map *m, const struct cancel_key_watch *w,
         q->up.ctx = tls_ctx_ref(q->up.ctx);
     snprintf(q->target, sizeof(q->target), "%s", w->target);
     /* CancelRequest: length, code, backend pid, secret key (4 bytes in 3.0, longer in 3.2) */
-    q->pkt_len = 12 + w->kw.key_len;
+    q->pkt_len = 12 + w->kw.e.key_len;
     put_be32(q->pkt, (uint32_t)q->pkt_len);
     put_be32(q->pkt + 4, PGWIRE_CANCEL_REQUEST);
-    put_be32(q->pkt + 8, w->kw.pid);
-    memcpy(q->pkt + 12, w->kw.key, w->kw.key_len);
+    put_be32(q->pkt + 8, w->kw.e.pid);
+    memcpy(q->pkt + 12, w->kw.e.key, w->kw.e.key_len);
     q->refs = 2;
     q->next = m->reqs;
     if (m->reqs)

@@ -40,15 +40,15 @@ static size_t bucket_of(const struct keytab *t, uint32_t pid)
 static void grow(struct keytab *t)
 {
     size_t n = t->nbuckets * 2;
-    struct keytab_watch **b = calloc(n, sizeof(*b));
+    struct keytab_entry **b = calloc(n, sizeof(*b));
     if (!b)
         return;
-    struct keytab_watch **old = t->buckets;
+    struct keytab_entry **old = t->buckets;
     size_t oldn = t->nbuckets;
     t->buckets = b;
     t->nbuckets = n;
     for (size_t i = 0; i < oldn; i++) {
-        for (struct keytab_watch *w = old[i], *next; w; w = next) {
+        for (struct keytab_entry *w = old[i], *next; w; w = next) {
             next = w->hnext;
             size_t k = bucket_of(t, w->pid);
             w->hnext = b[k];
@@ -58,7 +58,7 @@ static void grow(struct keytab *t)
     free(old);
 }
 
-static void insert(struct keytab_watch *w)
+static void insert(struct keytab_entry *w)
 {
     struct keytab *t = w->tab;
     if (t->nkeys >= t->nbuckets)
@@ -70,12 +70,12 @@ static void insert(struct keytab_watch *w)
     t->nkeys++;
 }
 
-static void remove_key(struct keytab_watch *w)
+static void remove_key(struct keytab_entry *w)
 {
     struct keytab *t = w->tab;
     if (!w->in_table)
         return;
-    for (struct keytab_watch **pp = &t->buckets[bucket_of(t, w->pid)]; *pp; pp = &(*pp)->hnext) {
+    for (struct keytab_entry **pp = &t->buckets[bucket_of(t, w->pid)]; *pp; pp = &(*pp)->hnext) {
         if (*pp == w) {
             *pp = w->hnext;
             break;
@@ -86,16 +86,45 @@ static void remove_key(struct keytab_watch *w)
     t->nkeys--;
 }
 
-struct keytab_watch *keytab_find(const struct keytab *t, uint32_t pid, const uint8_t *key,
+struct keytab_entry *keytab_find(const struct keytab *t, uint32_t pid, const uint8_t *key,
                                  size_t key_len)
 {
-    struct keytab_watch *found = NULL;
+    struct keytab_entry *found = NULL;
     /* every entry with this pid is compared in full (pids of different servers can clash) */
-    for (struct keytab_watch *w = t->buckets[bucket_of(t, pid)]; w; w = w->hnext) {
+    for (struct keytab_entry *w = t->buckets[bucket_of(t, pid)]; w; w = w->hnext) {
         if (w->pid == pid && w->key_len == key_len && CRYPTO_memcmp(w->key, key, key_len) == 0)
             found = w;
     }
     return found;
+}
+
+void keytab_entry_init(struct keytab_entry *e, struct keytab *t)
+{
+    memset(e, 0, sizeof(*e));
+    e->tab = t;
+}
+
+void keytab_entry_follow(struct keytab_entry *e, const struct pgwire_bescan *scan, unsigned ev)
+{
+    /* a new key, or a later BackendKeyData without a usable one: the table follows the last */
+    if (!(ev & PGWIRE_BESCAN_KEY) && !(e->in_table && !scan->have_key))
+        return;
+    remove_key(e);
+    if (scan->have_key) {
+        e->pid = scan->pid;
+        e->key_len = scan->key_len;
+        memcpy(e->key, scan->key, e->key_len);
+        insert(e);
+    }
+}
+
+void keytab_entry_fini(struct keytab_entry *e)
+{
+    if (e->tab)
+        remove_key(e);
+    OPENSSL_cleanse(e->key, sizeof(e->key));
+    e->pid = 0;
+    e->key_len = 0;
 }
 
 int keytab_watch_init(struct keytab_watch *w, struct keytab *t)
@@ -105,7 +134,7 @@ int keytab_watch_init(struct keytab_watch *w, struct keytab *t)
     if (!w->scan)
         return -ENOMEM;
     pgwire_bescan_init(w->scan);
-    w->tab = t;
+    keytab_entry_init(&w->e, t);
     return 0;
 }
 
@@ -124,17 +153,7 @@ bool keytab_watch_feed(struct keytab_watch *w, const uint8_t *data, size_t len)
 {
     if (!w->scan)
         return false;
-    unsigned ev = pgwire_bescan_feed(w->scan, data, len);
-    /* a new key, or a later BackendKeyData without a usable one: the table follows the last */
-    if ((ev & PGWIRE_BESCAN_KEY) || (w->in_table && !w->scan->have_key)) {
-        remove_key(w);
-        if (w->scan->have_key) {
-            w->pid = w->scan->pid;
-            w->key_len = w->scan->key_len;
-            memcpy(w->key, w->scan->key, w->key_len);
-            insert(w);
-        }
-    }
+    keytab_entry_follow(&w->e, w->scan, pgwire_bescan_feed(w->scan, data, len));
     if (!w->scan->done)
         return true;
     scan_end(w);
@@ -143,10 +162,6 @@ bool keytab_watch_feed(struct keytab_watch *w, const uint8_t *data, size_t len)
 
 void keytab_watch_fini(struct keytab_watch *w)
 {
-    if (w->tab)
-        remove_key(w);
+    keytab_entry_fini(&w->e);
     scan_end(w);
-    OPENSSL_cleanse(w->key, sizeof(w->key));
-    w->pid = 0;
-    w->key_len = 0;
 }

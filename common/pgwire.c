@@ -435,7 +435,33 @@ void pgwire_bescan_init(struct pgwire_bescan *s)
 static bool bescan_keeps(const struct pgwire_bescan *s)
 {
     return (s->hdr[0] == 'K' && s->body_len <= sizeof(s->body)) ||
-           (s->hdr[0] == 'R' && s->body_len == 4);
+           (s->hdr[0] == 'R' && s->body_len == 4) || s->hdr[0] == 'E';
+}
+
+/* The SQLSTATE and message of an ErrorResponse body (fields: type byte, NUL-terminated text;
+ * only its first bytes were kept). */
+static void bescan_error(struct pgwire_bescan *s)
+{
+    size_t n = s->body_len < sizeof(s->body) ? s->body_len : sizeof(s->body);
+    const uint8_t *p = s->body, *end = s->body + n;
+
+    s->err_code[0] = s->err_msg[0] = '\0';
+    while (p < end && *p) {
+        uint8_t field = *p++;
+        const uint8_t *nul = memchr(p, '\0', (size_t)(end - p));
+        size_t len = nul ? (size_t)(nul - p) : (size_t)(end - p);
+        if (field == 'C' && len < sizeof(s->err_code)) {
+            memcpy(s->err_code, p, len);
+            s->err_code[len] = '\0';
+        } else if (field == 'M') {
+            size_t k = len < sizeof(s->err_msg) - 1 ? len : sizeof(s->err_msg) - 1;
+            memcpy(s->err_msg, p, k);
+            s->err_msg[k] = '\0';
+        }
+        if (!nul)
+            break;
+        p = nul + 1;
+    }
 }
 
 static unsigned bescan_message_end(struct pgwire_bescan *s)
@@ -444,6 +470,10 @@ static unsigned bescan_message_end(struct pgwire_bescan *s)
     if (s->hdr[0] == 'R' && s->body_len == 4 && get_be32(s->body) == 0) {
         s->auth_ok = true;
         return PGWIRE_BESCAN_AUTH_OK;
+    }
+    if (s->hdr[0] == 'E') {
+        bescan_error(s);
+        return PGWIRE_BESCAN_ERROR;
     }
     if (s->hdr[0] != 'K')
         return 0;
@@ -486,8 +516,10 @@ unsigned pgwire_bescan_feed(struct pgwire_bescan *s, const uint8_t *data, size_t
         size_t n = s->body_len - s->body_off;
         if (n > len - i)
             n = len - i;
-        if (bescan_keeps(s))
-            memcpy(s->body + s->body_off, data + i, n);
+        if (bescan_keeps(s) && s->body_off < sizeof(s->body)) {
+            size_t k = n < sizeof(s->body) - s->body_off ? n : sizeof(s->body) - s->body_off;
+            memcpy(s->body + s->body_off, data + i, k);
+        }
         i += n;
         s->body_off += (uint32_t)n;
         if (s->body_off == s->body_len)

@@ -83,12 +83,14 @@ int pgwire_startup_with_options(const struct pgwire_startup *su, const char *opt
 
 /*
  * A read-only scanner of the first messages a server sends on a session (type byte, int32
- * length, body), fed in whatever pieces the bytes arrive. It notes AuthenticationOk and
- * BackendKeyData and stops at the first ReadyForQuery, after which no message carries a key:
+ * length, body), fed in whatever pieces the bytes arrive. It notes AuthenticationOk,
+ * BackendKeyData and ErrorResponse and stops at the first ReadyForQuery, after which no
+ * message carries a key:
  *
  *   HEADER (5 bytes) --'K'--> KEY BODY (copied)  --complete--> key (pid, key) known
  *      ^    |  \--'R' len 8--> AUTH BODY         --int32 0---> auth_ok
- *      |    |   \--other-----> SKIP BODY
+ *      |    |   \--'E'-------> ERROR BODY (first bytes) -----> err_code, err_msg
+ *      |    |    \--other----> SKIP BODY
  *      +----+-------------------+
  *      'Z' (ReadyForQuery), or a length PostgreSQL never sends: done
  *
@@ -100,9 +102,11 @@ int pgwire_startup_with_options(const struct pgwire_startup *su, const char *opt
 #define PGWIRE_KEY_MAX 256
 struct pgwire_bescan {
     /* results */
-    bool done;     /* ReadyForQuery seen or the stream is not PostgreSQL's: feed no more */
-    bool auth_ok;  /* AuthenticationOk seen */
-    bool have_key; /* a complete BackendKeyData: pid, key[key_len] */
+    bool done;         /* ReadyForQuery seen or the stream is not PostgreSQL's: feed no more */
+    bool auth_ok;      /* AuthenticationOk seen */
+    bool have_key;     /* a complete BackendKeyData: pid, key[key_len] */
+    char err_code[6];  /* of the last ErrorResponse: SQLSTATE ("" when none) */
+    char err_msg[128]; /* ... and its message, cut (raw bytes: escape before logging) */
     uint32_t pid;
     uint32_t key_len;
     uint8_t key[PGWIRE_KEY_MAX];
@@ -110,15 +114,16 @@ struct pgwire_bescan {
     uint8_t hdr[5];
     uint8_t hdr_have;
     uint32_t body_len, body_off;
-    uint8_t body[4 + PGWIRE_KEY_MAX]; /* of 'K' and 'R' only */
+    uint8_t body[4 + PGWIRE_KEY_MAX]; /* of 'K' and 'R'; the first bytes of 'E' */
 };
 /* Zero s: ready for a session's first byte. */
 void pgwire_bescan_init(struct pgwire_bescan *s);
 /* Scan the next len bytes. Returns PGWIRE_BESCAN_* bits for what this piece completed
- * (a key, AuthenticationOk, the end); 0 when nothing. */
+ * (a key, AuthenticationOk, an ErrorResponse, the end); 0 when nothing. */
 #define PGWIRE_BESCAN_KEY 1u
 #define PGWIRE_BESCAN_AUTH_OK 2u
 #define PGWIRE_BESCAN_DONE 4u
+#define PGWIRE_BESCAN_ERROR 8u
 unsigned pgwire_bescan_feed(struct pgwire_bescan *s, const uint8_t *data, size_t len);
 
 /*

@@ -57,7 +57,12 @@ struct audit_stmt {
     char sid[40];
     char route[64];
     char user[256]; /* PROTO_META_MAX */
-    char text[];    /* statement_max bytes */
+    bool authenticated;
+    /* before authentication: statements held as (kind, truncated, u16 length, text)... */
+    uint8_t *held;
+    size_t held_len;
+    uint64_t omitted; /* statements that did not fit in the held bytes */
+    char text[];      /* statement_max bytes */
 };
 
 static void set_err(char *err, size_t cap, const char *fmt, ...)
@@ -329,14 +334,15 @@ void audit_session(struct audit *a, const char *event, const struct audit_sessio
     size_t raw = slen(s->sid) + slen(s->route) + slen(s->client) + slen(s->sni) + slen(s->user) +
                  slen(s->database) + slen(s->application_name) + slen(s->cert_subject) +
                  slen(s->cert_serial) + slen(s->agent) + slen(s->tls_version) +
-                 slen(s->tls_cipher) + slen(s->reason);
+                 slen(s->tls_cipher) + slen(s->reason) + slen(s->sqlstate);
     if (!line_begin(a, &w, event, s->relay, raw))
         return;
     json_str(&w, "sid", s->sid);
     json_str(&w, "route", s->route);
     put_client(&w, s->client);
     json_str(&w, "sni", s->sni);
-    json_str(&w, "user", s->user);
+    json_str(&w, s->authenticated ? "user" : "claimed_user", s->user);
+    json_bool(&w, "authenticated", s->authenticated);
     json_str(&w, "database", s->database);
     json_str(&w, "application_name", s->application_name);
     json_str(&w, "client_cert_subject", s->cert_subject);
@@ -344,6 +350,11 @@ void audit_session(struct audit *a, const char *event, const struct audit_sessio
     json_str(&w, "agent", s->agent);
     json_str(&w, "tls_version", s->tls_version);
     json_str(&w, "tls_cipher", s->tls_cipher);
+    if (strcmp(event, "auth_failed") == 0) {
+        json_str(&w, "sqlstate", s->sqlstate);
+        json_u64(&w, "duration_ms", s->duration_ms);
+        json_str(&w, "reason", s->reason);
+    }
     if (strcmp(event, "session_end") == 0) {
         json_u64(&w, "bytes_in", s->bytes_in);
         json_u64(&w, "bytes_out", s->bytes_out);
@@ -412,10 +423,14 @@ struct audit_stmt *audit_stmt_new(struct audit *a, const char *relay, const char
 
 void audit_stmt_free(struct audit_stmt *st)
 {
+    if (!st)
+        return;
+    free(st->held);
     free(st);
 }
 
-static void stmt_emit(struct audit_stmt *st)
+static void stmt_write(struct audit_stmt *st, char type, const char *text, size_t len,
+                       bool truncated)
 {
     struct audit *a = st->a;
     struct json_writer w;
@@ -424,17 +439,76 @@ static void stmt_emit(struct audit_stmt *st)
     if (!audit_enabled(a))
         return;
     if (!line_begin(a, &w, "statement", st->relay,
-                    st->text_len + slen(st->sid) + slen(st->route) + slen(st->user)))
+                    len + slen(st->sid) + slen(st->route) + slen(st->user)))
         return;
     json_str(&w, "sid", st->sid);
     json_str(&w, "route", st->route);
     json_str(&w, "user", st->user);
-    json_str(&w, "kind", st->type == 'Q' ? "query" : "parse");
+    json_str(&w, "kind", type == 'Q' ? "query" : "parse");
     /* a cut may fall inside a UTF-8 sequence: the writer turns its bytes into U+FFFD, which
      * is fine for a line marked truncated */
-    json_strn(&w, "text", st->text, st->text_len);
-    json_bool(&w, "truncated", st->truncated);
+    json_strn(&w, "text", text, len);
+    json_bool(&w, "truncated", truncated);
     line_write(a, &w);
+}
+
+#define HELD_HDR 4 /* kind, truncated, u16 length */
+
+/* Before authentication: keep the statement for later, within AUDIT_PREAUTH_HELD_BYTES. */
+static void stmt_hold(struct audit_stmt *st)
+{
+    size_t len = st->text_len < UINT16_MAX ? st->text_len : UINT16_MAX;
+    if (!st->held && !(st->held = malloc(AUDIT_PREAUTH_HELD_BYTES))) {
+        st->omitted++;
+        return;
+    }
+    if (HELD_HDR + len > AUDIT_PREAUTH_HELD_BYTES - st->held_len) {
+        st->omitted++;
+        return;
+    }
+    uint8_t *p = st->held + st->held_len;
+    p[0] = (uint8_t)st->type;
+    p[1] = st->truncated || len < st->text_len;
+    p[2] = (uint8_t)(len >> 8);
+    p[3] = (uint8_t)len;
+    memcpy(p + HELD_HDR, st->text, len);
+    st->held_len += HELD_HDR + len;
+}
+
+static void stmt_emit(struct audit_stmt *st)
+{
+    if (st->authenticated)
+        stmt_write(st, st->type, st->text, st->text_len, st->truncated);
+    else
+        stmt_hold(st);
+}
+
+void audit_stmt_authenticated(struct audit_stmt *st)
+{
+    if (!st || st->authenticated)
+        return;
+    st->authenticated = true;
+    for (size_t off = 0; off + HELD_HDR <= st->held_len;) {
+        const uint8_t *p = st->held + off;
+        size_t len = (size_t)p[2] << 8 | p[3];
+        stmt_write(st, (char)p[0], (const char *)p + HELD_HDR, len, p[1] != 0);
+        off += HELD_HDR + len;
+    }
+    free(st->held);
+    st->held = NULL;
+    st->held_len = 0;
+    if (st->omitted > 0 && audit_enabled(st->a)) {
+        struct json_writer w;
+        if (!line_begin(st->a, &w, "statements_omitted", st->relay,
+                        slen(st->sid) + slen(st->route) + slen(st->user)))
+            return;
+        json_str(&w, "sid", st->sid);
+        json_str(&w, "route", st->route);
+        json_str(&w, "user", st->user);
+        json_u64(&w, "count", st->omitted);
+        json_str(&w, "reason", "pipelined before authentication beyond the held bytes");
+        line_write(st->a, &w);
+    }
 }
 
 /* Text bytes of the current statement: keep what fits. Returns how many of p were used

@@ -1,12 +1,20 @@
 /*
  * audit — the relay's audit log: one JSON object per line, to a file or stdout.
  *
- * Events: session_start, session_end, tunnel_up, tunnel_down, refused, and (audit_statements
- * = on) statement: the text of every Simple Query ('Q') and extended-protocol Parse ('P')
- * message a client sends, cut to audit_statement_max bytes. Statements are read by a tunnel
- * filter on the client -> server direction (audit_stmt_filter): an incremental parser of the
- * message stream (type byte, int32 length, body; split anywhere) that copies at most
- * audit_statement_max bytes of each statement and skips every other message by its length.
+ * Events: session_start, session_authenticated, auth_failed, session_end, tunnel_up,
+ * tunnel_down, refused, and (audit_statements = on) statement: the text of every Simple Query
+ * ('Q') and extended-protocol Parse ('P') message a client sends, cut to audit_statement_max
+ * bytes. Statements are read by a tunnel filter on the client -> server direction
+ * (audit_stmt_filter): an incremental parser of the message stream (type byte, int32 length,
+ * body; split anywhere) that copies at most audit_statement_max bytes of each statement and
+ * skips every other message by its length.
+ *
+ * Nothing an unauthenticated peer sends is recorded as what a user did: until PostgreSQL's
+ * AuthenticationOk the session's user is only claimed (session_start and auth_failed carry
+ * claimed_user, never user), and statements a client pipelines before it are held (at most
+ * AUDIT_PREAUTH_HELD_BYTES of text, the rest counted) and written only once it comes
+ * (audit_stmt_authenticated): PostgreSQL runs them only then, as that user. When the session
+ * ends unauthenticated they are dropped unwritten: PostgreSQL never ran them.
  *
  * Writing: one write(2) per line on an O_APPEND descriptor, from the loop thread. On a local
  * file that is a copy into the page cache; a line is never split between writes, so several
@@ -62,14 +70,19 @@ struct audit_session {
     const char *agent;
     const char *tls_version;
     const char *tls_cipher;
-    /* session_end only */
+    bool authenticated; /* PostgreSQL said AuthenticationOk: user is then no longer a claim */
+    /* auth_failed only: PostgreSQL's ErrorResponse, when it sent one */
+    const char *sqlstate;
+    /* session_end and auth_failed */
     uint64_t bytes_in;  /* client -> server */
     uint64_t bytes_out; /* server -> client */
     uint64_t duration_ms;
     const char *reason; /* "closed" or the error */
 };
 
-/* event: "session_start" or "session_end" (which adds bytes, duration and reason). */
+/* event: "session_start", "session_authenticated", "auth_failed" (adds sqlstate, duration and
+ * reason) or "session_end" (adds bytes, duration and reason). The user is written as user
+ * when authenticated, else as claimed_user. */
 void audit_session(struct audit *a, const char *event, const struct audit_session *s);
 /* event: "tunnel_up" or "tunnel_down"; routes: comma-separated (written as an array). */
 void audit_tunnel(struct audit *a, const char *event, const char *relay, const char *agent,
@@ -79,12 +92,17 @@ void audit_refused(struct audit *a, const char *relay, const char *client, const
                    const char *reason);
 
 /* Statement logging for one session. Returns new, or NULL (statements off, or no memory).
- * Copies the strings. Use audit_stmt_filter as the tunnel filter with it as ctx. */
+ * Copies the strings. Use audit_stmt_filter as the tunnel filter with it as ctx. Statements
+ * are held until audit_stmt_authenticated. */
+#define AUDIT_PREAUTH_HELD_BYTES 4096 /* statement text held per session before authentication */
 struct audit_stmt *audit_stmt_new(struct audit *a, const char *relay, const char *sid,
                                   const char *route, const char *user);
+/* PostgreSQL authenticated the session: write the held statements (and how many did not fit),
+ * then every later one as it comes. */
+void audit_stmt_authenticated(struct audit_stmt *st);
 /* tunnel_filter_fn: reads, never changes, data. Returns false (stop filtering) on a message
  * stream it cannot follow (a length below 4): PostgreSQL rejects that stream anyway. */
 bool audit_stmt_filter(void *ctx, const uint8_t *data, size_t len);
-void audit_stmt_free(struct audit_stmt *st); /* NULL-tolerant */
+void audit_stmt_free(struct audit_stmt *st); /* NULL-tolerant; held statements are dropped */
 
 #endif

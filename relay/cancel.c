@@ -6,8 +6,8 @@
  * random seed, so that nobody can aim many sources at one chain. Tokens are counted in
  * thousandths so that refilling at `rate` per second needs no floating point.
  *
- * A session's watch (keytab_watch, first member) sits in r->cancel_keys from its BackendKeyData
- * until the session ends.
+ * A session's watch (keytab_entry, first member) sits in r->cancel_keys from its
+ * BackendKeyData until the session ends.
  */
 #include "relay/cancel.h"
 
@@ -238,40 +238,36 @@ bool relay_cancel_len_ok(uint32_t len)
 /* ---- session keys ---------------------------------------------------------------------- */
 
 struct relay_cancel_watch {
-    struct keytab_watch kw; /* first: r->cancel_keys' entries are relay_cancel_watches */
+    struct keytab_entry e; /* first: r->cancel_keys' entries are relay_cancel_watches */
     struct tunnel_stream *s;
     char sid[24];
     char agent[PROTO_NAME_MAX];
 };
 
-static bool watch_filter(void *ctx, const uint8_t *data, size_t len)
-{
-    struct relay_cancel_watch *w = ctx;
-    return keytab_watch_feed(&w->kw, data, len);
-}
-
-struct relay_cancel_watch *relay_cancel_watch_stream(struct relay *r, struct tunnel_stream *s,
-                                                     const char *sid, const char *agent)
+struct relay_cancel_watch *relay_cancel_watch_new(struct relay *r, struct tunnel_stream *s,
+                                                  const char *sid, const char *agent)
 {
     struct relay_cancel_watch *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
-    if (keytab_watch_init(&w->kw, &r->cancel_keys) < 0) {
-        free(w);
-        return NULL;
-    }
+    keytab_entry_init(&w->e, &r->cancel_keys);
     w->s = s;
     snprintf(w->sid, sizeof(w->sid), "%s", sid);
     snprintf(w->agent, sizeof(w->agent), "%s", agent);
-    tunnel_stream_set_filter(s, TUNNEL_TO_LOCAL, watch_filter, w);
     return w;
+}
+
+void relay_cancel_watch_follow(struct relay_cancel_watch *w, const struct pgwire_bescan *scan,
+                               unsigned ev)
+{
+    keytab_entry_follow(&w->e, scan, ev);
 }
 
 void relay_cancel_watch_free(struct relay_cancel_watch *w)
 {
     if (!w)
         return;
-    keytab_watch_fini(&w->kw);
+    keytab_entry_fini(&w->e);
     free(w);
 }
 

@@ -52,12 +52,15 @@ bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer,
                                bool *log_drop, uint32_t *suppressed);
 size_t relay_cancel_limiter_size(const struct relay_cancel_limiter *l); /* sources tracked */
 
-/* Note the cancel key of the session on stream s (just bound; sid and agent are copied, for
- * logs) when its BackendKeyData passes. Returns new, or NULL when out of memory: the session
- * goes on, and its cancels then reach its agent the way other relays' cancels do. Free it
- * before the stream is done. */
-struct relay_cancel_watch *relay_cancel_watch_stream(struct relay *r, struct tunnel_stream *s,
-                                                     const char *sid, const char *agent);
+/* The cancel key of the session on stream s (sid and agent are copied, for logs), noted when
+ * its BackendKeyData passes: call relay_cancel_watch_follow after each pgwire_bescan_feed of
+ * the session's server-to-client bytes. Returns new, or NULL (out of memory). Free it before
+ * the stream is done. */
+struct pgwire_bescan;
+struct relay_cancel_watch *relay_cancel_watch_new(struct relay *r, struct tunnel_stream *s,
+                                                  const char *sid, const char *agent);
+void relay_cancel_watch_follow(struct relay_cancel_watch *w, const struct pgwire_bescan *scan,
+                               unsigned ev);
 void relay_cancel_watch_free(struct relay_cancel_watch *w); /* NULL-tolerant */
 
 /* True when len is a possible CancelRequest length (RELAY_CANCEL_PKT_MIN..MAX). */

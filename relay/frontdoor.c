@@ -68,9 +68,13 @@ struct relay_client {
     char tls_cipher[64];
     char application_name[PROTO_META_MAX];
     struct audit_stmt *stmt;         /* statement audit filter (audit_statements = on) */
-    struct relay_cancel_watch *keyw; /* notes the session's cancel key (cancel.h) */
-    bool denied;                     /* not in [relay] allow: refused before any TLS work */
-    char cert_subject[256];          /* verified client certificate (routes with client_cert) */
+    struct relay_cancel_watch *keyw; /* the session's cancel key (cancel.h) */
+    struct pgwire_bescan *scan;      /* the server's first messages, until ReadyForQuery */
+    bool authenticated;              /* PostgreSQL said AuthenticationOk */
+    char auth_sqlstate[6];           /* its ErrorResponse before that, if any */
+    char auth_error[128];
+    bool denied;            /* not in [relay] allow: refused before any TLS work */
+    char cert_subject[256]; /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
     bool retried;             /* OPEN went to a second agent after OPEN_FAIL 08006 */
     struct preauth_slot slot; /* pending: from accept until routed (admit.h) */
@@ -224,6 +228,8 @@ static void audit_session_event(struct relay_client *c, const char *event,
         .agent = c->agent,
         .tls_version = c->tls_version,
         .tls_cipher = c->tls_cipher[0] ? c->tls_cipher : NULL,
+        .authenticated = c->authenticated,
+        .sqlstate = c->auth_sqlstate[0] ? c->auth_sqlstate : NULL,
     };
     if (!audit_enabled(c->r->audit))
         return;
@@ -232,6 +238,8 @@ static void audit_session_event(struct relay_client *c, const char *event,
         as.bytes_out = tunnel_stream_bytes_in(s);
         as.duration_ms = uv_now(c->r->loop) - c->start_ms;
         as.reason = err ? err : "closed";
+        if (!c->authenticated && c->auth_error[0])
+            as.reason = c->auth_error; /* PostgreSQL's own words */
     }
     audit_session(c->r->audit, event, &as);
 }
@@ -425,6 +433,33 @@ static bool session_retry_other_agent(struct relay_client *c, const struct proto
     return true;
 }
 
+/* The server's first messages, read as they pass: the session's cancel key, and whether
+ * PostgreSQL authenticated the user (until then the user is only claimed, and statements are
+ * held: audit.h). */
+static bool session_from_server(void *ctx, const uint8_t *data, size_t len)
+{
+    struct relay_client *c = ctx;
+    unsigned ev = pgwire_bescan_feed(c->scan, data, len);
+
+    relay_cancel_watch_follow(c->keyw, c->scan, ev);
+    if ((ev & PGWIRE_BESCAN_ERROR) && !c->authenticated) {
+        snprintf(c->auth_sqlstate, sizeof(c->auth_sqlstate), "%s", c->scan->err_code);
+        snprintf(c->auth_error, sizeof(c->auth_error), "%s", c->scan->err_msg);
+    }
+    if ((ev & PGWIRE_BESCAN_AUTH_OK) && !c->authenticated) {
+        c->authenticated = true;
+        c->auth_sqlstate[0] = c->auth_error[0] = '\0';
+        log_msg(LOG_DEBUG, 0, 0, "session authenticated sid=%s user=%s", c->sid, c->user);
+        audit_session_event(c, "session_authenticated", NULL, NULL);
+        audit_stmt_authenticated(c->stmt);
+    }
+    if (!c->scan->done)
+        return true;
+    free(c->scan);
+    c->scan = NULL;
+    return false;
+}
+
 void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail)
 {
     struct relay_client *c = tunnel_stream_data(s);
@@ -439,6 +474,13 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
                     fail->message);
         return;
     }
+    c->scan = malloc(sizeof(*c->scan));
+    c->keyw = relay_cancel_watch_new(c->r, s, c->sid, c->agent);
+    if (!c->scan || !c->keyw) {
+        client_fail(c, "53200", "pgburrow: out of memory"); /* resets the stream too */
+        return;
+    }
+    pgwire_bescan_init(c->scan);
     if (tunnel_stream_write(s, c->pkt, c->pkt_len) < 0) {
         client_fail(c, "08006", "pgburrow: could not forward the startup packet");
         return;
@@ -457,7 +499,7 @@ void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fa
             c->cert_serial[0] ? c->cert_serial : "-");
     audit_session_event(c, "session_start", NULL, NULL);
     tunnel_stream_bind(s, conn, true);
-    c->keyw = relay_cancel_watch_stream(c->r, s, c->sid, c->agent);
+    tunnel_stream_set_filter(s, TUNNEL_TO_LOCAL, session_from_server, c); /* the first filter */
     /* after the StartupMessage went out: the filter sees typed messages only */
     c->stmt = audit_stmt_new(c->r->audit, c->r->cfg.name, c->sid, c->route, c->user);
     if (c->stmt)
@@ -562,12 +604,14 @@ void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
         return;
     uint64_t ms = uv_now(c->r->loop) - c->start_ms;
     log_msg(err ? LOG_WARN : LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
-            "session end sid=%s route=%s client=%s user=%s database=%s agent=%s bytes_in=%llu "
-            "bytes_out=%llu duration_ms=%llu reason=%s",
-            c->sid, c->route, c->peer, c->user, c->database, c->agent,
-            (unsigned long long)tunnel_stream_bytes_out(s),
+            "session end sid=%s route=%s client=%s user=%s authenticated=%s database=%s agent=%s "
+            "bytes_in=%llu bytes_out=%llu duration_ms=%llu reason=%s",
+            c->sid, c->route, c->peer, c->user, c->authenticated ? "yes" : "no", c->database,
+            c->agent, (unsigned long long)tunnel_stream_bytes_out(s),
             (unsigned long long)tunnel_stream_bytes_in(s), (unsigned long long)ms,
             err ? err : "closed");
+    if (!c->authenticated)
+        audit_session_event(c, "auth_failed", s, err);
     audit_session_event(c, "session_end", s, err);
     client_release(c);
 }

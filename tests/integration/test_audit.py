@@ -74,12 +74,21 @@ def test_session_and_tunnel_events(burrow_env):
     text_start = harness.kv(b.relay.wait_for_log("session start "))
     text_end = harness.kv(b.relay.wait_for_log("session end "))
 
-    for ev in (start_ev, end_ev):
+    auth_ev = wait_events(path, "session_authenticated")[0]
+    # before PostgreSQL's AuthenticationOk the user is only claimed; after it, it is the user
+    assert start_ev["claimed_user"] == "postgres" and "user" not in start_ev, start_ev
+    assert start_ev["authenticated"] is False, start_ev
+    assert auth_ev["user"] == end_ev["user"] == "postgres", (auth_ev, end_ev)
+    assert auth_ev["authenticated"] is True and end_ev["authenticated"] is True
+    assert text_end["authenticated"] == "yes", text_end
+    assert not [e for e in read_audit(path) if e["event"] == "auth_failed"]
+    for ev in (start_ev, auth_ev, end_ev):
         assert ev["sid"] == text_start["sid"], ev
         assert ev["route"] == "a" and ev["agent"] == "agent-a", ev
         assert ev["client_addr"] == "127.0.0.1", ev
         assert "%s:%d" % (ev["client_addr"], ev["client_port"]) == text_start["client"], ev
-        assert ev["user"] == "postgres" and ev["database"] == "postgres", ev
+        assert ev.get("user", ev.get("claimed_user")) == "postgres", ev
+        assert ev["database"] == "postgres", ev
         assert ev["application_name"] == "audit-app", ev
         assert ev["sni"] == "localhost", ev
         assert ev["tls_version"] == "TLSv1.3" and ev["tls_cipher"], ev
@@ -155,6 +164,56 @@ def test_statements(burrow_env):
         assert conn.execute("select %s::int + 1 as audit_marker", (41,)).fetchone()[0] == 42
     stmts = wait_events(path, "statement", count=6)
     assert any(e["kind"] == "parse" and "audit_marker" in e["text"] for e in stmts), stmts
+
+
+def test_unauthenticated_statements_not_audited(burrow_env):
+    """A StartupMessage claiming a user, then at once a query, without the password: PostgreSQL
+    never runs it, so the audit must not say that user did it (issue 9). A failed
+    authentication is its own event, with the user marked as claimed."""
+    b = burrow_env
+    path = start(b, audit_statements="on")
+    s = harness.tls_after_sslrequest(harness.raw_connect(b.client_port), b.certs.ca)
+    try:
+        s.sendall(harness.startup_message({"user": harness.SCRAM_USER, "database": "postgres"}) +
+                  harness.query_message("DROP TABLE payroll; -- by %s" % harness.SCRAM_USER))
+        reader = harness.MessageReader(s)
+        s.settimeout(t(10))
+        typ = None
+        while typ != "E":  # SASL request, then PostgreSQL's FATAL for the out-of-place query
+            typ, body = reader.read()
+        err = harness.parse_error_response(body)
+    finally:
+        s.close()
+    failed = wait_events(path, "auth_failed")[0]
+    end = wait_events(path, "session_end")[0]
+    assert failed["claimed_user"] == harness.SCRAM_USER and "user" not in failed, failed
+    assert failed["authenticated"] is False and failed["sqlstate"] == err["C"], (failed, err)
+    assert end["authenticated"] is False and "user" not in end, end
+    assert not [e for e in read_audit(path) if e["event"] == "statement"], "statement audited"
+    assert "authenticated=no" in b.relay.wait_for_log("session end ")
+
+    # a wrong password: auth_failed with PostgreSQL's 28P01
+    with pytest.raises(psycopg.OperationalError):
+        b.connect(user=harness.SCRAM_USER, password="wrong")
+    wait_events(path, "auth_failed", count=2)
+    assert [e for e in read_audit(path) if e["event"] == "auth_failed"][1]["sqlstate"] == "28P01"
+
+    # pipelined before AuthenticationOk on a trusted user: PostgreSQL runs it after
+    # authenticating, so it is audited then, as that user
+    s = harness.tls_after_sslrequest(harness.raw_connect(b.client_port), b.certs.ca)
+    try:
+        s.sendall(harness.startup_message({"user": "postgres", "database": "postgres"}) +
+                  harness.query_message("SELECT 'pipelined-before-auth'"))
+        reader = harness.MessageReader(s)
+        s.settimeout(t(10))
+        read_until_ready(reader)  # after startup
+        read_until_ready(reader)  # after the query
+    finally:
+        s.close()
+    stmt = wait_events(path, "statement")[0]
+    assert stmt["user"] == "postgres" and "pipelined-before-auth" in stmt["text"], stmt
+    order = [e["event"] for e in read_audit(path) if e.get("sid") == stmt["sid"]]
+    assert order.index("session_authenticated") < order.index("statement"), order
 
 
 def test_sigusr1_reopens_and_reload_toggles(burrow_env):

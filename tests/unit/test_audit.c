@@ -106,6 +106,7 @@ static void statements_whole(void **state)
     size_t n = stream(buf);
     struct audit_stmt *st = audit_stmt_new(f->a, "relay1", "abcd", "db1", "alice");
     assert_non_null(st);
+    audit_stmt_authenticated(st);
     assert_true(audit_stmt_filter(st, buf, n));
     audit_stmt_free(st);
     const char *text = slurp(f->path);
@@ -125,6 +126,7 @@ static void statements_split_everywhere(void **state)
         assert_int_equal(truncate(f->path, 0), 0);
         assert_int_equal(audit_reopen(f->a, err, sizeof(err)), 0);
         struct audit_stmt *st = audit_stmt_new(f->a, "r", "s", "db1", "u");
+        audit_stmt_authenticated(st);
         memcpy(copy, buf, n);
         assert_true(audit_stmt_filter(st, copy, cut));
         assert_true(audit_stmt_filter(st, copy + cut, n - cut));
@@ -135,6 +137,7 @@ static void statements_split_everywhere(void **state)
     assert_int_equal(truncate(f->path, 0), 0);
     assert_int_equal(audit_reopen(f->a, err, sizeof(err)), 0);
     struct audit_stmt *st = audit_stmt_new(f->a, "r", "s", "db1", "u");
+    audit_stmt_authenticated(st);
     for (size_t i = 0; i < n; i++)
         assert_true(audit_stmt_filter(st, buf + i, 1));
     audit_stmt_free(st);
@@ -176,6 +179,7 @@ static void session_end_and_refused(void **state)
                               .route = "db1",
                               .client = "10.0.0.1:40000",
                               .user = "bob",
+                              .authenticated = true,
                               .bytes_in = 10,
                               .bytes_out = 20,
                               .duration_ms = 5,
@@ -186,12 +190,61 @@ static void session_end_and_refused(void **state)
     const char *text = slurp(f->path);
     assert_non_null(strstr(text, "\"event\":\"session_end\",\"relay\":\"r1\",\"sid\":\"00ff\","
                                  "\"route\":\"db1\",\"client_addr\":\"10.0.0.1\","
-                                 "\"client_port\":40000,\"sni\":null,\"user\":\"bob\""));
+                                 "\"client_port\":40000,\"sni\":null,\"user\":\"bob\","
+                                 "\"authenticated\":true"));
     assert_non_null(strstr(text, "\"bytes_in\":10,\"bytes_out\":20,\"duration_ms\":5,"
                                  "\"reason\":\"closed\"}\n"));
     assert_non_null(strstr(text, "\"event\":\"refused\",\"relay\":\"r1\",\"client_addr\":"
                                  "\"10.0.0.2\",\"client_port\":1,\"sqlstate\":\"28000\""));
     assert_non_null(strstr(text, "\"routes\":[\"a\",\"b\"],\"reason\":null}\n"));
+}
+
+/* Statements before PostgreSQL's AuthenticationOk are held, written only once it comes, and
+ * dropped when it never does; the claimed user is never written as user. */
+static void nothing_unauthenticated_is_a_users_act(void **state)
+{
+    struct fixture *f = *state;
+    uint8_t buf[512];
+    size_t n = stream(buf);
+    char err[256];
+
+    struct audit_stmt *st = audit_stmt_new(f->a, "r", "s", "db1", "alice");
+    assert_true(audit_stmt_filter(st, buf, n));
+    assert_string_equal(slurp(f->path), ""); /* held */
+    audit_stmt_free(st);                     /* authentication failed: dropped */
+    assert_string_equal(slurp(f->path), "");
+
+    st = audit_stmt_new(f->a, "r", "s", "db1", "alice");
+    assert_true(audit_stmt_filter(st, buf, n));
+    audit_stmt_authenticated(st);
+    check_lines(slurp(f->path)); /* all four, in order, after AuthenticationOk */
+    audit_stmt_free(st);
+
+    /* a flood of pipelined statements before authentication: bounded, then counted */
+    assert_int_equal(truncate(f->path, 0), 0);
+    assert_int_equal(audit_reopen(f->a, err, sizeof(err)), 0);
+    st = audit_stmt_new(f->a, "r", "s", "db1", "alice");
+    for (int i = 0; i < 1000; i++)
+        assert_true(audit_stmt_filter(st, buf, n));
+    assert_string_equal(slurp(f->path), "");
+    audit_stmt_authenticated(st);
+    audit_stmt_free(st);
+    const char *text = slurp(f->path);
+    size_t lines = 0;
+    for (const char *q = text; *q; q++)
+        lines += *q == '\n';
+    assert_true(lines > 4 && lines < 4000);
+    assert_non_null(strstr(text, "\"event\":\"statements_omitted\""));
+
+    struct audit_session s = {.relay = "r1", .sid = "1", .user = "mallory", .reason = "x"};
+    audit_session(f->a, "session_start", &s);
+    s.sqlstate = "28P01";
+    audit_session(f->a, "auth_failed", &s);
+    text = slurp(f->path);
+    assert_non_null(strstr(text, "\"claimed_user\":\"mallory\",\"authenticated\":false"));
+    assert_null(strstr(text, "\"user\":\"mallory\""));
+    assert_non_null(strstr(text, "\"event\":\"auth_failed\""));
+    assert_non_null(strstr(text, "\"sqlstate\":\"28P01\""));
 }
 
 /* Fields full of bytes that escape to 6 (a hostile application_name...): never dropped. */
@@ -267,6 +320,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_length_stops_filtering, setup, teardown),
         cmocka_unit_test_setup_teardown(off_means_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(session_end_and_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(nothing_unauthenticated_is_a_users_act, setup, teardown),
         cmocka_unit_test_setup_teardown(long_odd_fields_still_written, setup, teardown),
         cmocka_unit_test(check_path),
         cmocka_unit_test(config_keys),

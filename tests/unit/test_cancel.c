@@ -293,11 +293,30 @@ static void test_bescan_events(void **state)
     assert_int_equal(pgwire_bescan_feed(&sc, cleartext, sizeof cleartext), 0);
     assert_false(sc.auth_ok || sc.done);
 
-    /* an ErrorResponse then the end of the stream: no key, not done */
-    static const uint8_t err[] = {'E', 0, 0, 0, 10, 'S', 'F', 'A', 'T', 'A', 'L', 0};
+    /* an ErrorResponse (as in a failed authentication): its SQLSTATE and message noted */
+    static const uint8_t err[] = {'E', 0,   0,   0,   46,  'S', 'F', 'A', 'T', 'A', 'L', 0,
+                                  'C', '2', '8', 'P', '0', '1', 0,   'M', 'p', 'a', 's', 's',
+                                  'w', 'o', 'r', 'd', ' ', 'a', 'u', 't', 'h', 'e', 'n', 't',
+                                  'i', 'c', 'a', 't', 'i', 'o', 'n', ' ', 'f', 0,   0};
     pgwire_bescan_init(&sc);
-    assert_int_equal(pgwire_bescan_feed(&sc, err, sizeof err), 0);
-    assert_false(sc.have_key);
+    assert_int_equal(sizeof err, 47);
+    for (size_t i = 0; i + 1 < sizeof err; i++)
+        assert_int_equal(pgwire_bescan_feed(&sc, err + i, 1), 0);
+    assert_int_equal(pgwire_bescan_feed(&sc, err + sizeof err - 1, 1), PGWIRE_BESCAN_ERROR);
+    assert_string_equal(sc.err_code, "28P01");
+    assert_string_equal(sc.err_msg, "password authentication f");
+    assert_false(sc.have_key || sc.done || sc.auth_ok);
+    /* a long ErrorResponse: only its first bytes are kept, the rest skipped */
+    uint8_t longerr[5 + 2000];
+    memset(longerr, 'x', sizeof longerr);
+    longerr[0] = 'E';
+    put_be32(longerr + 1, sizeof longerr - 1);
+    memcpy(longerr + 5, "C57P01\0M", 8);
+    longerr[sizeof longerr - 2] = longerr[sizeof longerr - 1] = 0;
+    pgwire_bescan_init(&sc);
+    assert_int_equal(pgwire_bescan_feed(&sc, longerr, sizeof longerr), PGWIRE_BESCAN_ERROR);
+    assert_string_equal(sc.err_code, "57P01");
+    assert_int_equal(strlen(sc.err_msg), sizeof(sc.err_msg) - 1);
 
     /* a length PostgreSQL never sends ends the scan */
     static const uint8_t bad[] = {'S', 0, 0, 0, 3, 'x'};
@@ -329,7 +348,7 @@ static void test_keytab_watch(void **state)
     assert_true(keytab_watch_feed(&a, buf, 30)); /* key not complete yet */
     assert_null(keytab_find(&t, 99, key, 4));
     assert_false(keytab_watch_feed(&a, buf + 30, len - 30));
-    assert_ptr_equal(keytab_find(&t, 99, key, 4), &a);
+    assert_ptr_equal(keytab_find(&t, 99, key, 4), &a.e);
     assert_false(keytab_watch_feed(&a, buf, len)); /* done: nothing more is read */
     /* a session that ends before its key: nothing in the table, nothing leaked */
     assert_true(keytab_watch_feed(&b, buf, 9));
