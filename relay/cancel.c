@@ -42,6 +42,7 @@ struct relay_cancel_limiter {
     size_t cap, n;
     uint32_t nbuckets; /* a power of 2 */
     uint32_t rate, burst;
+    unsigned v4_prefix, v6_prefix; /* bits of an address that make a source */
     uint32_t lru_head, lru_tail;
     uint64_t seed;
     uint32_t *buckets;
@@ -66,6 +67,8 @@ struct relay_cancel_limiter *relay_cancel_limiter_new(size_t sources, uint32_t r
     l->lru_head = l->lru_tail = NONE;
     l->rate = rate;
     l->burst = burst;
+    l->v4_prefix = 32;
+    l->v6_prefix = 64;
     if (RAND_bytes((unsigned char *)&l->seed, sizeof(l->seed)) != 1)
         l->seed = uv_hrtime();
     return l;
@@ -86,6 +89,23 @@ void relay_cancel_limiter_free(struct relay_cancel_limiter *l)
 size_t relay_cancel_limiter_size(const struct relay_cancel_limiter *l)
 {
     return l->n;
+}
+
+void relay_cancel_limiter_set_prefix(struct relay_cancel_limiter *l, unsigned v4_prefix,
+                                     unsigned v6_prefix)
+{
+    l->v4_prefix = v4_prefix <= 32 ? v4_prefix : 32;
+    l->v6_prefix = v6_prefix <= 64 ? v6_prefix : 64;
+}
+
+/* Keep the first bits of addr[len] (bytes), zero the rest. */
+static void keep_prefix(uint8_t *addr, size_t len, unsigned bits)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned have = bits > 8 * i ? bits - 8 * (unsigned)i : 0;
+        if (have < 8)
+            addr[i] &= (uint8_t)(0xff00u >> have);
+    }
 }
 
 /* The source of "ip:port" / "[v6]:port": an IPv4 address as IPv4-mapped IPv6, or an IPv6
@@ -202,7 +222,12 @@ bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer,
                                bool *log_drop, uint32_t *suppressed)
 {
     uint8_t src[16];
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     source_of(peer, src);
+    if (memcmp(src, v4mapped, 12) == 0)
+        keep_prefix(src + 12, 4, l->v4_prefix);
+    else
+        keep_prefix(src, 8, l->v6_prefix);
     struct limiter_entry *e = limiter_entry(l, src, now_ms);
     uint64_t full = (uint64_t)l->burst * MILLI;
 
@@ -297,15 +322,19 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
     if (!r->cancel_limiter) {
         r->cancel_limiter =
             relay_cancel_limiter_new(RELAY_CANCEL_SOURCES, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST);
+        r->cancel_net = relay_cancel_limiter_new(RELAY_CANCEL_SOURCES, RELAY_CANCEL_NET_RATE,
+                                                 RELAY_CANCEL_NET_BURST);
         r->cancel_global =
             relay_cancel_limiter_new(1, RELAY_CANCEL_GLOBAL_RATE, RELAY_CANCEL_GLOBAL_BURST);
-        if (!r->cancel_limiter || !r->cancel_global) {
+        if (!r->cancel_limiter || !r->cancel_net || !r->cancel_global) {
             relay_cancel_limiter_free(r->cancel_limiter);
+            relay_cancel_limiter_free(r->cancel_net);
             relay_cancel_limiter_free(r->cancel_global);
-            r->cancel_limiter = r->cancel_global = NULL;
+            r->cancel_limiter = r->cancel_net = r->cancel_global = NULL;
             log_warn("cancel dropped reason=out of memory client=%s", peer);
             return;
         }
+        relay_cancel_limiter_set_prefix(r->cancel_net, 24, 48);
     }
     if (!relay_cancel_limiter_take(r->cancel_limiter, peer, uv_now(r->loop), &log_drop,
                                    &suppressed)) {
@@ -313,6 +342,14 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
             log_warn("cancel dropped reason=rate limited client=%s limit=%u/s burst=%u "
                      "unlogged_drops=%u",
                      peer, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST, suppressed);
+        return;
+    }
+    /* one network (many addresses of one party) cannot take the relay-wide budget alone */
+    if (!relay_cancel_limiter_take(r->cancel_net, peer, uv_now(r->loop), &log_drop, &suppressed)) {
+        if (log_drop)
+            log_warn("cancel dropped reason=rate limited for the network client=%s "
+                     "limit=%u/s burst=%u per IPv4 /24 or IPv6 /48 unlogged_drops=%u",
+                     peer, RELAY_CANCEL_NET_RATE, RELAY_CANCEL_NET_BURST, suppressed);
         return;
     }
     if (!relay_cancel_limiter_take(r->cancel_global, "0.0.0.0:0", uv_now(r->loop), &log_drop,

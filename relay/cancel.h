@@ -13,7 +13,11 @@
  * Cancels are rate limited per source (token bucket, RELAY_CANCEL_RATE per second, burst
  * RELAY_CANCEL_BURST) in a table of at most RELAY_CANCEL_SOURCES sources; the least recently
  * seen source makes room for a new one. A source is an IPv4 address or an IPv6 /64 (one host
- * usually owns a whole /64). Owns the limiter and the watches; borrows everything else.
+ * usually owns a whole /64). Then per network (IPv4 /24, IPv6 /48: what one party usually
+ * holds, RELAY_CANCEL_NET_RATE), then relay-wide (RELAY_CANCEL_GLOBAL_RATE): one party with
+ * many addresses gets at most a tenth of the relay-wide budget, so the cancels of others still
+ * pass unless at least ten networks flood together. Owns the limiter and the watches; borrows
+ * everything else.
  */
 #ifndef PGB_RELAY_CANCEL_H
 #define PGB_RELAY_CANCEL_H
@@ -34,6 +38,9 @@ struct tunnel_stream;
 #define RELAY_CANCEL_RATE 10                             /* cancels per second per source */
 #define RELAY_CANCEL_BURST 20
 #define RELAY_CANCEL_SOURCES 4096
+/* per network (IPv4 /24, IPv6 /48), so that one party's many addresses share one budget */
+#define RELAY_CANCEL_NET_RATE 100
+#define RELAY_CANCEL_NET_BURST 200
 /* and relay-wide, whatever the sources: many addresses cannot flood the agents either */
 #define RELAY_CANCEL_GLOBAL_RATE 1000
 #define RELAY_CANCEL_GLOBAL_BURST 2000
@@ -51,6 +58,10 @@ void relay_cancel_limiter_free(struct relay_cancel_limiter *l); /* NULL-tolerant
 bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer, uint64_t now_ms,
                                bool *log_drop, uint32_t *suppressed);
 size_t relay_cancel_limiter_size(const struct relay_cancel_limiter *l); /* sources tracked */
+/* What makes a source: the first v4_prefix bits of an IPv4 address (default 32), the first
+ * v6_prefix bits of an IPv6 one (default 64, at most 64). */
+void relay_cancel_limiter_set_prefix(struct relay_cancel_limiter *l, unsigned v4_prefix,
+                                     unsigned v6_prefix);
 
 /* The cancel key of the session on stream s (sid and agent are copied, for logs), noted when
  * its BackendKeyData passes: call relay_cancel_watch_follow after each pgwire_bescan_feed of

@@ -799,6 +799,7 @@ void relay_free(struct relay *r)
     counts_free(r->route_sessions);
     counts_free(r->source_sessions);
     relay_cancel_limiter_free(r->cancel_limiter);
+    relay_cancel_limiter_free(r->cancel_net);
     relay_cancel_limiter_free(r->cancel_global);
     keytab_fini(&r->cancel_keys);
     struct relay_tls tls = {0};

@@ -38,6 +38,7 @@ struct relay {
     struct relay_agent *agents; /* every tunnel, up or not (doubly linked) */
     struct relay_client *clients;
     struct relay_cancel_limiter *cancel_limiter; /* cancel.h; created at the first cancel */
+    struct relay_cancel_limiter *cancel_net;     /* per IPv4 /24, IPv6 /48 */
     struct relay_cancel_limiter *cancel_global;  /* one bucket for the whole relay */
     struct keytab cancel_keys; /* the cancel keys of this relay's sessions (cancel.h) */
     uint32_t next_tunnel_id;

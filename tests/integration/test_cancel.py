@@ -25,6 +25,7 @@ from harness import (free_port, raw_connect, startup_message, t, tls_after_sslre
                      wait_until, write_ini)
 
 CANCEL_REQUEST_CODE = 80877102
+RELAY_CANCEL_BURST = 20  # relay/cancel.h
 QUERY_CANCELED = "57014"
 
 
@@ -298,6 +299,36 @@ def test_rate_limited(burrow):
     # a legitimate session still works
     with burrow.connect() as conn:
         assert conn.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_one_network_cannot_starve_others(burrow):
+    """A flood of cancels from many addresses of one network (here 127.0.0.0/24) hits that
+    network's budget, not the relay-wide one: a cancel from another network still works."""
+    relay_mark = burrow.relay.mark()
+    sent = 0
+    for host in range(2, 127):
+        for _ in range(RELAY_CANCEL_BURST):
+            s = socket.create_connection(("127.0.0.1", burrow.client_port), timeout=t(5),
+                                         source_address=("127.0.0.%d" % host, 0))
+            s.sendall(cancel_request(0x7FFF0000 | sent, os.urandom(4)))
+            s.close()
+            sent += 1
+    burrow.relay.wait_for_log("cancel dropped reason=rate limited for the network",
+                              since=relay_mark)
+    # without the network level this flood (2500 > the relay-wide burst of 2000) would have
+    # left nothing for anyone else
+    s = RawSession(burrow.client_port, burrow.certs.ca)
+    try:
+        s.query("SELECT pg_sleep(30) -- other-network")
+        wait_running(burrow.pg, "SELECT pg_sleep(30) -- other-network")
+        c = socket.create_connection(("127.0.0.1", burrow.client_port), timeout=t(5),
+                                     source_address=("127.0.1.7", 0))
+        c.sendall(cancel_request(s.pid, s.key))
+        c.close()
+        assert s.result(t(5)) == QUERY_CANCELED
+    finally:
+        s.close()
+    assert burrow.relay.count("relay-wide rate limit", since=relay_mark) == 0
 
 
 def test_cancel_through_another_relay(burrow_env):

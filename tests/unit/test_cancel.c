@@ -446,6 +446,26 @@ static void test_limiter_sources(void **state)
     assert_false(relay_cancel_len_ok(269));
 }
 
+static void test_limiter_networks(void **state)
+{
+    /* one party's many addresses share one budget: IPv4 /24, IPv6 /48 */
+    struct relay_cancel_limiter *l = relay_cancel_limiter_new(16, 10, 2);
+    bool log_drop;
+    uint32_t sup;
+
+    relay_cancel_limiter_set_prefix(l, 24, 48);
+    assert_true(relay_cancel_limiter_take(l, "203.0.113.1:1", 0, &log_drop, &sup));
+    assert_true(relay_cancel_limiter_take(l, "203.0.113.2:1", 0, &log_drop, &sup));
+    assert_false(relay_cancel_limiter_take(l, "203.0.113.250:1", 0, &log_drop, &sup));
+    assert_true(relay_cancel_limiter_take(l, "203.0.114.1:1", 0, &log_drop, &sup));
+    assert_true(relay_cancel_limiter_take(l, "[2001:db8:1:2::1]:5", 0, &log_drop, &sup));
+    assert_true(relay_cancel_limiter_take(l, "[2001:db8:1:3::1]:5", 0, &log_drop, &sup));
+    assert_false(relay_cancel_limiter_take(l, "[2001:db8:1:ffff::9]:5", 0, &log_drop, &sup));
+    assert_true(relay_cancel_limiter_take(l, "[2001:db8:2::1]:5", 0, &log_drop, &sup));
+    assert_int_equal(relay_cancel_limiter_size(l), 4);
+    relay_cancel_limiter_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_limiter_bucket),
         cmocka_unit_test(test_limiter_suppressed_count),
         cmocka_unit_test(test_limiter_sources),
+        cmocka_unit_test(test_limiter_networks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
