@@ -26,7 +26,8 @@ struct tunnel_stream {
     struct tunnel_stream *pnext; /* list of streams paused on the tunnel backlog */
     uint32_t id;
     enum stream_state state;
-    struct conn *local; /* owned once bound */
+    struct conn *local;                   /* owned once bound */
+    const struct tunnel_stream_ops *sops; /* the opener's (or acceptor's) callbacks */
     void *data;
     uint64_t send_credit;  /* DATA bytes we may still send */
     uint64_t recv_left;    /* DATA bytes the peer may still send */
@@ -243,8 +244,8 @@ static void stream_finish_local(struct tunnel_stream *s, const char *err, bool e
         return;
     s->state = ST_DONE;
     stream_remove(t, s);
-    if (t->ops->on_stream_done)
-        t->ops->on_stream_done(s, err);
+    if (s->sops->on_done)
+        s->sops->on_done(s, err);
     s->t = NULL;
     if (s->local) {
         if (err && !end_local)
@@ -340,7 +341,7 @@ static const struct conn_ops local_conn_ops = {
 /* ---- streams: public ----------------------------------------------------------------- */
 
 static struct tunnel_stream *stream_new(struct tunnel *t, uint32_t id, enum stream_state st,
-                                        void *data)
+                                        const struct tunnel_stream_ops *sops, void *data)
 {
     struct tunnel_stream *s = calloc(1, sizeof(*s));
     if (!s)
@@ -348,6 +349,7 @@ static struct tunnel_stream *stream_new(struct tunnel *t, uint32_t id, enum stre
     s->t = t;
     s->id = id;
     s->state = st;
+    s->sops = sops;
     s->data = data;
     s->send_credit = t->lim.initial_window;
     s->recv_left = t->lim.initial_window;
@@ -358,7 +360,8 @@ static struct tunnel_stream *stream_new(struct tunnel *t, uint32_t id, enum stre
     return s;
 }
 
-struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_open *m, void *data)
+struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_open *m,
+                                         const struct tunnel_stream_ops *sops, void *data)
 {
     if (t->closing || t->nstreams >= t->lim.max_streams || t->next_stream_id == UINT32_MAX)
         return NULL;
@@ -366,7 +369,7 @@ struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_op
     int n = proto_encode_open(t->scratch, sizeof(t->scratch), id, m);
     if (n < 0)
         return NULL;
-    struct tunnel_stream *s = stream_new(t, id, ST_OPENING, data);
+    struct tunnel_stream *s = stream_new(t, id, ST_OPENING, sops, data);
     if (!s)
         return NULL;
     t->next_stream_id++;
@@ -379,11 +382,12 @@ struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_op
     return s;
 }
 
-struct tunnel_stream *tunnel_stream_accept(struct tunnel *t, uint32_t stream_id, void *data)
+struct tunnel_stream *tunnel_stream_accept(struct tunnel *t, uint32_t stream_id,
+                                           const struct tunnel_stream_ops *sops, void *data)
 {
     if (t->closing || stream_find(t, stream_id))
         return NULL;
-    return stream_new(t, stream_id, ST_ACCEPTED, data);
+    return stream_new(t, stream_id, ST_ACCEPTED, sops, data);
 }
 
 int tunnel_stream_accept_ok(struct tunnel_stream *s)
@@ -585,7 +589,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
         }
         if (h->type == PROTO_OPEN_OK) {
             s->state = ST_OPEN;
-            t->ops->on_open_result(s, NULL);
+            if (s->sops->on_open_result)
+                s->sops->on_open_result(s, NULL);
             return 0;
         }
         rc = proto_decode_error(body, h->length, &e);
@@ -593,7 +598,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
             tunnel_fail(t, "08P01", "bad OPEN_FAIL: %s", proto_strerror(rc));
             return -EPROTO;
         }
-        t->ops->on_open_result(s, &e);
+        if (s->sops->on_open_result)
+            s->sops->on_open_result(s, &e);
         stream_finish(s, e.message);
         return 0;
     case PROTO_WINDOW:
@@ -629,8 +635,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
             return -EPROTO;
         }
         snprintf(msg, sizeof(msg), "reset by peer: %s", e.message);
-        if (s->state == ST_OPENING)
-            t->ops->on_open_result(s, &e);
+        if (s->state == ST_OPENING && s->sops->on_open_result)
+            s->sops->on_open_result(s, &e);
         stream_finish(s, msg);
         return 0;
     }
@@ -873,7 +879,7 @@ static void tunnel_teardown(struct tunnel *t, const char *reason, bool flush)
         return;
     if (!t->close_reason[0])
         snprintf(t->close_reason, sizeof(t->close_reason), "%s", reason);
-    /* closing before the streams end: their on_stream_done may look (tunnel_closing, no new
+    /* closing before the streams end: their sops->on_done may look (tunnel_closing, no new
      * stream on this tunnel) or close the tunnel again, which must then be a no-op */
     t->closing = true;
     finish_all_streams(t, t->close_reason);

@@ -19,9 +19,10 @@
  *                   \--tunnel_stream_fail--> DONE
  *
  * Ownership: a tunnel owns its conn and all its streams. A stream owns the local conn bound
- * to it (tunnel_stream_bind takes ownership). ops->on_stream_done is the owner's last look at
- * a stream; ops->on_tunnel_done is its last look at the tunnel, after every stream is done
- * and the conn closed; the tunnel is freed when it returns.
+ * to it (tunnel_stream_bind takes ownership). A stream's events go to whoever opened or
+ * accepted it (its struct tunnel_stream_ops), not through the tunnel: sops->on_done is that
+ * owner's last look at the stream. ops->on_tunnel_done is the tunnel owner's last look at the
+ * tunnel, after every stream is done and the conn closed; the tunnel is freed when it returns.
  */
 #ifndef PGB_TUNNEL_H
 #define PGB_TUNNEL_H
@@ -43,14 +44,19 @@ struct tunnel_ops {
     /* Agent: the relay asks for a stream. Return 0 after tunnel_stream_accept() (answer later
      * with accept_ok/fail), or a negative to refuse (the tunnel sends OPEN_FAIL itself). */
     int (*on_open)(struct tunnel *t, uint32_t stream_id, const struct proto_open *m);
-    /* Relay: the agent answered an OPEN. fail is NULL for OPEN_OK. */
-    void (*on_open_result)(struct tunnel_stream *s, const struct proto_error *fail);
-    /* A stream ended. err is NULL when both directions closed cleanly. */
-    void (*on_stream_done)(struct tunnel_stream *s, const char *err);
     /* The tunnel's TLS conn established (handshake done). */
     void (*on_up)(struct tunnel *t);
     /* The tunnel is finished (reason: why it ended); freed after this returns. */
     void (*on_tunnel_done)(struct tunnel *t, const char *reason);
+};
+
+/* The events of one stream, for whoever opened (relay) or accepted (agent) it. */
+struct tunnel_stream_ops {
+    /* Opener: the peer answered the OPEN (a RESET while opening counts as a refusal). fail is
+     * NULL for OPEN_OK; after a refusal on_done follows. Unused for accepted streams. */
+    void (*on_open_result)(struct tunnel_stream *s, const struct proto_error *fail);
+    /* The stream ended. err is NULL when both directions closed cleanly. */
+    void (*on_done)(struct tunnel_stream *s, const char *err);
 };
 
 struct tunnel_limits {
@@ -86,11 +92,14 @@ void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
 /* Close now; every stream ends with `reason`. */
 void tunnel_close(struct tunnel *t, const char *reason);
 
-/* Relay: open a stream (sends OPEN). Returns new stream or NULL (limit, or closing). */
-struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_open *m, void *data);
-/* Agent: register the stream the relay opened (from on_open). */
-struct tunnel_stream *tunnel_stream_accept(struct tunnel *t, uint32_t stream_id, void *data);
-/* Agent: answer OPEN_OK (then bind), or OPEN_FAIL (stream done; on_stream_done follows). */
+/* Relay: open a stream (sends OPEN); its events go to sops (borrowed: must outlive the
+ * stream) with data. Returns new stream or NULL (limit, or closing). */
+struct tunnel_stream *tunnel_stream_open(struct tunnel *t, const struct proto_open *m,
+                                         const struct tunnel_stream_ops *sops, void *data);
+/* Agent: register the stream the relay opened (from on_open); its events go to sops. */
+struct tunnel_stream *tunnel_stream_accept(struct tunnel *t, uint32_t stream_id,
+                                           const struct tunnel_stream_ops *sops, void *data);
+/* Agent: answer OPEN_OK (then bind), or OPEN_FAIL (stream done; sops->on_done follows). */
 int tunnel_stream_accept_ok(struct tunnel_stream *s);
 void tunnel_stream_fail(struct tunnel_stream *s, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -103,7 +112,7 @@ void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on
 void tunnel_stream_reset(struct tunnel_stream *s, const char *code, const char *msg);
 /* Abort the stream toward the peer (RESET code msg), but end the local conn gracefully: what is
  * queued for it is flushed, then last[last_len] (copied; the relay: a FATAL ErrorResponse), then
- * TLS close_notify and FIN. on_stream_done sees msg as the error. */
+ * TLS close_notify and FIN. sops->on_done sees msg as the error. */
 void tunnel_stream_end_local(struct tunnel_stream *s, const char *code, const char *msg,
                              const uint8_t *last, size_t last_len);
 

@@ -24,7 +24,8 @@ libpostgresql-jdbc-java haproxy libnss-wrapper clang-format"
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
     ;;
-bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox" ;;
+bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox \
+haproxy pgbouncer" ;;
 *) echo "usage: $0 [--list] [build|test|demo|bench]" >&2; exit 2 ;;
 esac
 if [ "$list" = 1 ]; then

@@ -222,13 +222,16 @@ static int on_control(struct tunnel *t, const struct proto_hdr *h, const uint8_t
     return 0;
 }
 
+/* Both roles' streams report here (on_open_result, on_stream_done). */
+static const struct tunnel_stream_ops stream_ops;
+
 static int on_open(struct tunnel *t, uint32_t id, const struct proto_open *m)
 {
     struct fz *z = tunnel_data(t);
     struct fstream *fs = fst(z, id);
     if (id % 5 == 4)
         return -1; /* refused: the tunnel answers OPEN_FAIL */
-    struct tunnel_stream *s = tunnel_stream_accept(t, id, z);
+    struct tunnel_stream *s = tunnel_stream_accept(t, id, &stream_ops, z);
     if (!s)
         return -1;
     if (!fs) {
@@ -284,6 +287,11 @@ static void on_stream_done(struct tunnel_stream *s, const char *err)
         tunnel_close(t, "closed from on_stream_done");
 }
 
+static const struct tunnel_stream_ops stream_ops = {
+    .on_open_result = on_open_result,
+    .on_done = on_stream_done,
+};
+
 static void on_tunnel_done(struct tunnel *t, const char *reason)
 {
     struct fz *z = tunnel_data(t);
@@ -294,15 +302,12 @@ static void on_tunnel_done(struct tunnel *t, const char *reason)
 
 static const struct tunnel_ops relay_ops = {
     .on_control = on_control,
-    .on_open_result = on_open_result,
-    .on_stream_done = on_stream_done,
     .on_tunnel_done = on_tunnel_done,
 };
 
 static const struct tunnel_ops agent_ops = {
     .on_control = on_control,
     .on_open = on_open,
-    .on_stream_done = on_stream_done,
     .on_tunnel_done = on_tunnel_done,
 };
 
@@ -626,7 +631,7 @@ static void op_api(struct fz *z, struct in *in)
             memset(&m, 0, sizeof(m));
             snprintf(m.route, sizeof(m.route), "db");
             snprintf(m.session_id, sizeof(m.session_id), "x");
-            struct tunnel_stream *s = tunnel_stream_open(z->t, &m, z);
+            struct tunnel_stream *s = tunnel_stream_open(z->t, &m, &stream_ops, z);
             if (s) {
                 uint32_t nid = tunnel_stream_id(s);
                 struct fstream *ns = fst(z, nid);

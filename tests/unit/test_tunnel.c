@@ -344,6 +344,9 @@ static void bind_local(struct tstream *ts)
     tunnel_stream_bind(ts->s, ts->local, x->end_on_close[ts->side]);
 }
 
+/* Both sides' streams report here (on_open_result, on_stream_done). */
+static const struct tunnel_stream_ops stream_ops;
+
 static void agent_answer(struct tstream *ts)
 {
     assert_int_equal(tunnel_stream_accept_ok(ts->s), 0);
@@ -357,7 +360,7 @@ static struct tstream *relay_open(struct tctx *x)
     snprintf(m.route, sizeof(m.route), "db");
     snprintf(m.session_id, sizeof(m.session_id), "s%d", x->nst);
     struct tstream *ts = tstream_new(x, RELAY);
-    ts->s = tunnel_stream_open(x->t[RELAY], &m, ts);
+    ts->s = tunnel_stream_open(x->t[RELAY], &m, &stream_ops, ts);
     assert_non_null(ts->s);
     ts->id = tunnel_stream_id(ts->s);
     return ts;
@@ -408,7 +411,7 @@ static int on_open(struct tunnel *t, uint32_t id, const struct proto_open *m)
     struct tstream *ts = tstream_new(x, AGENT);
     ts->id = id;
     ts->far_hold = x->agent_far_hold;
-    ts->s = tunnel_stream_accept(t, id, ts);
+    ts->s = tunnel_stream_accept(t, id, &stream_ops, ts);
     assert_non_null(ts->s);
     if (!x->agent_defer)
         agent_answer(ts);
@@ -443,6 +446,11 @@ static void on_stream_done(struct tunnel_stream *s, const char *err)
         x->done_hook(ts, err);
 }
 
+static const struct tunnel_stream_ops stream_ops = {
+    .on_open_result = on_open_result,
+    .on_done = on_stream_done,
+};
+
 static void on_tunnel_done(struct tunnel *t, const char *reason)
 {
     struct tctx *x = tunnel_data(t);
@@ -455,15 +463,12 @@ static void on_tunnel_done(struct tunnel *t, const char *reason)
 
 static const struct tunnel_ops relay_ops = {
     .on_control = on_control,
-    .on_open_result = on_open_result,
-    .on_stream_done = on_stream_done,
     .on_tunnel_done = on_tunnel_done,
 };
 
 static const struct tunnel_ops agent_ops = {
     .on_control = on_control,
     .on_open = on_open,
-    .on_stream_done = on_stream_done,
     .on_tunnel_done = on_tunnel_done,
 };
 
@@ -1097,7 +1102,7 @@ static void reopen_or_close_hook(struct tstream *ts, const char *err)
         return;
     struct proto_open m = {.route = "db", .session_id = "retry"};
     struct tstream *n = tstream_new(x, RELAY);
-    n->s = tunnel_stream_open(t, &m, n);
+    n->s = tunnel_stream_open(t, &m, &stream_ops, n);
     if (n->s) {
         n->id = tunnel_stream_id(n->s);
         x->hook_opens++;
