@@ -42,7 +42,7 @@ AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all build build-asan unit unit-asan integration integration-asan valgrind test deps deps-test check-deps \
-        demo demo-stop bench fuzz fuzz-build clean format check-format
+        demo demo-stop bench fuzz fuzz-build clean format check-format check-sqlstate
 .DEFAULT_GOAL := all
 
 all: build
@@ -119,6 +119,7 @@ valgrind: build
 test: deps-test
 	@$(MAKE) --no-print-directory check-deps
 	@$(MAKE) --no-print-directory check-format
+	@$(MAKE) --no-print-directory check-sqlstate
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory unit-asan
@@ -162,6 +163,10 @@ format:
 check-format:
 	@clang-format --dry-run --Werror common/*.[ch] proto/*.[ch] relay/*.[ch] agent/*.[ch] \
 	  tests/unit/*.c tests/fuzz/*.c || { echo "run 'make format'" >&2; exit 1; }
+
+# SQLSTATEs are named in common/sqlstate.h; no five-character code literal elsewhere in C code.
+check-sqlstate:
+	@$(PY) tests/lint/check_sqlstate.py
 
 clean:
 	rm -rf build bin

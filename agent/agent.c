@@ -27,6 +27,7 @@
 #include "agent/upstream.h"
 #include "common/log.h"
 #include "common/tls.h"
+#include "common/sqlstate.h"
 
 enum link_state { LINK_WAIT, LINK_RESOLVE, LINK_CONNECT, LINK_HANDSHAKE, LINK_UP };
 
@@ -110,9 +111,6 @@ static void session_timer_closed(uv_handle_t *h)
     session_unref(h->data);
 }
 
-/* The events of an accepted stream (session_on_done). */
-static const struct tunnel_stream_ops session_stream_ops;
-
 static void session_pg_on_connect(struct conn *c, int status);
 static void session_pg_on_handshake(struct conn *c);
 static size_t session_pg_on_read(struct conn *c, const uint8_t *data, size_t len);
@@ -149,7 +147,8 @@ static void session_fail(struct agent_session *ss, const char *fmt, ...)
     if (ss->s) {
         log_msg(LOG_WARN, ss->tunnel_id, ss->stream_id, "session failed sid=%s route=%s: %s",
                 ss->sid, ss->route, msg);
-        tunnel_stream_fail(ss->s, "08006", "could not connect to PostgreSQL: %s", msg);
+        tunnel_stream_fail(ss->s, SQLSTATE_CONNECTION_FAILURE,
+                           "could not connect to PostgreSQL: %s", msg);
     }
 }
 
@@ -294,7 +293,7 @@ static int session_start(struct agent *a, struct tunnel *t, uint32_t id, const s
     snprintf(ss->sid, sizeof(ss->sid), "%s", m->session_id);
     snprintf(ss->route, sizeof(ss->route), "%s", m->route);
     ss->port = route->port;
-    ss->s = tunnel_stream_accept(t, id, &session_stream_ops, ss);
+    ss->s = tunnel_stream_accept(t, id, ss);
     if (!ss->s) {
         free(ss);
         return -ENOMEM;
@@ -340,7 +339,7 @@ static int session_start(struct agent *a, struct tunnel *t, uint32_t id, const s
     return 0;
 }
 
-static void session_on_done(struct tunnel_stream *s, const char *err)
+static void session_stream_done(struct tunnel_stream *s, const char *err)
 {
     struct agent_session *ss = tunnel_stream_data(s);
     if (!ss)
@@ -364,10 +363,6 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
     uv_close((uv_handle_t *)&ss->timer, session_timer_closed);
     session_unref(ss); /* the stream's reference */
 }
-
-static const struct tunnel_stream_ops session_stream_ops = {
-    .on_done = session_on_done,
-};
 
 /* ---- links: tunnels to relays -------------------------------------------------------- */
 
@@ -408,7 +403,7 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
 
     if (hdr->type == PROTO_WELCOME && l->state == LINK_HANDSHAKE) {
         if (proto_decode_welcome(body, hdr->length, &w) < 0 || w.ver_major != PROTO_VERSION_MAJOR) {
-            tunnel_fail(t, "08P01", "bad WELCOME");
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad WELCOME");
             return -EPROTO;
         }
         l->routes[0] = '\0';
@@ -428,7 +423,8 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
                     "relay %s offers a stream window of %u bytes, above this agent's "
                     "max_stream_window (%llu): refused",
                     l->label, w.initial_window, (unsigned long long)l->a->cfg.max_stream_window);
-            tunnel_fail(t, "53400", "stream window %u above the agent's max_stream_window %llu",
+            tunnel_fail(t, SQLSTATE_CONFIGURATION_LIMIT_EXCEEDED,
+                        "stream window %u above the agent's max_stream_window %llu",
                         w.initial_window, (unsigned long long)l->a->cfg.max_stream_window);
             return -EPROTO;
         }
@@ -436,7 +432,8 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
         l->attempt = 0;
         uv_timer_stop(&l->timer);
         if (tunnel_set_initial_window(t, w.initial_window) < 0) {
-            tunnel_fail(t, "08P01", "WELCOME window %u out of range", w.initial_window);
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "WELCOME window %u out of range",
+                        w.initial_window);
             return -EPROTO;
         }
         tunnel_start_keepalive(t);
@@ -448,17 +445,17 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
         return cancel_key_on_frame(l->a->cancel_keys, t, body, hdr->length);
     if (hdr->type == PROTO_GOAWAY) {
         if (proto_decode_goaway(body, hdr->length, &g) < 0) {
-            tunnel_fail(t, "08P01", "bad GOAWAY");
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad GOAWAY");
             return -EPROTO;
         }
-        /* 53300 at HELLO: this relay already has a live tunnel from this agent (reached over
-         * another address of the same name, e.g. IPv4 and IPv6): not an error to shout about */
-        l->duplicate = strcmp(g.code, "53300") == 0;
-        log_msg(strcmp(g.code, "00000") == 0 || l->duplicate ? LOG_INFO : LOG_ERROR, tunnel_id(t),
-                0, "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
+        /* a duplicate tunnel (reached over another address of the same name, e.g. IPv4 and
+         * IPv6) is not an error to shout about */
+        l->duplicate = sqlstate_goaway_is_duplicate_tunnel(g.code);
+        log_msg(sqlstate_goaway_is_drain(g.code) || l->duplicate ? LOG_INFO : LOG_ERROR,
+                tunnel_id(t), 0, "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
         return 0;
     }
-    tunnel_fail(t, "08P01", "unexpected %s", proto_type_name(hdr->type));
+    tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s", proto_type_name(hdr->type));
     return -EPROTO;
 }
 
@@ -481,6 +478,7 @@ static void link_on_tunnel_done(struct tunnel *t, const char *reason)
 static const struct tunnel_ops link_tunnel_ops = {
     .on_control = link_on_control,
     .on_open = link_on_open,
+    .on_stream_done = session_stream_done,
     .on_up = link_on_up,
     .on_tunnel_done = link_on_tunnel_done,
 };

@@ -27,6 +27,7 @@
 #include "common/pgwire.h"
 #include "common/tls.h"
 #include "proto/proto.h"
+#include "common/sqlstate.h"
 
 struct cancel_key_req;
 
@@ -181,7 +182,8 @@ struct cancel_key_watch *cancel_key_watch_stream(struct cancel_key_map *m, struc
     struct cancel_key_watch *w =
         cancel_key_watch_new(m, pipe, target, peer, route ? route->name : "", sid);
     if (!w) {
-        tunnel_stream_reset(s, "53200", "agent could not track the session's cancel key");
+        tunnel_stream_reset(s, SQLSTATE_OUT_OF_MEMORY,
+                            "agent could not track the session's cancel key");
         return NULL;
     }
     if (route && !pipe)
@@ -352,7 +354,7 @@ int cancel_key_on_frame(struct cancel_key_map *m, struct tunnel *t, const uint8_
     struct proto_cancel c;
     int rc = proto_decode_cancel(body, len, &c);
     if (rc < 0) {
-        tunnel_fail(t, "08P01", "bad CANCEL: %s", proto_strerror(rc));
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad CANCEL: %s", proto_strerror(rc));
         return -EPROTO;
     }
     const struct cancel_key_watch *w = map_find(m, c.pid, c.key, c.key_len);

@@ -29,6 +29,7 @@
 #include "relay/admit.h"
 #include "relay/relay.h"
 #include "relay/routing.h"
+#include "common/sqlstate.h"
 
 enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_CANCEL, FD_OPENING, FD_STREAMING, FD_ENDING };
 
@@ -138,8 +139,6 @@ static void client_release(struct relay_client *c)
 
 static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* The events of the stream a client opens (session_on_open_result, session_on_done). */
-static const struct tunnel_stream_ops session_stream_ops;
 
 /* Answer with a FATAL ErrorResponse, log the reason, and end the connection. */
 static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
@@ -161,7 +160,7 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
         struct tunnel_stream *s = c->s;
         c->s = NULL;
         tunnel_stream_set_data(s, NULL);
-        tunnel_stream_reset(s, "08006", "client refused");
+        tunnel_stream_reset(s, SQLSTATE_CONNECTION_FAILURE, "client refused");
     }
     c->state = FD_ENDING;
     uv_timer_stop(&c->timer);
@@ -197,7 +196,7 @@ static void startup_timeout(uv_timer_t *timer)
         conn_close(c->conn);
         return;
     }
-    client_fail(c, "08006", "pgburrow: timeout while opening the session");
+    client_fail(c, SQLSTATE_CONNECTION_FAILURE, "pgburrow: timeout while opening the session");
 }
 
 /* ---- session ------------------------------------------------------------------------- */
@@ -308,50 +307,53 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     snprintf(c->user, sizeof(c->user), "%s", su->user);
     snprintf(c->database, sizeof(c->database), "%s", su->database ? su->database : su->user);
     if (r->draining) {
-        client_fail(c, "57P01", "pgburrow: the relay is shutting down; connect again");
+        client_fail(c, SQLSTATE_ADMIN_SHUTDOWN,
+                    "pgburrow: the relay is shutting down; connect again");
         return;
     }
     if (su->application_name)
         snprintf(c->application_name, sizeof(c->application_name), "%s", su->application_name);
     /* on the heap: it holds a copy of the options, up to a whole startup packet */
     if (!(rt = malloc(sizeof(*rt)))) {
-        client_fail(c, "53200", "pgburrow: out of memory");
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
         return;
     }
     if (routing_choose(r->cfg.sni_domains, r->cfg.nsni_domains, c->sni[0] ? c->sni : NULL,
                        su->options, r->cfg.default_route, rt, msg) < 0) {
-        client_fail(c, "3D000", "%s", msg);
+        client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "%s", msg);
         goto out;
     }
     snprintf(c->route, sizeof(c->route), "%s", rt->route);
     if (!(route = relay_config_route(&r->cfg, c->route))) {
-        client_fail(c, "3D000", "pgburrow: unknown route \"%s\"", c->route);
+        client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "pgburrow: unknown route \"%s\"", c->route);
         goto out;
     }
     if (access_check_session(r->access, route, c->conn, c->peer, c->user, &cert, msg) < 0) {
-        client_fail(c, "28000", "%s", msg);
+        client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
         goto out;
     }
     snprintf(c->cert_subject, sizeof(c->cert_subject), "%s", cert.subject);
     snprintf(c->cert_serial, sizeof(c->cert_serial), "%s", cert.serial);
     if (cert.subject[0] && conn_tls_peer_chain(c->conn, &c->cert, &c->cert_chain) < 0) {
-        client_fail(c, "53200", "pgburrow: out of memory");
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
         goto out;
     }
     c->cert_not_after = cert.not_after;
     if (r->nsessions >= r->cfg.max_sessions) {
-        client_fail(c, "53300", "pgburrow: too many sessions on this relay (max_sessions=%llu)",
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: too many sessions on this relay (max_sessions=%llu)",
                     (unsigned long long)r->cfg.max_sessions);
         goto out;
     }
     if (route->max_sessions && counts_get(r->route_sessions, c->route) >= route->max_sessions) {
-        client_fail(c, "53300", "pgburrow: too many sessions for route \"%s\" (max_sessions=%llu)",
-                    c->route, (unsigned long long)route->max_sessions);
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: too many sessions for route \"%s\" (max_sessions=%llu)", c->route,
+                    (unsigned long long)route->max_sessions);
         goto out;
     }
     if (r->cfg.max_sessions_per_source &&
         counts_get(r->source_sessions, c->source_ip) >= r->cfg.max_sessions_per_source) {
-        client_fail(c, "53300",
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
                     "pgburrow: too many sessions from %s (max_sessions_per_source=%llu)",
                     c->source_ip, (unsigned long long)r->cfg.max_sessions_per_source);
         goto out;
@@ -359,7 +361,8 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     r->session_counter++;
     struct tunnel *t = relay_route_pick_tunnel(r, c->route, &agent);
     if (!t) {
-        client_fail(c, "57P03", "pgburrow: no agent is connected for route \"%s\"", c->route);
+        client_fail(c, SQLSTATE_CANNOT_CONNECT_NOW,
+                    "pgburrow: no agent is connected for route \"%s\"", c->route);
         goto out;
     }
     snprintf(c->agent, sizeof(c->agent), "%s", agent);
@@ -374,22 +377,23 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     if (su->application_name)
         snprintf(m.application_name, sizeof(m.application_name), "%s", su->application_name);
     if (rt->options_changed && client_strip_endpoint(c, su, rt->options) < 0) {
-        client_fail(c, "53200", "pgburrow: out of memory");
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
         goto out;
     }
     su = NULL; /* it pointed into the packet client_strip_endpoint replaced */
-    c->s = tunnel_stream_open(t, &m, &session_stream_ops, c);
+    c->s = tunnel_stream_open(t, &m, c);
     if (!c->s) {
-        client_fail(c, "53300", "pgburrow: agent %s cannot take more sessions", c->agent);
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: agent %s cannot take more sessions", c->agent);
         goto out;
     }
     if (counts_add(r->route_sessions, c->route) < 0 ||
         counts_add(r->source_sessions, c->source_ip) < 0) {
         counts_sub(r->route_sessions, c->route);
         tunnel_stream_set_data(c->s, NULL);
-        tunnel_stream_reset(c->s, "53200", "out of memory");
+        tunnel_stream_reset(c->s, SQLSTATE_OUT_OF_MEMORY, "out of memory");
         c->s = NULL;
-        client_fail(c, "53200", "pgburrow: out of memory");
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
         goto out;
     }
     c->counted = true;
@@ -412,7 +416,7 @@ static bool session_retry_other_agent(struct relay_client *c, const struct proto
     struct tunnel *t;
     struct proto_open m;
 
-    if (c->retried || strcmp(fail->code, "08006") != 0 || c->r->draining)
+    if (c->retried || !sqlstate_open_fail_is_unreachable(fail->code) || c->r->draining)
         return false;
     t = relay_route_pick_other_tunnel(c->r, c->route, c->agent, &agent);
     if (!t)
@@ -424,7 +428,7 @@ static bool session_retry_other_agent(struct relay_client *c, const struct proto
     snprintf(m.user, sizeof(m.user), "%s", c->user);
     snprintf(m.database, sizeof(m.database), "%s", c->database);
     snprintf(m.application_name, sizeof(m.application_name), "%s", c->application_name);
-    if (!(s = tunnel_stream_open(t, &m, &session_stream_ops, c)))
+    if (!(s = tunnel_stream_open(t, &m, c)))
         return false;
     log_msg(LOG_WARN, tunnel_id(t), tunnel_stream_id(s),
             "session retry sid=%s route=%s failed_agent=%s agent=%s reason=%s", c->sid, c->route,
@@ -462,7 +466,7 @@ static bool session_from_server(void *ctx, const uint8_t *data, size_t len)
     return false;
 }
 
-static void session_on_open_result(struct tunnel_stream *s, const struct proto_error *fail)
+void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail)
 {
     struct relay_client *c = tunnel_stream_data(s);
     if (!c)
@@ -472,19 +476,21 @@ static void session_on_open_result(struct tunnel_stream *s, const struct proto_e
         tunnel_stream_set_data(s, NULL);
         if (session_retry_other_agent(c, fail))
             return;
-        client_fail(c, fail->code[0] ? fail->code : "08006", "pgburrow: agent %s: %s", c->agent,
-                    fail->message);
+        client_fail(c, fail->code[0] ? fail->code : SQLSTATE_CONNECTION_FAILURE,
+                    "pgburrow: agent %s: %s", c->agent, fail->message);
         return;
     }
     c->scan = malloc(sizeof(*c->scan));
     c->keyw = relay_cancel_watch_new(c->r, s, c->sid, c->agent);
     if (!c->scan || !c->keyw) {
-        client_fail(c, "53200", "pgburrow: out of memory"); /* resets the stream too */
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY,
+                    "pgburrow: out of memory"); /* resets the stream too */
         return;
     }
     pgwire_bescan_init(c->scan);
     if (tunnel_stream_write(s, c->pkt, c->pkt_len) < 0) {
-        client_fail(c, "08006", "pgburrow: could not forward the startup packet");
+        client_fail(c, SQLSTATE_CONNECTION_FAILURE,
+                    "pgburrow: could not forward the startup packet");
         return;
     }
     free(c->pkt);
@@ -531,19 +537,23 @@ static void session_revoke(struct relay_client *c, const char *msg)
     int n = 0;
 
     if (c->state == FD_OPENING) {
-        client_fail(c, "28000", "%s", msg);
+        client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
         return;
     }
     if (c->state != FD_STREAMING || !s)
         return;
     log_msg(LOG_WARN, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
             "session revoked sid=%s route=%s client=%s user=%s cert_subject=%s cert_serial=%s "
-            "sqlstate=28000 reason=%s%s",
-            c->sid, c->route, c->peer, c->user, c->cert_subject, c->cert_serial, reason,
+            "sqlstate=%s reason=%s%s",
+            c->sid, c->route, c->peer, c->user, c->cert_subject, c->cert_serial,
+            SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, reason,
             at_edge ? "" : " (in the middle of a server message: closed without ErrorResponse)");
-    if (at_edge && (n = pgwire_error_response(buf, sizeof(buf), "FATAL", "28000", msg)) < 0)
+    if (at_edge &&
+        (n = pgwire_error_response(buf, sizeof(buf), "FATAL",
+                                   SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, msg)) < 0)
         n = 0;
-    tunnel_stream_end_local(s, "28000", reason, buf, (size_t)n);
+    tunnel_stream_end_local(s, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, reason, buf,
+                            (size_t)n);
 }
 
 long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
@@ -581,7 +591,7 @@ long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
     return first;
 }
 
-static void session_on_done(struct tunnel_stream *s, const char *err)
+void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
 {
     struct relay_client *c = tunnel_stream_data(s);
     if (!c)
@@ -594,12 +604,12 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
          * keepalive gave up on it): another agent of the route gets the session, once */
         struct proto_error lost;
         memset(&lost, 0, sizeof(lost));
-        snprintf(lost.code, sizeof(lost.code), "08006");
+        snprintf(lost.code, sizeof(lost.code), SQLSTATE_CONNECTION_FAILURE);
         snprintf(lost.message, sizeof(lost.message), "lost the tunnel: %s", err ? err : "closed");
         if (session_retry_other_agent(c, &lost))
             return;
-        client_fail(c, "08006", "pgburrow: lost the tunnel to agent %s: %s", c->agent,
-                    err ? err : "closed");
+        client_fail(c, SQLSTATE_CONNECTION_FAILURE, "pgburrow: lost the tunnel to agent %s: %s",
+                    c->agent, err ? err : "closed");
         return;
     }
     if (c->state != FD_STREAMING)
@@ -617,11 +627,6 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
     audit_session_event(c, "session_end", s, err);
     client_release(c);
 }
-
-static const struct tunnel_stream_ops session_stream_ops = {
-    .on_open_result = session_on_open_result,
-    .on_done = session_on_done,
-};
 
 /* ---- CancelRequest: read it whole (bounded), forward it, close; never answer ----------- */
 
@@ -671,9 +676,10 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
     size_t n = sizeof(c->first) - c->first_have;
 
     if (c->first_have == 0 && len > 0 && data[0] == PGWIRE_TLS_HANDSHAKE) {
-        log_warn("refused client=%s sqlstate=28000 reason=address not allowed (direct TLS)",
-                 c->peer);
-        audit_refused(c->r->audit, c->r->cfg.name, c->peer, "28000",
+        log_warn("refused client=%s sqlstate=%s reason=address not allowed (direct TLS)", c->peer,
+                 SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION);
+        audit_refused(c->r->audit, c->r->cfg.name, c->peer,
+                      SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
                       "address not allowed (direct TLS)");
         c->state = FD_ENDING;
         conn_close(c->conn);
@@ -691,7 +697,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
         conn_close(c->conn);
         return len;
     }
-    client_fail(c, "28000", "pgburrow: address not allowed");
+    client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "pgburrow: address not allowed");
     return len;
 }
 
@@ -714,7 +720,7 @@ static void client_start_tls(struct relay_client *c)
     conn_write(c->conn, "S", 1);
     c->state = FD_TLS;
     if (conn_tls_server(c->conn, c->r->client_ctx, NULL, 0) < 0)
-        client_fail(c, "08P01", "pgburrow: could not start TLS");
+        client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: could not start TLS");
 }
 
 static void throttle_tick(uv_timer_t *timer)
@@ -759,7 +765,7 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
             }
             c->state = FD_TLS;
             if (conn_tls_server(c->conn, r->client_direct_ctx, data + used, len - used) < 0)
-                client_fail(c, "08P01", "pgburrow: could not start TLS");
+                client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: could not start TLS");
             return len;
         }
         size_t n = sizeof(c->first) - c->first_have;
@@ -775,7 +781,8 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
             if (used < len) {
                 /* CVE-2021-23214 class: never let plaintext pipelined after the
                  * SSLRequest be taken for data received over TLS */
-                client_fail(c, "08P01", "pgburrow: unencrypted data after SSL request");
+                client_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
+                            "pgburrow: unencrypted data after SSL request");
                 return len;
             }
             if (!relay_admit_handshake(r, &c->slot)) {
@@ -786,7 +793,7 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
             return len;
         case PGWIRE_GSSENC:
             if (c->gss_answered) {
-                client_fail(c, "08P01", "pgburrow: repeated GSSENCRequest");
+                client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: repeated GSSENCRequest");
                 return len;
             }
             c->gss_answered = true;
@@ -797,11 +804,11 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
             start_cancel(c, data + used, len - used);
             return len;
         case PGWIRE_STARTUP:
-            client_fail(c, "28000",
+            client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
                         "pgburrow: TLS is required; connect with sslmode=require or stronger");
             return len;
         default:
-            client_fail(c, "08P01", "pgburrow: invalid startup packet");
+            client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet");
             return len;
         }
     }
@@ -826,12 +833,12 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
             return used;
         c->pkt_len = pgwire_packet_len(c->first, 4);
         if (c->pkt_len < 8 || c->pkt_len > PGWIRE_STARTUP_MAX) {
-            client_fail(c, "08P01", "pgburrow: invalid startup packet length");
+            client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet length");
             return len;
         }
         c->pkt = malloc(c->pkt_len);
         if (!c->pkt) {
-            client_fail(c, "53200", "pgburrow: out of memory");
+            client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
             return len;
         }
         memcpy(c->pkt, c->first, 4);
@@ -848,7 +855,7 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
 
     uint32_t code = pgwire_packet_len(c->pkt + 4, 4);
     if (code == PGWIRE_SSL_REQUEST || code == PGWIRE_GSSENC_REQUEST) {
-        client_fail(c, "08P01", "pgburrow: SSL or GSS request inside TLS");
+        client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: SSL or GSS request inside TLS");
         return len;
     }
     if (code == PGWIRE_CANCEL_REQUEST) {
@@ -860,7 +867,7 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
         return len;
     }
     if (pgwire_startup_parse(c->pkt, c->pkt_len, &su, err) < 0) {
-        client_fail(c, "08P01", "pgburrow: invalid startup packet: %s", err);
+        client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet: %s", err);
         return len;
     }
     session_open(c, &su);
@@ -935,7 +942,7 @@ static void client_on_close(struct conn *conn)
         struct tunnel_stream *s = c->s;
         c->s = NULL;
         tunnel_stream_set_data(s, NULL);
-        tunnel_stream_reset(s, "08006", "client went away");
+        tunnel_stream_reset(s, SQLSTATE_CONNECTION_FAILURE, "client went away");
     }
     client_release(c);
 }

@@ -25,6 +25,7 @@
 #include "relay/reload.h"
 #include "relay/access.h"
 #include "relay/admit.h"
+#include "common/sqlstate.h"
 
 struct relay_agent {
     struct relay *r;
@@ -42,6 +43,10 @@ struct relay_agent {
     long long not_after;      /* its certificate chain's first expiry (seconds since the epoch) */
     struct preauth_slot slot; /* pending: from accept until its HELLO is accepted (admit.h) */
 };
+
+/* Defined in frontdoor.c: the stream callbacks route to the client that opened the stream. */
+void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail);
+void frontdoor_stream_done(struct tunnel_stream *s, const char *err);
 
 /* ---- agent tunnels ------------------------------------------------------------------- */
 
@@ -68,7 +73,8 @@ static void agent_on_up(struct tunnel *t)
     if (conn_tls_verify_peer(tunnel_conn(t), r->agent_store, &info, why) < 0) {
         log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s reason=certificate: %s",
                 a->peer, why);
-        tunnel_fail(t, "28000", "agent certificate not accepted: %s", why);
+        tunnel_fail(t, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
+                    "agent certificate not accepted: %s", why);
         return;
     }
     rc = conn_tls_peer_chain(tunnel_conn(t), &leaf, &chain);
@@ -84,7 +90,8 @@ static void agent_on_up(struct tunnel *t)
     if (rc < 0 || !proto_name_valid(name)) {
         log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s subject=%s reason=%s", a->peer,
                 info.subject, why);
-        tunnel_fail(t, "28000", "agent certificate refused: %s", why);
+        tunnel_fail(t, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
+                    "agent certificate refused: %s", why);
         return;
     }
     snprintf(a->name, sizeof(a->name), "%s", name);
@@ -119,7 +126,8 @@ static int enforce_tunnels_per_agent(struct relay_agent *newest)
                 "tunnel replaced agent=%s peer=%s silent for %llu ms, by the new tunnel from %s",
                 a->name, a->peer, (unsigned long long)tunnel_idle_ms(a->t), newest->peer);
         a->draining = true;
-        tunnel_fail(a->t, "00000", "replaced by a newer tunnel from the same agent");
+        tunnel_fail(a->t, SQLSTATE_SUCCESSFUL_COMPLETION,
+                    "replaced by a newer tunnel from the same agent");
         live--;
     }
     if (live < r->cfg.max_tunnels_per_agent)
@@ -129,7 +137,7 @@ static int enforce_tunnels_per_agent(struct relay_agent *newest)
             "relay (max_tunnels_per_agent=%llu)",
             newest->name, newest->peer, (unsigned long long)live,
             (unsigned long long)r->cfg.max_tunnels_per_agent);
-    tunnel_fail(newest->t, "53300",
+    tunnel_fail(newest->t, SQLSTATE_TOO_MANY_CONNECTIONS,
                 "agent \"%s\" already has a live tunnel to this relay (max_tunnels_per_agent=%llu)",
                 newest->name, (unsigned long long)r->cfg.max_tunnels_per_agent);
     return -EBUSY;
@@ -146,15 +154,16 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
 
     rc = proto_decode_hello(body, len, &h);
     if (rc < 0) {
-        tunnel_fail(t, "08P01", "bad HELLO: %s", proto_strerror(rc));
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad HELLO: %s", proto_strerror(rc));
         return -EPROTO;
     }
     if (h.ver_major != PROTO_VERSION_MAJOR) {
         log_msg(LOG_WARN, tunnel_id(t), 0,
                 "tunnel rejected agent=%s peer=%s reason=protocol version %u.%u not supported",
                 a->name, a->peer, h.ver_major, h.ver_minor);
-        tunnel_fail(t, "0A000", "protocol version %u.%u not supported (relay speaks %u.%u)",
-                    h.ver_major, h.ver_minor, PROTO_VERSION_MAJOR, PROTO_VERSION_MINOR);
+        tunnel_fail(t, SQLSTATE_FEATURE_NOT_SUPPORTED,
+                    "protocol version %u.%u not supported (relay speaks %u.%u)", h.ver_major,
+                    h.ver_minor, PROTO_VERSION_MAJOR, PROTO_VERSION_MINOR);
         return -EPROTO;
     }
     memset(&w, 0, sizeof(w));
@@ -183,8 +192,8 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
         }
     }
     if (w.naccepted == 0) {
-        tunnel_fail(t, "28000", "agent \"%s\" is not allowed to serve any route it offered",
-                    a->name);
+        tunnel_fail(t, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
+                    "agent \"%s\" is not allowed to serve any route it offered", a->name);
         return -EPERM;
     }
     if (enforce_tunnels_per_agent(a) < 0)
@@ -215,13 +224,13 @@ static int agent_on_control(struct tunnel *t, const struct proto_hdr *h, const u
     switch (h->type) {
     case PROTO_HELLO:
         if (!a->handshaken || a->up) {
-            tunnel_fail(t, "08P01", "unexpected HELLO");
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected HELLO");
             return -EPROTO;
         }
         return agent_on_hello(a, body, h->length);
     case PROTO_GOAWAY:
         if (proto_decode_goaway(body, h->length, &g) < 0) {
-            tunnel_fail(t, "08P01", "bad GOAWAY");
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad GOAWAY");
             return -EPROTO;
         }
         a->draining = true;
@@ -230,10 +239,11 @@ static int agent_on_control(struct tunnel *t, const struct proto_hdr *h, const u
         return 0;
     default:
         if (!a->up) {
-            tunnel_fail(t, "08P01", "expected HELLO, got %s", proto_type_name(h->type));
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "expected HELLO, got %s",
+                        proto_type_name(h->type));
             return -EPROTO;
         }
-        tunnel_fail(t, "08P01", "unexpected %s", proto_type_name(h->type));
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s", proto_type_name(h->type));
         return -EPROTO;
     }
 }
@@ -285,6 +295,8 @@ static void agent_shed(struct preauth_slot *slot, const char *why)
 
 static const struct tunnel_ops relay_tunnel_ops = {
     .on_control = agent_on_control,
+    .on_open_result = frontdoor_open_result,
+    .on_stream_done = frontdoor_stream_done,
     .on_up = agent_on_up,
     .on_tunnel_done = agent_on_tunnel_done,
 };
@@ -465,7 +477,8 @@ static long long agents_certs_recheck(struct relay *r, bool reverify, long long 
                     "tunnel closed agent=%s peer=%s reason=agent certificate no longer "
                     "accepted: %s",
                     a->name, a->peer, why);
-            tunnel_fail(a->t, "28000", "agent certificate no longer accepted: %s", why);
+            tunnel_fail(a->t, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
+                        "agent certificate no longer accepted: %s", why);
             continue;
         }
         if (a->not_after > 0 && (first == 0 || a->not_after < first))
