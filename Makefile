@@ -116,6 +116,13 @@ integration-asan:
 valgrind: build
 	PGBURROW_BIN=$(CURDIR)/build/release/bin PGBURROW_VALGRIND=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration/test_basics.py $(PYTEST_ARGS)
 
+# PostgreSQL's own regression, isolation and libpq_pipeline suites (Debian's source package,
+# fetched and built once into build/transparency/), run directly and through relay + agent:
+# any difference fails (tests/transparency/README.md). TRANSPARENCY_ARGS=--full: every test.
+.PHONY: transparency
+transparency: build
+	PGBURROW_BIN=$(CURDIR)/build/release/bin $(PY) tests/transparency/transparency.py $(TRANSPARENCY_ARGS)
+
 test: deps-test
 	@$(MAKE) --no-print-directory check-deps
 	@$(MAKE) --no-print-directory check-format
@@ -126,6 +133,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory integration-asan
 	@$(MAKE) --no-print-directory valgrind
+	@$(MAKE) --no-print-directory transparency
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 
 # ---- demo and bench ------------------------------------------------------------------------

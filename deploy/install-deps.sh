@@ -23,6 +23,9 @@ libpostgresql-jdbc-java haproxy libnss-wrapper clang-format"
     command -v javac >/dev/null 2>&1 || pkgs="$pkgs default-jdk-headless"
     command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
     command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
+    # Transparency check: fetches Debian's postgresql-15 source package (apt, signed by the
+    # archive keyring), unpacks it (dpkg-source) and builds its test programs (needs libssl-dev).
+    pkgs="$pkgs dpkg-dev debian-archive-keyring"
     ;;
 bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox \
 haproxy pgbouncer" ;;
