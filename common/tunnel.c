@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/sqlstate.h"
 
 /* DATA frames are cut so that header + body fill one 16 KiB TLS record exactly. */
 #define DATA_CHUNK (PROTO_MAX_DATA - PROTO_HDR_SIZE)
@@ -307,7 +308,7 @@ static void local_on_error(struct conn *c, int err, const char *reason)
         return;
     snprintf(msg, sizeof(msg), "%s", reason ? reason : uv_strerror(err));
     if (s->t && !s->t->closing)
-        send_error_frame(s->t, PROTO_RESET, s->id, "08006", msg);
+        send_error_frame(s->t, PROTO_RESET, s->id, SQLSTATE_CONNECTION_FAILURE, msg);
     stream_finish(s, msg);
 }
 
@@ -323,7 +324,8 @@ static void local_on_close(struct conn *c)
     if (s->state != ST_DONE) {
         /* closed under us (an error found inside a conn_* call): the peer must know */
         if (s->t && !s->t->closing)
-            send_error_frame(s->t, PROTO_RESET, s->id, "08006", "connection closed");
+            send_error_frame(s->t, PROTO_RESET, s->id, SQLSTATE_CONNECTION_FAILURE,
+                             "connection closed");
         stream_finish(s, "connection closed");
     } else {
         stream_free(s);
@@ -509,7 +511,7 @@ static int unknown_stream(struct tunnel *t, uint32_t id, const char *what)
 {
     if (id != 0 && id <= t->max_stream_id)
         return 0;
-    tunnel_fail(t, "08P01", "%s on unknown stream %u", what, id);
+    tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "%s on unknown stream %u", what, id);
     return -EPROTO;
 }
 
@@ -520,11 +522,13 @@ static int reader_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t le
     if (!s)
         return unknown_stream(t, id, "DATA");
     if (s->state != ST_OPEN || s->got_close || !s->local) {
-        tunnel_fail(t, "08P01", "DATA on stream %u that is not open for it", id);
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "DATA on stream %u that is not open for it",
+                    id);
         return -EPROTO;
     }
     if (len > s->recv_left) {
-        tunnel_fail(t, "08P01", "stream %u: DATA beyond the flow-control window", id);
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION,
+                    "stream %u: DATA beyond the flow-control window", id);
         return -EPROTO;
     }
     s->recv_left -= len;
@@ -546,31 +550,32 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
     if (h->type == PROTO_OPEN) {
         struct proto_open m;
         if (t->opener || !t->ops->on_open) {
-            tunnel_fail(t, "08P01", "OPEN sent to the relay");
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "OPEN sent to the relay");
             return -EPROTO;
         }
         if (h->stream_id <= t->max_stream_id) {
-            tunnel_fail(t, "08P01", "OPEN reuses stream id %u", h->stream_id);
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "OPEN reuses stream id %u", h->stream_id);
             return -EPROTO;
         }
         t->max_stream_id = h->stream_id;
         rc = proto_decode_open(body, h->length, &m);
         if (rc < 0) {
-            tunnel_fail(t, "08P01", "bad OPEN: %s", proto_strerror(rc));
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad OPEN: %s", proto_strerror(rc));
             return -EPROTO;
         }
         if (t->goaway_sent) {
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "57P03", "agent is shutting down");
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
+                             "agent is shutting down");
             return 0;
         }
         if (t->nstreams >= t->lim.max_streams) {
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "53300",
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_TOO_MANY_CONNECTIONS,
                              "too many streams on this tunnel");
             return 0;
         }
         if (t->ops->on_open(t, h->stream_id, &m) < 0 && !stream_find(t, h->stream_id) &&
             !t->closing)
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, "57P03",
+            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
                              "agent does not serve this route");
         return t->closing ? -ECONNRESET : 0;
     }
@@ -583,8 +588,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
     case PROTO_OPEN_OK:
     case PROTO_OPEN_FAIL:
         if (!t->opener || s->state != ST_OPENING) {
-            tunnel_fail(t, "08P01", "unexpected %s on stream %u", proto_type_name(h->type),
-                        h->stream_id);
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s on stream %u",
+                        proto_type_name(h->type), h->stream_id);
             return -EPROTO;
         }
         if (h->type == PROTO_OPEN_OK) {
@@ -595,7 +600,7 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
         }
         rc = proto_decode_error(body, h->length, &e);
         if (rc < 0) {
-            tunnel_fail(t, "08P01", "bad OPEN_FAIL: %s", proto_strerror(rc));
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad OPEN_FAIL: %s", proto_strerror(rc));
             return -EPROTO;
         }
         if (s->sops->on_open_result)
@@ -605,7 +610,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
     case PROTO_WINDOW:
         if (proto_decode_window(body, h->length, &inc) < 0 ||
             s->send_credit + inc > PROTO_MAX_WINDOW) {
-            tunnel_fail(t, "08P01", "stream %u: bad WINDOW increment", h->stream_id);
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "stream %u: bad WINDOW increment",
+                        h->stream_id);
             return -EPROTO;
         }
         s->send_credit += inc;
@@ -613,7 +619,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
         return 0;
     case PROTO_CLOSE:
         if (s->got_close || s->state != ST_OPEN) {
-            tunnel_fail(t, "08P01", "unexpected CLOSE on stream %u", h->stream_id);
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected CLOSE on stream %u",
+                        h->stream_id);
             return -EPROTO;
         }
         s->got_close = true;
@@ -631,7 +638,7 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
         char msg[PROTO_MSG_MAX + 32];
         rc = proto_decode_error(body, h->length, &e);
         if (rc < 0) {
-            tunnel_fail(t, "08P01", "bad RESET: %s", proto_strerror(rc));
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad RESET: %s", proto_strerror(rc));
             return -EPROTO;
         }
         snprintf(msg, sizeof(msg), "reset by peer: %s", e.message);
@@ -641,7 +648,8 @@ static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const ui
         return 0;
     }
     default:
-        tunnel_fail(t, "08P01", "unexpected %s frame", proto_type_name(h->type));
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s frame",
+                    proto_type_name(h->type));
         return -EPROTO;
     }
 }
@@ -689,7 +697,7 @@ static size_t tunnel_on_read(struct conn *c, const uint8_t *data, size_t len)
     t->last_rx_ms = uv_now(t->loop);
     int rc = proto_reader_feed(&t->reader, data, len, &reader_ops, t);
     if (rc < 0 && !t->closing)
-        tunnel_fail(t, "08P01", "protocol error: %s", proto_strerror(rc));
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "protocol error: %s", proto_strerror(rc));
     return len;
 }
 
@@ -897,7 +905,7 @@ void tunnel_goaway(struct tunnel *t, const char *msg)
     if (t->closing || t->goaway_sent)
         return;
     memset(&g, 0, sizeof(g));
-    snprintf(g.code, sizeof(g.code), "00000");
+    snprintf(g.code, sizeof(g.code), "%s", SQLSTATE_SUCCESSFUL_COMPLETION);
     snprintf(g.message, sizeof(g.message), "%s", msg);
     g.last_stream_id = t->max_stream_id;
     int n = proto_encode_goaway(t->scratch, sizeof(t->scratch), &g);
