@@ -99,3 +99,38 @@ def test_bad_flag_value(binaries, certs, tmp_path, kind):
     r = run(kind, "--check-config", "-c", path, flag)
     assert r.returncode != 0, r.stderr
     assert flag.split("=")[0].split(".")[-1] in r.stderr, r.stderr
+
+
+# The limits on what unauthenticated peers (relay) and a relay (agent) can make a daemon hold:
+# (daemon, key, a value at a bound, a value just past it).
+LIMIT_KEYS = [
+    ("relay", "max_pending", "1", "0"),
+    ("relay", "max_pending_per_source", "0", "1000001"),
+    ("relay", "handshake_rate", "0", "-1"),
+    ("relay", "handshake_burst", "1000000", "0"),
+    ("relay", "hello_timeout", "24h", "0"),
+    ("agent", "max_streams_per_tunnel", "100000", "100001"),
+    ("agent", "max_stream_window", "16k", "17M"),
+]
+
+
+@pytest.mark.parametrize("kind,key,good,bad", LIMIT_KEYS)
+def test_check_config_limit_keys(binaries, certs, tmp_path, kind, key, good, bad):
+    """--check-config takes each limit key at its bound, and refuses a value past it, as a flag
+    or in the file (naming the file, line and key)."""
+    sections = good_config(kind, tmp_path, certs)
+    sections[0][1][key] = good
+    path = write_ini(str(tmp_path / ("%s.ini" % kind)), sections)
+    r = run(kind, "--check-config", "-c", path)
+    assert r.returncode == 0, "%s = %s refused:\n%s%s" % (key, good, r.stdout, r.stderr)
+    r = run(kind, "--check-config", "-c", path, "--%s.%s=%s" % (kind, key, bad))
+    assert r.returncode != 0, "--%s.%s=%s accepted:\n%s" % (kind, key, bad, r.stdout)
+    assert "command line: [%s] %s:" % (kind, key) in r.stderr, r.stderr
+
+    sections[0][1][key] = bad
+    path = write_ini(str(tmp_path / ("%s.ini" % kind)), sections)
+    with open(path) as f:
+        lineno = next(i for i, l in enumerate(f, 1) if l.startswith(key + " "))
+    r = run(kind, "--check-config", "-c", path)
+    assert r.returncode != 0, "%s = %s accepted:\n%s" % (key, bad, r.stdout)
+    assert "%s.ini:%d: [%s] %s:" % (kind, lineno, kind, key) in r.stderr, r.stderr

@@ -501,6 +501,11 @@ static const char relay_good[] = "; pgburrow relay\n"
                                  "dead_timeout = 2s\n"
                                  "max_sessions = 500\n"
                                  "max_streams_per_tunnel = 200\n"
+                                 "max_pending = 64\n"
+                                 "max_pending_per_source = 0\n"
+                                 "handshake_rate = 0\n"
+                                 "handshake_burst = 5\n"
+                                 "hello_timeout = 2s\n"
                                  "log_level = debug\n"
                                  "log_format = json\n"
                                  "log_file = /var/log/pgburrow/relay.log\n"
@@ -526,6 +531,11 @@ static void test_relay_defaults(void **state)
     assert_int_equal(c.dead_timeout_ms, 4000);
     assert_int_equal(c.max_sessions, 10000);
     assert_int_equal(c.max_streams, 10000);
+    assert_int_equal(c.max_pending, 256);
+    assert_int_equal(c.max_pending_per_source, 128);
+    assert_int_equal(c.handshake_rate, 100);
+    assert_int_equal(c.handshake_burst, 200);
+    assert_int_equal(c.hello_timeout_ms, 5000);
     assert_string_equal(c.log_level, "info");
     assert_string_equal(c.log_format, "text");
     assert_null(c.log_file);
@@ -562,6 +572,11 @@ static void test_relay_good(void **state)
     assert_int_equal(c.dead_timeout_ms, 2000);
     assert_int_equal(c.max_sessions, 500);
     assert_int_equal(c.max_streams, 200);
+    assert_int_equal(c.max_pending, 64);
+    assert_int_equal(c.max_pending_per_source, 0); /* 0: no per-source limit */
+    assert_int_equal(c.handshake_rate, 0);         /* 0: no rate limit */
+    assert_int_equal(c.handshake_burst, 5);
+    assert_int_equal(c.hello_timeout_ms, 2000);
     assert_string_equal(c.log_level, "debug");
     assert_string_equal(c.log_format, "json");
     assert_string_equal(c.log_file, "/var/log/pgburrow/relay.log");
@@ -596,6 +611,16 @@ static void test_relay_value_errors(void **state)
         {"dead_timeout = 25h", "[relay] dead_timeout: must be from 1ms to 24h, got \"25h\""},
         {"max_sessions = 0",
          "[relay] max_sessions: expected an integer from 1 to 1000000, got \"0\""},
+        {"max_pending = 0",
+         "[relay] max_pending: expected an integer from 1 to 1000000, got \"0\""},
+        {"max_pending_per_source = 1000001",
+         "[relay] max_pending_per_source: expected an integer from 0 to 1000000, got "
+         "\"1000001\""},
+        {"handshake_rate = -1",
+         "[relay] handshake_rate: expected an integer from 0 to 1000000, got \"-1\""},
+        {"handshake_burst = 0",
+         "[relay] handshake_burst: expected an integer from 1 to 1000000, got \"0\""},
+        {"hello_timeout = 0", "[relay] hello_timeout: must be from 1ms to 24h, got \"0\""},
         {"tls_min_version = TLSv1.1",
          "[relay] tls_min_version: TLSv1.1 is not allowed (obsolete, RFC 8996): use TLSv1.2 or "
          "TLSv1.3"},
@@ -784,6 +809,50 @@ static void test_relay_missing_file(void **state)
     relay_config_free(&c);
 }
 
+/* The sample configurations (run from the top of the tree, as make unit does) parse, and the
+ * limits they set are the defaults they say they are. */
+static void test_sample_configs(void **state)
+{
+    char err[CONFIG_ERR_MAX] = "";
+    struct relay_config r, rd;
+    struct agent_config a, ad;
+
+    relay_config_init(&r);
+    relay_config_init(&rd);
+    assert_int_equal(relay_config_build(&r, "deploy/relay.ini", 0, NULL, err), 0);
+    assert_int_equal(r.startup_timeout_ms, rd.startup_timeout_ms);
+    assert_int_equal(r.drain_timeout_ms, rd.drain_timeout_ms);
+    assert_int_equal(r.ping_interval_ms, rd.ping_interval_ms);
+    assert_int_equal(r.dead_timeout_ms, rd.dead_timeout_ms);
+    assert_int_equal(r.max_sessions, rd.max_sessions);
+    assert_int_equal(r.max_streams, rd.max_streams);
+    assert_int_equal(r.stream_window, rd.stream_window);
+    assert_int_equal(r.max_sessions_per_source, rd.max_sessions_per_source);
+    assert_int_equal(r.max_tunnels_per_agent, rd.max_tunnels_per_agent);
+    assert_int_equal(r.max_pending, rd.max_pending);
+    assert_int_equal(r.max_pending_per_source, rd.max_pending_per_source);
+    assert_int_equal(r.handshake_rate, rd.handshake_rate);
+    assert_int_equal(r.handshake_burst, rd.handshake_burst);
+    assert_int_equal(r.hello_timeout_ms, rd.hello_timeout_ms);
+    relay_config_free(&r);
+    relay_config_free(&rd);
+
+    agent_config_init(&a);
+    agent_config_init(&ad);
+    assert_int_equal(agent_config_build(&a, "deploy/agent.ini", 0, NULL, err), 0);
+    assert_int_equal(a.reconnect_min_ms, ad.reconnect_min_ms);
+    assert_int_equal(a.reconnect_max_ms, ad.reconnect_max_ms);
+    assert_int_equal(a.connect_timeout_ms, ad.connect_timeout_ms);
+    assert_int_equal(a.resolve_interval_ms, ad.resolve_interval_ms);
+    assert_int_equal(a.drain_timeout_ms, ad.drain_timeout_ms);
+    assert_int_equal(a.ping_interval_ms, ad.ping_interval_ms);
+    assert_int_equal(a.dead_timeout_ms, ad.dead_timeout_ms);
+    assert_int_equal(a.max_streams, ad.max_streams);
+    assert_int_equal(a.max_stream_window, ad.max_stream_window);
+    agent_config_free(&a);
+    agent_config_free(&ad);
+}
+
 /* ---- agent ------------------------------------------------------------------------------- */
 
 static const char agent_good[] =
@@ -794,6 +863,8 @@ static const char agent_good[] =
     "connect_timeout = 2s\n"
     "ping_interval = 2s\n"
     "dead_timeout = 10s\n"
+    "max_streams_per_tunnel = 50\n"
+    "max_stream_window = 64k\n"
     "log_level = warn\n"
     "log_format = json\n"
     "log_file = /tmp/agent.log\n"
@@ -814,6 +885,8 @@ static void test_agent_defaults(void **state)
     assert_int_equal(c.connect_timeout_ms, 5000);
     assert_int_equal(c.ping_interval_ms, 1000);
     assert_int_equal(c.dead_timeout_ms, 4000);
+    assert_int_equal(c.max_streams, 1000);
+    assert_int_equal(c.max_stream_window, 1024 * 1024);
     assert_string_equal(c.log_level, "info");
     assert_string_equal(c.log_format, "text");
     assert_null(c.relay_server_name);
@@ -844,6 +917,8 @@ static void test_agent_good(void **state)
     assert_int_equal(c.connect_timeout_ms, 2000);
     assert_int_equal(c.ping_interval_ms, 2000);
     assert_int_equal(c.dead_timeout_ms, 10000);
+    assert_int_equal(c.max_streams, 50);
+    assert_int_equal(c.max_stream_window, 64 * 1024);
     assert_string_equal(c.log_level, "warn");
     assert_string_equal(c.log_format, "json");
     assert_string_equal(c.log_file, "/tmp/agent.log");
@@ -887,6 +962,12 @@ static void test_agent_errors(void **state)
          ":2: [agent] connect_timeout: expected a duration such as 250ms, 5s, 2m or 1h, got "
          "\"soon\""},
         {"[agent]\nagents = x\n", ":2: [agent] agents: unknown key"},
+        {"[agent]\nmax_streams_per_tunnel = 0\n",
+         ":2: [agent] max_streams_per_tunnel: expected an integer from 1 to 100000, got \"0\""},
+        {"[agent]\nmax_stream_window = 8k\n",
+         ":2: [agent] max_stream_window: must be from 16k to 16M, got \"8k\""},
+        {"[agent]\nmax_stream_window = 17M\n",
+         ":2: [agent] max_stream_window: must be from 16k to 16M, got \"17M\""},
         {"[relay]\n", ":1: [relay]: unknown section"},
         {"[route r]\nhost = var/run\n",
          ":2: [route r] host: expected an absolute socket directory, a host name or an IP "
@@ -972,6 +1053,7 @@ int main(void)
         cmocka_unit_test(test_relay_check),
         cmocka_unit_test(test_relay_flags_override),
         cmocka_unit_test(test_relay_missing_file),
+        cmocka_unit_test(test_sample_configs),
         cmocka_unit_test(test_agent_defaults),
         cmocka_unit_test(test_agent_good),
         cmocka_unit_test(test_agent_errors),
