@@ -124,6 +124,26 @@ bool cidr_match(const struct cidr *c, const uint8_t addr[16])
     return (c->addr[full] & mask) == (addr[full] & mask);
 }
 
+void cidr_source_key(const char *peer, unsigned v4_bits, unsigned v6_bits, uint8_t key[16])
+{
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned bits;
+
+    if (cidr_addr_parse(peer, key) < 0) {
+        memset(key, 0, 16);
+        return;
+    }
+    if (memcmp(key, v4mapped, 12) == 0)
+        bits = 96 + (v4_bits < 32 ? v4_bits : 32);
+    else
+        bits = v6_bits < 128 ? v6_bits : 128;
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned have = bits > 8 * i ? bits - 8 * i : 0;
+        if (have < 8)
+            key[i] &= (uint8_t)(0xff00u >> have);
+    }
+}
+
 static int cidr_list_add(void *ctx, const char *item, char *err)
 {
     struct cidr_list *l = ctx;

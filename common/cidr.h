@@ -37,6 +37,12 @@ int cidr_addr_parse(const char *s, uint8_t out[16]);
 
 bool cidr_match(const struct cidr *c, const uint8_t addr[16]);
 
+/* The source of peer (an address as cidr_addr_parse takes it) for per-source limits: its
+ * first v4_bits bits (IPv4, also as ::ffff:a.b.c.d; at most 32) or v6_bits bits (IPv6; at most
+ * 128), the rest zero, as 16 bytes. An IPv4 address is /32, an IPv6 host usually owns a /64.
+ * Anything unparsable is the all-zero source, so that it is limited too. */
+void cidr_source_key(const char *peer, unsigned v4_bits, unsigned v6_bits, uint8_t key[16]);
+
 /* "a, b, c" (config_parse_list syntax). Replaces *out only on success. */
 int cidr_list_parse(const char *s, struct cidr_list *out, char *err);
 /* An empty list (n == 0) means "not configured" to callers; it matches nothing here. */

@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
+#include "common/cidr.h"
 #include "common/keytab.h"
 #include "common/log.h"
 #include "common/tunnel.h"
@@ -96,49 +97,6 @@ void relay_cancel_limiter_set_prefix(struct relay_cancel_limiter *l, unsigned v4
 {
     l->v4_prefix = v4_prefix <= 32 ? v4_prefix : 32;
     l->v6_prefix = v6_prefix <= 64 ? v6_prefix : 64;
-}
-
-/* Keep the first bits of addr[len] (bytes), zero the rest. */
-static void keep_prefix(uint8_t *addr, size_t len, unsigned bits)
-{
-    for (size_t i = 0; i < len; i++) {
-        unsigned have = bits > 8 * i ? bits - 8 * (unsigned)i : 0;
-        if (have < 8)
-            addr[i] &= (uint8_t)(0xff00u >> have);
-    }
-}
-
-/* The source of "ip:port" / "[v6]:port": an IPv4 address as IPv4-mapped IPv6, or an IPv6
- * /64. Anything unparsable shares the all-zero source (so it is still limited). */
-static void source_of(const char *peer, uint8_t src[16])
-{
-    char host[64];
-    const char *colon = strrchr(peer, ':');
-    uint8_t a[16];
-
-    memset(src, 0, 16);
-    if (!colon || (size_t)(colon - peer) >= sizeof(host))
-        return;
-    memcpy(host, peer, (size_t)(colon - peer));
-    host[colon - peer] = '\0';
-    if (host[0] == '[') {
-        size_t n = strlen(host);
-        if (n < 3 || host[n - 1] != ']')
-            return;
-        host[n - 1] = '\0';
-        if (uv_inet_pton(AF_INET6, host + 1, a) != 0)
-            return;
-        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(a, v4mapped, 12) == 0)
-            memcpy(src, a, 16);
-        else
-            memcpy(src, a, 8);
-        return;
-    }
-    if (uv_inet_pton(AF_INET, host, a) != 0)
-        return;
-    src[10] = src[11] = 0xff;
-    memcpy(src + 12, a, 4);
 }
 
 static uint32_t source_bucket(const struct relay_cancel_limiter *l, const uint8_t src[16])
@@ -222,12 +180,7 @@ bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer,
                                bool *log_drop, uint32_t *suppressed)
 {
     uint8_t src[16];
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    source_of(peer, src);
-    if (memcmp(src, v4mapped, 12) == 0)
-        keep_prefix(src + 12, 4, l->v4_prefix);
-    else
-        keep_prefix(src, 8, l->v6_prefix);
+    cidr_source_key(peer, l->v4_prefix, l->v6_prefix, src);
     struct limiter_entry *e = limiter_entry(l, src, now_ms);
     uint64_t full = (uint64_t)l->burst * MILLI;
 

@@ -14,6 +14,8 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
+#include "common/cidr.h"
+
 #define MILLI 1000u
 #define INITIAL_BUCKETS 64
 
@@ -75,34 +77,6 @@ void preauth_free(struct preauth *p)
     }
     free(p->buckets);
     free(p);
-}
-
-void preauth_source_key(const char *peer, uint8_t key[16])
-{
-    char host[64];
-    const char *colon = strrchr(peer, ':');
-    uint8_t a[16];
-
-    memset(key, 0, 16);
-    if (!colon || (size_t)(colon - peer) >= sizeof(host))
-        return;
-    memcpy(host, peer, (size_t)(colon - peer));
-    host[colon - peer] = '\0';
-    if (host[0] == '[') {
-        size_t n = strlen(host);
-        if (n < 3 || host[n - 1] != ']')
-            return;
-        host[n - 1] = '\0';
-        if (uv_inet_pton(AF_INET6, host + 1, a) != 0)
-            return;
-        static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        memcpy(key, a, memcmp(a, v4mapped, 12) == 0 ? 16 : 8);
-        return;
-    }
-    if (uv_inet_pton(AF_INET, host, a) != 0)
-        return;
-    key[10] = key[11] = 0xff;
-    memcpy(key + 12, a, 4);
 }
 
 static uint32_t hash_of(const struct preauth *p, const uint8_t key[16])
@@ -186,7 +160,7 @@ static struct preauth_source *source_get(struct preauth *p, const char *peer)
     uint8_t key[16];
     struct preauth_source *s;
 
-    preauth_source_key(peer, key);
+    cidr_source_key(peer, PREAUTH_SOURCE_V4_BITS, PREAUTH_SOURCE_V6_BITS, key);
     for (s = p->buckets[hash_of(p, key) & (p->nbuckets - 1)]; s; s = s->hnext) {
         if (memcmp(s->key, key, 16) == 0) {
             if (!s->pending) {

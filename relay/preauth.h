@@ -28,6 +28,9 @@
 #include <stdint.h>
 
 #define PREAUTH_IDLE_SOURCES 4096
+/* a source: an IPv4 address, an IPv6 /64 (cidr_source_key) */
+#define PREAUTH_SOURCE_V4_BITS 32
+#define PREAUTH_SOURCE_V6_BITS 64
 /* refusal log lines: per source and reason, and for the whole relay (tokens per second, burst) */
 #define PREAUTH_LOG_RATE 1
 #define PREAUTH_LOG_BURST 10
@@ -66,10 +69,6 @@ struct preauth_limits {
 
 struct preauth *preauth_new(void);    /* returns new, NULL on ENOMEM */
 void preauth_free(struct preauth *p); /* NULL-tolerant; every slot must be released */
-
-/* The source of "ip:port" / "[v6]:port": IPv4 as IPv4-mapped IPv6, IPv6 cut to its /64.
- * Anything unparsable is the all-zero source. */
-void preauth_source_key(const char *peer, uint8_t key[16]);
 
 /* Hold slot s (not held) for peer's source. 0, -EBUSY when the source already holds
  * max_pending_per_source slots, -ENOMEM. The relay-wide limit is the caller's: over it, shed

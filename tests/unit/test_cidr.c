@@ -138,12 +138,50 @@ static void test_list(void **state)
     cidr_list_free(NULL);
 }
 
+/* The sources of per-source limits (relay/preauth: /32 and /64; relay/cancel: also /24, /48). */
+static void test_source_key(void **state)
+{
+    uint8_t a[16], b[16], zero[16] = {0};
+
+    cidr_source_key("10.0.0.1:5555", 32, 64, a);
+    cidr_source_key("10.0.0.1:6666", 32, 64, b);
+    assert_memory_equal(a, b, 16);
+    cidr_source_key("[::ffff:10.0.0.1]:1", 32, 64, b);
+    assert_memory_equal(a, b, 16); /* a dual-stack listener's IPv4 client */
+    cidr_source_key("10.0.0.2:1", 32, 64, b);
+    assert_memory_not_equal(a, b, 16);
+    cidr_source_key("10.0.0.2:1", 24, 48, b);
+    cidr_source_key("10.0.0.250:1", 24, 48, a);
+    assert_memory_equal(a, b, 16); /* one /24 */
+    cidr_source_key("10.0.1.2:1", 24, 48, a);
+    assert_memory_not_equal(a, b, 16);
+
+    cidr_source_key("[2001:db8:1:2:aaaa::1]:1", 32, 64, a);
+    cidr_source_key("[2001:db8:1:2:bbbb::9]:2", 32, 64, b);
+    assert_memory_equal(a, b, 16); /* one /64 */
+    cidr_source_key("[2001:db8:1:3::1]:1", 32, 64, b);
+    assert_memory_not_equal(a, b, 16);
+    cidr_source_key("[2001:db8:1:ffff::1]:1", 32, 48, a);
+    cidr_source_key("[2001:db8:1:3::1]:1", 32, 48, b);
+    assert_memory_equal(a, b, 16); /* one /48 */
+    static const uint8_t v6_64[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 2};
+    cidr_source_key("[2001:db8:1:2:aaaa::1]:1", 32, 64, a);
+    assert_memory_equal(a, v6_64, 16);
+
+    /* unparsable: one all-zero source */
+    cidr_source_key("unix", 32, 64, a);
+    assert_memory_equal(a, zero, 16);
+    cidr_source_key("[2001:db8::1:1", 32, 64, a);
+    assert_memory_equal(a, zero, 16);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ipv4),         cmocka_unit_test(test_ipv6),
         cmocka_unit_test(test_mapped),       cmocka_unit_test(test_addr_with_port),
         cmocka_unit_test(test_parse_errors), cmocka_unit_test(test_list),
+        cmocka_unit_test(test_source_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

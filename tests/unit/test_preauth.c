@@ -14,22 +14,6 @@
 static const struct preauth_limits lim = {
     .max_pending = 100, .max_pending_per_source = 3, .handshake_rate = 10, .handshake_burst = 2};
 
-static void source_keys(void **state)
-{
-    (void)state;
-    uint8_t a[16], b[16];
-    preauth_source_key("10.0.0.1:5555", a);
-    preauth_source_key("10.0.0.1:6666", b);
-    assert_memory_equal(a, b, 16);
-    preauth_source_key("[::ffff:10.0.0.1]:1", b);
-    assert_memory_equal(a, b, 16);
-    preauth_source_key("[2001:db8:1:2:aaaa::1]:1", a);
-    preauth_source_key("[2001:db8:1:2:bbbb::9]:2", b);
-    assert_memory_equal(a, b, 16); /* one /64 */
-    preauth_source_key("[2001:db8:1:3::1]:1", b);
-    assert_memory_not_equal(a, b, 16);
-}
-
 static void per_source_cap_and_release(void **state)
 {
     (void)state;
@@ -155,7 +139,6 @@ static void idle_sources_bounded(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(source_keys),
         cmocka_unit_test(per_source_cap_and_release),
         cmocka_unit_test(victim_is_oldest_of_heaviest),
         cmocka_unit_test(deadlines),
