@@ -267,15 +267,8 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
         return config_set_duration(&c->dead_timeout_ms, value, err);
     if (strcmp(key, "max_streams_per_tunnel") == 0)
         return config_parse_uint(value, 1, 100000, &c->max_streams, err);
-    if (strcmp(key, "max_stream_window") == 0) {
-        if (config_parse_size(value, &c->max_stream_window, err) < 0)
-            return -EINVAL;
-        if (c->max_stream_window < 16384 || c->max_stream_window > PROTO_MAX_WINDOW) {
-            config_err(err, "must be from 16k to 16M, got \"%.80s\"", value);
-            return -EINVAL;
-        }
-        return 0;
-    }
+    if (strcmp(key, "max_stream_window") == 0)
+        return config_set_window(&c->max_stream_window, value, err);
     if (strcmp(key, "log_level") == 0)
         return config_set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)

@@ -23,6 +23,7 @@
  */
 #include "common/config.h"
 #include "common/log.h"
+#include "proto/proto.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -746,6 +747,20 @@ int config_set_duration(uint64_t *dst, const char *value, char *err)
         return -EINVAL;
     }
     *dst = ms;
+    return 0;
+}
+
+int config_set_window(uint64_t *dst, const char *value, char *err)
+{
+    uint64_t size;
+
+    if (config_parse_size(value, &size, err) < 0)
+        return -EINVAL;
+    if (size < CONFIG_WINDOW_MIN || size > PROTO_MAX_WINDOW) {
+        config_err(err, "must be from 16k to 16M, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    *dst = size;
     return 0;
 }
 

@@ -65,6 +65,9 @@ void config_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2
 int config_set_optional(char **dst, const char *value);
 /* A duration from 1ms to 24h. */
 int config_set_duration(uint64_t *dst, const char *value, char *err);
+/* A per-stream flow-control window: a size from 16k to 16M (PROTO_MAX_WINDOW). */
+#define CONFIG_WINDOW_MIN 16384
+int config_set_window(uint64_t *dst, const char *value, char *err);
 /* log_level / log_format values, validated, kept as strings. */
 int config_set_log_level(char **dst, const char *value, char *err);
 int config_set_log_format(char **dst, const char *value, char *err);

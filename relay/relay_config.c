@@ -286,15 +286,8 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return set_count(&c->max_streams, value, err);
     if (strcmp(key, "max_sessions_per_source") == 0)
         return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_sessions_per_source, err);
-    if (strcmp(key, "stream_window") == 0) {
-        if (config_parse_size(value, &c->stream_window, err) < 0)
-            return -EINVAL;
-        if (c->stream_window < 16384 || c->stream_window > PROTO_MAX_WINDOW) {
-            config_err(err, "must be from 16k to 16M, got \"%.80s\"", value);
-            return -EINVAL;
-        }
-        return 0;
-    }
+    if (strcmp(key, "stream_window") == 0)
+        return config_set_window(&c->stream_window, value, err);
     if (strcmp(key, "max_tunnels_per_agent") == 0)
         return config_parse_uint(value, 1, 1024, &c->max_tunnels_per_agent, err);
     if (strcmp(key, "max_pending") == 0)

@@ -621,6 +621,7 @@ static void test_relay_value_errors(void **state)
         {"handshake_burst = 0",
          "[relay] handshake_burst: expected an integer from 1 to 1000000, got \"0\""},
         {"hello_timeout = 0", "[relay] hello_timeout: must be from 1ms to 24h, got \"0\""},
+        {"stream_window = 8k", "[relay] stream_window: must be from 16k to 16M, got \"8k\""},
         {"tls_min_version = TLSv1.1",
          "[relay] tls_min_version: TLSv1.1 is not allowed (obsolete, RFC 8996): use TLSv1.2 or "
          "TLSv1.3"},
