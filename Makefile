@@ -155,7 +155,7 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
-FUZZ_ROLE_SRC := $(filter-out agent/main.c,$(AGENT_SRC))
+FUZZ_ROLE_SRC := $(filter-out agent/main.c relay/main.c,$(AGENT_SRC) $(RELAY_SRC))
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(FUZZ_ROLE_SRC)
 	@mkdir -p $(@D)
 	clang -std=c11 -D_GNU_SOURCE -DPGB_VERSION='"$(VERSION)"' -I. -g -O1 \

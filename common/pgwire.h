@@ -52,27 +52,6 @@ struct pgwire_startup {
 int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err);
 
 /*
- * Find "-c pgburrow.route=NAME" (also "-cpgburrow.route=NAME", "--pgburrow.route=NAME")
- * in an options string, honouring PostgreSQL's backslash escapes and whitespace splitting.
- * Returns 1 and copies NAME into route[cap] when found, 0 when absent, -EINVAL when the value
- * is not a valid route name (or does not fit in cap). When set several times, the last
- * setting counts, as in the server.
- */
-int pgwire_options_route(const char *options, char *route, size_t cap);
-
-/*
- * Find Neon-style "endpoint=NAME" words in an options string (libpq: options=endpoint%3DNAME),
- * for clients that cannot send SNI. Only words that stand alone count (not the argument of an
- * option such as "-c endpoint=x"). Returns 1 and copies NAME of the last such word into
- * route[cap], 0 when there is none, -EINVAL when a value is not a valid route name.
- * rest[restcap] receives the options without those words (the other words unchanged, one
- * blank apart), for PostgreSQL, which would refuse them; restcap > strlen(options) always
- * suffices (-ENOSPC otherwise).
- */
-int pgwire_options_endpoint(const char *options, char *route, size_t cap, char *rest,
-                            size_t restcap);
-
-/*
  * Rebuild the StartupMessage parsed into su with its "options" parameter set to options, or
  * dropped when options is NULL or empty (earlier duplicates, which the server ignores, are
  * dropped too). The order of the other parameters is kept. Writes out[cap]; returns the new

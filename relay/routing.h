@@ -30,6 +30,27 @@ struct routing_result {
     char options[PGWIRE_STARTUP_MAX]; /* the options without them ("" = drop the parameter) */
 };
 
+/*
+ * Find "-c pgburrow.route=NAME" (also "-cpgburrow.route=NAME", "--pgburrow.route=NAME")
+ * in an options string, honouring PostgreSQL's backslash escapes and whitespace splitting.
+ * Returns 1 and copies NAME into route[cap] when found, 0 when absent, -EINVAL when the value
+ * is not a valid route name (or does not fit in cap). When set several times, the last
+ * setting counts, as in the server.
+ */
+int routing_options_route(const char *options, char *route, size_t cap);
+
+/*
+ * Find Neon-style "endpoint=NAME" words in an options string (libpq: options=endpoint%3DNAME),
+ * for clients that cannot send SNI. Only words that stand alone count (not the argument of an
+ * option such as "-c endpoint=x"). Returns 1 and copies NAME of the last such word into
+ * route[cap], 0 when there is none, -EINVAL when a value is not a valid route name.
+ * rest[restcap] receives the options without those words (the other words unchanged, one
+ * blank apart), for PostgreSQL, which would refuse them; restcap > strlen(options) always
+ * suffices (-ENOSPC otherwise).
+ */
+int routing_options_endpoint(const char *options, char *route, size_t cap, char *rest,
+                             size_t restcap);
+
 /* 1 and LABEL in route[cap] when sni is LABEL.<domain> for one of domains (compared without
  * regard to case, as DNS does; LABEL is kept as sent); 0 when sni is NULL or under no domain;
  * -EINVAL when what precedes the domain is not a route name (e.g. "a.b" or too long). */

@@ -1,8 +1,8 @@
 /*
  * libFuzzer harness for common/pgwire: classify the input as the first bytes of a client
  * connection, parse it as a StartupMessage (as given, and with its length word fixed up so
- * that the parser goes past the length check), and scan its options for a route; also scan
- * the raw input as an options string and build an ErrorResponse from it.
+ * that the parser goes past the length check), and scan its options for a route (relay/routing);
+ * also scan the raw input as an options string and build an ErrorResponse from it.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -11,6 +11,7 @@
 
 #include "common/pgwire.h"
 #include "proto/proto.h"
+#include "relay/routing.h"
 
 /* Everything a successful parse hands back must point into the packet. */
 static void check_startup(const uint8_t *pkt, size_t len, const struct pgwire_startup *st)
@@ -26,7 +27,7 @@ static void check_startup(const uint8_t *pkt, size_t len, const struct pgwire_st
         if (st->names[i][0] == '\0')
             abort();
     }
-    if (st->options && pgwire_options_route(st->options, route, sizeof(route)) == 1 &&
+    if (st->options && routing_options_route(st->options, route, sizeof(route)) == 1 &&
         !proto_name_valid(route))
         abort();
 }
@@ -64,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, data, size);
     s[size] = '\0';
-    int r = pgwire_options_route(s, route, sizeof(route));
+    int r = routing_options_route(s, route, sizeof(route));
     if (r == 1 && !proto_name_valid(route))
         abort();
     if (r != 0 && r != 1 && r != -EINVAL)

@@ -349,103 +349,6 @@ static void test_startup_duplicate_last_wins(void **state)
     assert_int_equal(st.nparams, 3);
 }
 
-/* ---- options ------------------------------------------------------------------------------ */
-
-static int route_of(const char *options, char *route)
-{
-    memset(route, 0, PROTO_NAME_MAX);
-    return pgwire_options_route(options, route, PROTO_NAME_MAX);
-}
-
-static void test_options_forms(void **state)
-{
-    char r[PROTO_NAME_MAX];
-    assert_int_equal(route_of("-c pgburrow.route=db1", r), 1);
-    assert_string_equal(r, "db1");
-    assert_int_equal(route_of("-cpgburrow.route=db2", r), 1);
-    assert_string_equal(r, "db2");
-    assert_int_equal(route_of("--pgburrow.route=db3", r), 1);
-    assert_string_equal(r, "db3");
-    assert_int_equal(route_of(" \t-c\n  pgburrow.route=db.4-x_y  ", r), 1);
-    assert_string_equal(r, "db.4-x_y");
-    /* GUC names are case-insensitive in PostgreSQL. */
-    assert_int_equal(route_of("-c PGBURROW.Route=db5", r), 1);
-    assert_string_equal(r, "db5");
-    assert_int_equal(
-        route_of("-c search_path=app -c pgburrow.route=shop --statement_timeout=5s", r), 1);
-    assert_string_equal(r, "shop");
-}
-
-static void test_options_absent(void **state)
-{
-    char r[PROTO_NAME_MAX];
-    assert_int_equal(pgwire_options_route(NULL, r, sizeof(r)), 0);
-    assert_int_equal(route_of("", r), 0);
-    assert_int_equal(route_of("   ", r), 0);
-    assert_int_equal(route_of("-c search_path=x", r), 0);
-    assert_int_equal(route_of("pgburrow.route=x", r), 0);     /* not an option */
-    assert_int_equal(route_of("-c pgburrow.routex=a", r), 0); /* another GUC */
-    assert_int_equal(route_of("-c xpgburrow.route=a", r), 0);
-    assert_int_equal(route_of("-c", r), 0);                     /* missing argument */
-    assert_int_equal(route_of("-- -c pgburrow.route=a", r), 0); /* "--" ends options */
-    /* -c takes the next word whatever it is, so the route word is a stray argument. */
-    assert_int_equal(route_of("-c application_name=-c pgburrow.route=x", r), 0);
-    assert_int_equal(route_of("-c -cpgburrow.route=x", r), 0);
-    assert_string_equal(r, "");
-}
-
-static void test_options_getopt_clusters(void **state)
-{
-    char r[PROTO_NAME_MAX];
-    /* -e takes no argument, so c follows in the same cluster. */
-    assert_int_equal(route_of("-ec pgburrow.route=a", r), 1);
-    assert_string_equal(r, "a");
-    /* -B takes an argument ("c"), so the next word is not -c's. */
-    assert_int_equal(route_of("-Bc pgburrow.route=a", r), 0);
-    assert_int_equal(route_of("-e-pgburrow.route=b", r), 1);
-    assert_string_equal(r, "b");
-}
-
-static void test_options_escapes(void **state)
-{
-    char r[PROTO_NAME_MAX];
-    /* "-c\ pgburrow.route=x" is one word "-c pgburrow.route=x": the server sets a GUC named
-     * " pgburrow.route" (and fails), so no route is given. */
-    assert_int_equal(route_of("-c\\ pgburrow.route=x", r), 0);
-    assert_int_equal(route_of("-c pgburrow.route=ab\\c", r), 1);
-    assert_string_equal(r, "abc");
-    assert_int_equal(route_of("-c pgburrow.route=a\\ b", r), -EINVAL);
-    assert_int_equal(route_of("-c pgburrow.route=a\\\\b", r), -EINVAL);
-    assert_int_equal(route_of("-c pgburrow.route=ab\\", r), 1); /* trailing lone backslash */
-    assert_string_equal(r, "ab");
-    assert_int_equal(route_of("-c\\\tpgburrow.route=x -c pgburrow.route=y", r), 1);
-    assert_string_equal(r, "y");
-}
-
-static void test_options_invalid_names(void **state)
-{
-    char r[PROTO_NAME_MAX];
-    char opt[200];
-    assert_int_equal(route_of("-c pgburrow.route=", r), -EINVAL);
-    assert_int_equal(route_of("-c pgburrow.route", r), -EINVAL);
-    assert_int_equal(route_of("-c pgburrow.route=bad/name", r), -EINVAL);
-    assert_int_equal(route_of("-c pgburrow.route=a=b", r), -EINVAL);
-    snprintf(opt, sizeof(opt), "-c pgburrow.route=%0*d", PROTO_NAME_MAX - 1, 7);
-    assert_int_equal(route_of(opt, r), 1);
-    assert_int_equal(strlen(r), PROTO_NAME_MAX - 1);
-    snprintf(opt, sizeof(opt), "-c pgburrow.route=%0*d", PROTO_NAME_MAX, 7);
-    assert_int_equal(route_of(opt, r), -EINVAL);
-    /* Later settings win, as in the server. */
-    assert_int_equal(route_of("-c pgburrow.route=ok -c pgburrow.route=b@d", r), -EINVAL);
-    assert_int_equal(route_of("-c pgburrow.route=b@d -c pgburrow.route=ok", r), 1);
-    assert_string_equal(r, "ok");
-    /* The caller's buffer must hold the name. */
-    assert_int_equal(pgwire_options_route("-c pgburrow.route=abcd", r, 4), -EINVAL);
-    assert_int_equal(pgwire_options_route("-c pgburrow.route=abc", r, 4), 1);
-}
-
-/* ---- ErrorResponse ------------------------------------------------------------------------ */
-
 static void test_error_response_bytes(void **state)
 {
     static const uint8_t expect[] = {'E', 0,   0,   0,   45,  'S', 'F', 'A', 'T', 'A', 'L', 0,
@@ -490,11 +393,6 @@ int main(void)
         cmocka_unit_test(test_startup_length),
         cmocka_unit_test(test_startup_too_many_params),
         cmocka_unit_test(test_startup_duplicate_last_wins),
-        cmocka_unit_test(test_options_forms),
-        cmocka_unit_test(test_options_absent),
-        cmocka_unit_test(test_options_getopt_clusters),
-        cmocka_unit_test(test_options_escapes),
-        cmocka_unit_test(test_options_invalid_names),
         cmocka_unit_test(test_error_response_bytes),
         cmocka_unit_test(test_error_response_space),
     };

@@ -1,5 +1,5 @@
-/* Unit tests for relay/routing (SNI, options, default route) and the pgwire helpers it uses
- * for endpoint= (parsing, removal, StartupMessage rebuild). */
+/* Unit tests for relay/routing (SNI, options: pgburrow.route and endpoint=, default route)
+ * and the pgwire StartupMessage rebuild it relies on. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -52,7 +52,7 @@ static void test_sni_route(void **state)
 
 static int endpoint(const char *options, char *route, char *rest)
 {
-    return pgwire_options_endpoint(options, route, PROTO_NAME_MAX, rest, 512);
+    return routing_options_endpoint(options, route, PROTO_NAME_MAX, rest, 512);
 }
 
 static void test_endpoint_parse(void **state)
@@ -81,7 +81,7 @@ static void test_endpoint_parse(void **state)
     assert_string_equal(rest, "-c pgburrow.route=x");
     assert_string_equal(route, "");
     assert_int_equal(endpoint("", route, rest), 0);
-    assert_int_equal(pgwire_options_endpoint(NULL, route, PROTO_NAME_MAX, rest, 512), 0);
+    assert_int_equal(routing_options_endpoint(NULL, route, PROTO_NAME_MAX, rest, 512), 0);
     assert_string_equal(rest, "");
     assert_int_equal(endpoint("xendpoint=a endpoints=b", route, rest), 0);
     assert_string_equal(rest, "xendpoint=a endpoints=b");
@@ -109,11 +109,11 @@ static void test_endpoint_invalid(void **state)
     memset(big + 9, 'a', 200);
     big[209] = '\0';
     assert_int_equal(endpoint(big, route, rest), -EINVAL);
-    assert_int_equal(pgwire_options_endpoint("endpoint=abcdef", route, 4, rest, 512), -EINVAL);
+    assert_int_equal(routing_options_endpoint("endpoint=abcdef", route, 4, rest, 512), -EINVAL);
     /* rest too small */
-    assert_int_equal(pgwire_options_endpoint("-c a=b endpoint=x", route, PROTO_NAME_MAX, rest, 4),
+    assert_int_equal(routing_options_endpoint("-c a=b endpoint=x", route, PROTO_NAME_MAX, rest, 4),
                      -ENOSPC);
-    assert_int_equal(pgwire_options_endpoint("x", route, PROTO_NAME_MAX, rest, 0), -ENOSPC);
+    assert_int_equal(routing_options_endpoint("x", route, PROTO_NAME_MAX, rest, 0), -ENOSPC);
 }
 
 /* A StartupMessage from name/value pairs (kv ends with NULL). */
@@ -255,16 +255,112 @@ static void test_choose_errors(void **state)
     assert_int_equal(strncmp(msg, "pgburrow: ", 10), 0);
 }
 
+/* ---- options ------------------------------------------------------------------------------ */
+
+static int route_of(const char *options, char *route)
+{
+    memset(route, 0, PROTO_NAME_MAX);
+    return routing_options_route(options, route, PROTO_NAME_MAX);
+}
+
+static void test_options_forms(void **state)
+{
+    char r[PROTO_NAME_MAX];
+    assert_int_equal(route_of("-c pgburrow.route=db1", r), 1);
+    assert_string_equal(r, "db1");
+    assert_int_equal(route_of("-cpgburrow.route=db2", r), 1);
+    assert_string_equal(r, "db2");
+    assert_int_equal(route_of("--pgburrow.route=db3", r), 1);
+    assert_string_equal(r, "db3");
+    assert_int_equal(route_of(" \t-c\n  pgburrow.route=db.4-x_y  ", r), 1);
+    assert_string_equal(r, "db.4-x_y");
+    /* GUC names are case-insensitive in PostgreSQL. */
+    assert_int_equal(route_of("-c PGBURROW.Route=db5", r), 1);
+    assert_string_equal(r, "db5");
+    assert_int_equal(
+        route_of("-c search_path=app -c pgburrow.route=shop --statement_timeout=5s", r), 1);
+    assert_string_equal(r, "shop");
+}
+
+static void test_options_absent(void **state)
+{
+    char r[PROTO_NAME_MAX];
+    assert_int_equal(routing_options_route(NULL, r, sizeof(r)), 0);
+    assert_int_equal(route_of("", r), 0);
+    assert_int_equal(route_of("   ", r), 0);
+    assert_int_equal(route_of("-c search_path=x", r), 0);
+    assert_int_equal(route_of("pgburrow.route=x", r), 0);     /* not an option */
+    assert_int_equal(route_of("-c pgburrow.routex=a", r), 0); /* another GUC */
+    assert_int_equal(route_of("-c xpgburrow.route=a", r), 0);
+    assert_int_equal(route_of("-c", r), 0);                     /* missing argument */
+    assert_int_equal(route_of("-- -c pgburrow.route=a", r), 0); /* "--" ends options */
+    /* -c takes the next word whatever it is, so the route word is a stray argument. */
+    assert_int_equal(route_of("-c application_name=-c pgburrow.route=x", r), 0);
+    assert_int_equal(route_of("-c -cpgburrow.route=x", r), 0);
+    assert_string_equal(r, "");
+}
+
+static void test_options_getopt_clusters(void **state)
+{
+    char r[PROTO_NAME_MAX];
+    /* -e takes no argument, so c follows in the same cluster. */
+    assert_int_equal(route_of("-ec pgburrow.route=a", r), 1);
+    assert_string_equal(r, "a");
+    /* -B takes an argument ("c"), so the next word is not -c's. */
+    assert_int_equal(route_of("-Bc pgburrow.route=a", r), 0);
+    assert_int_equal(route_of("-e-pgburrow.route=b", r), 1);
+    assert_string_equal(r, "b");
+}
+
+static void test_options_escapes(void **state)
+{
+    char r[PROTO_NAME_MAX];
+    /* "-c\ pgburrow.route=x" is one word "-c pgburrow.route=x": the server sets a GUC named
+     * " pgburrow.route" (and fails), so no route is given. */
+    assert_int_equal(route_of("-c\\ pgburrow.route=x", r), 0);
+    assert_int_equal(route_of("-c pgburrow.route=ab\\c", r), 1);
+    assert_string_equal(r, "abc");
+    assert_int_equal(route_of("-c pgburrow.route=a\\ b", r), -EINVAL);
+    assert_int_equal(route_of("-c pgburrow.route=a\\\\b", r), -EINVAL);
+    assert_int_equal(route_of("-c pgburrow.route=ab\\", r), 1); /* trailing lone backslash */
+    assert_string_equal(r, "ab");
+    assert_int_equal(route_of("-c\\\tpgburrow.route=x -c pgburrow.route=y", r), 1);
+    assert_string_equal(r, "y");
+}
+
+static void test_options_invalid_names(void **state)
+{
+    char r[PROTO_NAME_MAX];
+    char opt[200];
+    assert_int_equal(route_of("-c pgburrow.route=", r), -EINVAL);
+    assert_int_equal(route_of("-c pgburrow.route", r), -EINVAL);
+    assert_int_equal(route_of("-c pgburrow.route=bad/name", r), -EINVAL);
+    assert_int_equal(route_of("-c pgburrow.route=a=b", r), -EINVAL);
+    snprintf(opt, sizeof(opt), "-c pgburrow.route=%0*d", PROTO_NAME_MAX - 1, 7);
+    assert_int_equal(route_of(opt, r), 1);
+    assert_int_equal(strlen(r), PROTO_NAME_MAX - 1);
+    snprintf(opt, sizeof(opt), "-c pgburrow.route=%0*d", PROTO_NAME_MAX, 7);
+    assert_int_equal(route_of(opt, r), -EINVAL);
+    /* Later settings win, as in the server. */
+    assert_int_equal(route_of("-c pgburrow.route=ok -c pgburrow.route=b@d", r), -EINVAL);
+    assert_int_equal(route_of("-c pgburrow.route=b@d -c pgburrow.route=ok", r), 1);
+    assert_string_equal(r, "ok");
+    /* The caller's buffer must hold the name. */
+    assert_int_equal(routing_options_route("-c pgburrow.route=abcd", r, 4), -EINVAL);
+    assert_int_equal(routing_options_route("-c pgburrow.route=abc", r, 4), 1);
+}
+
+/* ---- ErrorResponse ------------------------------------------------------------------------ */
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sni_route),
-        cmocka_unit_test(test_endpoint_parse),
-        cmocka_unit_test(test_endpoint_invalid),
-        cmocka_unit_test(test_startup_rebuild),
-        cmocka_unit_test(test_startup_rebuild_duplicates),
-        cmocka_unit_test(test_choose),
-        cmocka_unit_test(test_choose_errors),
+        cmocka_unit_test(test_sni_route),       cmocka_unit_test(test_options_forms),
+        cmocka_unit_test(test_options_absent),  cmocka_unit_test(test_options_getopt_clusters),
+        cmocka_unit_test(test_options_escapes), cmocka_unit_test(test_options_invalid_names),
+        cmocka_unit_test(test_endpoint_parse),  cmocka_unit_test(test_endpoint_invalid),
+        cmocka_unit_test(test_startup_rebuild), cmocka_unit_test(test_startup_rebuild_duplicates),
+        cmocka_unit_test(test_choose),          cmocka_unit_test(test_choose_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
