@@ -1,12 +1,9 @@
 /*
  * pgburrow-agent: dials out to relays and serves their sessions from the local PostgreSQL.
  */
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <errno.h>
 
-#include "common/cli.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "agent/agent.h"
 #include "agent/reload.h"
@@ -29,70 +26,66 @@ static const char usage[] =
     "\n"
     "See pgburrow-agent(8) and deploy/agent.ini for every key.\n";
 
+struct agent_main {
+    struct agent_config cfg; /* until agent_init takes it over */
+    struct agent agent;
+};
+
+static int agent_main_configure(void *ctx, const struct cli_args *args, char *err)
+{
+    struct agent_main *m = ctx;
+
+    agent_config_init(&m->cfg);
+    if (agent_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err) < 0)
+        return -EINVAL;
+    return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-agent", err);
+}
+
+static void agent_main_config_free(void *ctx)
+{
+    agent_config_free(&((struct agent_main *)ctx)->cfg);
+}
+
+static int agent_main_init(void *ctx, uv_loop_t *loop, char *err)
+{
+    struct agent_main *m = ctx;
+    return agent_init(&m->agent, loop, &m->cfg, err);
+}
+
+static int agent_main_start(void *ctx, const struct cli_args *args, char *err)
+{
+    struct agent_main *m = ctx;
+    int rc = agent_start(&m->agent, err);
+
+    if (rc == 0)
+        rc = agent_reload_start(&m->agent, args->config_file, args->nflags, args->flags, err);
+    return rc;
+}
+
+static void agent_main_stop(void *ctx)
+{
+    agent_stop(&((struct agent_main *)ctx)->agent);
+}
+
+static void agent_main_free(void *ctx)
+{
+    agent_free(&((struct agent_main *)ctx)->agent);
+}
+
 int main(int argc, char **argv)
 {
-    struct cli_args args;
-    struct agent_config cfg;
-    struct agent agent;
-    char err[CONFIG_ERR_MAX] = "";
-    int status = 1;
-    uv_loop_t loop;
+    struct agent_main m;
+    const struct daemon_role role = {
+        .name = "pgburrow-agent",
+        .usage = usage,
+        .ctx = &m,
+        .configure = agent_main_configure,
+        .config_free = agent_main_config_free,
+        .init = agent_main_init,
+        .start = agent_main_start,
+        .stop = agent_main_stop,
+        .free = agent_main_free,
+    };
 
-    if (cli_parse(argc, argv, "pgburrow-agent", &args) < 0)
-        return 2;
-    if (args.help) {
-        fputs(usage, stdout);
-        cli_args_free(&args);
-        return 0;
-    }
-    if (args.version) {
-        printf("pgburrow-agent %s\n", PGB_VERSION);
-        cli_args_free(&args);
-        return 0;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    agent_config_init(&cfg);
-    if (agent_config_build(&cfg, args.config_file, args.nflags, args.flags, err) < 0) {
-        fprintf(stderr, "pgburrow-agent: %s\n", err);
-        goto out_cfg;
-    }
-    if (log_apply(cfg.log_level, cfg.log_format, cfg.log_file, "pgburrow-agent", err) < 0) {
-        fprintf(stderr, "pgburrow-agent: %s\n", err);
-        goto out_cfg;
-    }
-    uv_loop_init(&loop);
-    if (agent_init(&agent, &loop, &cfg, err) < 0) {
-        fprintf(stderr, "pgburrow-agent: %s\n", err);
-        log_error("%s", err);
-        agent_stop(&agent);
-        goto out_loop;
-    }
-    if (args.check_config) {
-        printf("pgburrow-agent: configuration OK\n");
-        status = 0;
-        agent_stop(&agent);
-        goto out_loop;
-    }
-    if (agent_start(&agent, err) < 0 ||
-        agent_reload_start(&agent, args.config_file, args.nflags, args.flags, err) < 0) {
-        fprintf(stderr, "pgburrow-agent: %s\n", err);
-        log_error("%s", err);
-        agent_stop(&agent);
-        goto out_loop;
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    status = 0;
-out_loop:
-    uv_run(&loop, UV_RUN_DEFAULT); /* let every close callback run */
-    if (uv_loop_close(&loop) != 0)
-        log_warn("event loop closed with handles still open");
-    agent_free(&agent);
-    log_info("stopped");
-    log_open(NULL); /* close log_file */
-    cli_args_free(&args);
-    return status;
-out_cfg:
-    agent_config_free(&cfg);
-    cli_args_free(&args);
-    return status;
+    return daemon_main(&role, argc, argv);
 }

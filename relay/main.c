@@ -4,13 +4,11 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
-#include <signal.h>
 #include <unistd.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "common/cli.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "relay/relay.h"
 #include "relay/reload.h"
@@ -42,17 +40,17 @@ static int drop_privileges(const char *user, char *err)
     pw = getpwnam(user);
     if (!pw) {
         snprintf(err, CONFIG_ERR_MAX, "user: no such user \"%s\"", user);
-        return -1;
+        return -ENOENT;
     }
     if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid) {
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
             setuid(pw->pw_uid) < 0) {
             snprintf(err, CONFIG_ERR_MAX, "user: cannot become \"%s\": %s", user, strerror(errno));
-            return -1;
+            return -EPERM;
         }
         if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
             snprintf(err, CONFIG_ERR_MAX, "user: could regain root after dropping to \"%s\"", user);
-            return -1;
+            return -EPERM;
         }
     }
     log_info("running as user=%s uid=%u gid=%u", pw->pw_name, (unsigned)pw->pw_uid,
@@ -60,75 +58,73 @@ static int drop_privileges(const char *user, char *err)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
-    struct cli_args args;
-    struct relay_config cfg;
+struct relay_main {
+    struct relay_config cfg; /* until relay_init takes it over */
     struct relay relay;
-    char err[CONFIG_ERR_MAX] = "";
-    int status = 1;
-    uv_loop_t loop;
+};
 
-    if (cli_parse(argc, argv, "pgburrow-relay", &args) < 0)
-        return 2;
-    if (args.help) {
-        fputs(usage, stdout);
-        cli_args_free(&args);
-        return 0;
-    }
-    if (args.version) {
-        printf("pgburrow-relay %s\n", PGB_VERSION);
-        cli_args_free(&args);
-        return 0;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    relay_config_init(&cfg);
-    if (relay_config_build(&cfg, args.config_file, args.nflags, args.flags, err) < 0) {
-        fprintf(stderr, "pgburrow-relay: %s\n", err);
-        goto out_cfg;
-    }
+static int relay_main_configure(void *ctx, const struct cli_args *args, char *err)
+{
+    struct relay_main *m = ctx;
+    struct passwd *pw;
+
+    relay_config_init(&m->cfg);
+    if (relay_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err) < 0)
+        return -EINVAL;
     /* log and audit files may belong to the user the relay becomes (log_file_open) */
-    struct passwd *pw = cfg.user && cfg.user[0] ? getpwnam(cfg.user) : NULL;
+    pw = m->cfg.user && m->cfg.user[0] ? getpwnam(m->cfg.user) : NULL;
     if (pw)
         log_set_file_owner(pw->pw_uid, pw->pw_gid);
-    if (log_apply(cfg.log_level, cfg.log_format, cfg.log_file, "pgburrow-relay", err) < 0) {
-        fprintf(stderr, "pgburrow-relay: %s\n", err);
-        goto out_cfg;
-    }
-    uv_loop_init(&loop);
-    if (relay_init(&relay, &loop, &cfg, err) < 0) {
-        fprintf(stderr, "pgburrow-relay: %s\n", err);
-        log_error("%s", err);
-        relay_stop(&relay);
-        goto out_loop;
-    }
-    if (args.check_config) {
-        printf("pgburrow-relay: configuration OK\n");
-        status = 0;
-        relay_stop(&relay);
-        goto out_loop;
-    }
-    if (relay_start(&relay, err) < 0 ||
-        relay_reload_start(&relay, args.config_file, args.nflags, args.flags, err) < 0 ||
-        drop_privileges(relay.cfg.user, err) < 0) {
-        fprintf(stderr, "pgburrow-relay: %s\n", err);
-        log_error("%s", err);
-        relay_stop(&relay);
-        goto out_loop;
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    status = 0;
-out_loop:
-    uv_run(&loop, UV_RUN_DEFAULT); /* let every close callback run */
-    if (uv_loop_close(&loop) != 0)
-        log_warn("event loop closed with handles still open");
-    relay_free(&relay);
-    log_info("stopped");
-    log_open(NULL); /* close log_file */
-    cli_args_free(&args);
-    return status;
-out_cfg:
-    relay_config_free(&cfg);
-    cli_args_free(&args);
-    return status;
+    return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-relay", err);
+}
+
+static void relay_main_config_free(void *ctx)
+{
+    relay_config_free(&((struct relay_main *)ctx)->cfg);
+}
+
+static int relay_main_init(void *ctx, uv_loop_t *loop, char *err)
+{
+    struct relay_main *m = ctx;
+    return relay_init(&m->relay, loop, &m->cfg, err);
+}
+
+static int relay_main_start(void *ctx, const struct cli_args *args, char *err)
+{
+    struct relay *r = &((struct relay_main *)ctx)->relay;
+    int rc = relay_start(r, err);
+
+    if (rc == 0)
+        rc = relay_reload_start(r, args->config_file, args->nflags, args->flags, err);
+    if (rc == 0)
+        rc = drop_privileges(r->cfg.user, err);
+    return rc;
+}
+
+static void relay_main_stop(void *ctx)
+{
+    relay_stop(&((struct relay_main *)ctx)->relay);
+}
+
+static void relay_main_free(void *ctx)
+{
+    relay_free(&((struct relay_main *)ctx)->relay);
+}
+
+int main(int argc, char **argv)
+{
+    struct relay_main m;
+    const struct daemon_role role = {
+        .name = "pgburrow-relay",
+        .usage = usage,
+        .ctx = &m,
+        .configure = relay_main_configure,
+        .config_free = relay_main_config_free,
+        .init = relay_main_init,
+        .start = relay_main_start,
+        .stop = relay_main_stop,
+        .free = relay_main_free,
+    };
+
+    return daemon_main(&role, argc, argv);
 }
