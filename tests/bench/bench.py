@@ -1581,6 +1581,10 @@ def plot(summary, paths):
     if not gp:
         log("gnuplot not installed: no bench.png")
         return
+    series = [(i, b, t, c) for i, (b, t, c) in enumerate(PLOT_SERIES) if b in paths]
+    if not series:
+        log("nothing to compare pgburrow with: no bench.png")
+        return
     keys = ["tps_c1", "tps_c16", "tps_c16_prep", "tps_c64", "copy_out_mbs", "copy_in_mbs", "lat_med_us",
             "setup_ms", "cpu_us_per_tx", "cpu_s_per_gb"]
     names = {"tps_c1": "-S c1", "tps_c16": "-S c16", "tps_c16_prep": "-S c16 prep", "tps_c64": "-S c64",
@@ -1597,15 +1601,16 @@ def plot(summary, paths):
     rc, out, _ = run([gp, "-e", "set terminal"], 20)
     if "pngcairo" not in out:
         term = "png size 1200,600"
-    n = len(PLOT_SERIES)
-    width = 1.0 / (n + 1)   # clustered histogram, gap 1: bar i of a cluster sits at $0 + (i - (n-1)/2) * width
+    # Only the paths measured (a column with no valid point stops gnuplot).
+    n = len(series)
+    width = 1.0 / (n + 1)   # clustered histogram, gap 1: bar j of a cluster sits at $0 + (j - (n-1)/2) * width
     plots = []
-    for i, (base, title, colour) in enumerate(PLOT_SERIES):
+    for j, (i, base, title, colour) in enumerate(series):
         plots.append("'%s' using (clip($%d))%s title '%s' lc rgb '%s'" % (
-            dat if i == 0 else "", i + 2, ":xtic(1)" if i == 0 else "", title, colour))
-    for i in range(n):
+            dat if j == 0 else "", i + 2, ":xtic(1)" if j == 0 else "", title, colour))
+    for j, (i, base, title, colour) in enumerate(series):
         plots.append("'' using ($0%+.4f):(clip($%d)):(sprintf('%%.2f',$%d)) with labels offset 0,0.7 font ',7' "
-                     "notitle" % ((i - (n - 1) / 2.0) * width, i + 2, i + 2))
+                     "notitle" % ((j - (n - 1) / 2.0) * width, i + 2, i + 2))
     script = os.path.join(OUT, "bench.gp")
     with open(script, "w") as f:
         f.write("""set terminal %(term)s
