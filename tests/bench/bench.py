@@ -1622,7 +1622,7 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set yrange [0:%(ymax)s]
 set grid ytics
-set key top left
+set key above horizontal
 set ylabel 'ratio (bars above %(ymax)s are clipped; the label gives the value)'
 set xtics rotate by -20
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'black' dt 2
