@@ -505,32 +505,41 @@ uint64_t tunnel_stream_bytes_in(const struct tunnel_stream *s)
 
 /* ---- incoming frames ----------------------------------------------------------------- */
 
+/* A protocol violation: GOAWAY 08P01 with the reason, then close (PROTOCOL.md section 9).
+ * Returns -EPROTO for the frame handler to return. */
+static int violation(struct tunnel *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int violation(struct tunnel *t, const char *fmt, ...)
+{
+    char msg[PROTO_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "%s", msg);
+    return -EPROTO;
+}
+
 /* A frame for a stream we no longer have: fine if the id was used (the stream ended while
  * the peer's frames were in flight), a protocol violation otherwise. */
 static int unknown_stream(struct tunnel *t, uint32_t id, const char *what)
 {
     if (id != 0 && id <= t->max_stream_id)
         return 0;
-    tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "%s on unknown stream %u", what, id);
-    return -EPROTO;
+    return violation(t, "%s on unknown stream %u", what, id);
 }
 
+/* DATA: bytes for the local conn, within the window we granted. */
 static int reader_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t len)
 {
     struct tunnel *t = ctx;
     struct tunnel_stream *s = stream_find(t, id);
     if (!s)
         return unknown_stream(t, id, "DATA");
-    if (s->state != ST_OPEN || s->got_close || !s->local) {
-        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "DATA on stream %u that is not open for it",
-                    id);
-        return -EPROTO;
-    }
-    if (len > s->recv_left) {
-        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION,
-                    "stream %u: DATA beyond the flow-control window", id);
-        return -EPROTO;
-    }
+    if (s->state != ST_OPEN || s->got_close || !s->local)
+        return violation(t, "DATA on stream %u that is not open for it", id);
+    if (len > s->recv_left)
+        return violation(t, "stream %u: DATA beyond the flow-control window", id);
     s->recv_left -= len;
     s->recv_unacked += len;
     s->bytes_in += len;
@@ -540,117 +549,151 @@ static int reader_on_data(void *ctx, uint32_t id, const uint8_t *data, size_t le
     return t->closing ? -ECONNRESET : 0;
 }
 
+/* OPEN (agent): the relay asks for a new stream; the owner accepts it from on_open, or the
+ * tunnel refuses it with OPEN_FAIL. */
+static int on_open(struct tunnel *t, const struct proto_hdr *h, const uint8_t *body)
+{
+    struct proto_open m;
+    int rc;
+
+    if (t->opener || !t->ops->on_open)
+        return violation(t, "OPEN sent to the relay");
+    if (h->stream_id <= t->max_stream_id)
+        return violation(t, "OPEN reuses stream id %u", h->stream_id);
+    t->max_stream_id = h->stream_id;
+    rc = proto_decode_open(body, h->length, &m);
+    if (rc < 0)
+        return violation(t, "bad OPEN: %s", proto_strerror(rc));
+    if (t->goaway_sent) {
+        send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
+                         "agent is shutting down");
+        return 0;
+    }
+    if (t->nstreams >= t->lim.max_streams) {
+        send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_TOO_MANY_CONNECTIONS,
+                         "too many streams on this tunnel");
+        return 0;
+    }
+    if (t->ops->on_open(t, h->stream_id, &m) < 0 && !stream_find(t, h->stream_id) && !t->closing)
+        send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
+                         "agent does not serve this route");
+    return t->closing ? -ECONNRESET : 0;
+}
+
+/* OPEN_OK and OPEN_FAIL answer an OPEN of ours, once. */
+static bool open_result_expected(const struct tunnel *t, const struct tunnel_stream *s)
+{
+    return t->opener && s->state == ST_OPENING;
+}
+
+/* OPEN_OK (relay): the agent reached PostgreSQL; the stream is open. */
+static int on_open_ok(struct tunnel *t, struct tunnel_stream *s, const struct proto_hdr *h,
+                      const uint8_t *body)
+{
+    int rc;
+
+    if (!open_result_expected(t, s))
+        return violation(t, "unexpected OPEN_OK on stream %u", s->id);
+    rc = proto_decode_open_ok(body, h->length);
+    if (rc < 0)
+        return violation(t, "bad OPEN_OK: %s", proto_strerror(rc));
+    s->state = ST_OPEN;
+    if (s->sops->on_open_result)
+        s->sops->on_open_result(s, NULL);
+    return 0;
+}
+
+/* OPEN_FAIL (relay): the agent refused the stream; it is over. */
+static int on_open_fail(struct tunnel *t, struct tunnel_stream *s, const struct proto_hdr *h,
+                        const uint8_t *body)
+{
+    struct proto_error e;
+    int rc;
+
+    if (!open_result_expected(t, s))
+        return violation(t, "unexpected OPEN_FAIL on stream %u", s->id);
+    rc = proto_decode_error(body, h->length, &e);
+    if (rc < 0)
+        return violation(t, "bad OPEN_FAIL: %s", proto_strerror(rc));
+    if (s->sops->on_open_result)
+        s->sops->on_open_result(s, &e);
+    stream_finish(s, e.message);
+    return 0;
+}
+
+/* WINDOW: the peer's local side took bytes; we may send that many more. */
+static int on_window(struct tunnel *t, struct tunnel_stream *s, const struct proto_hdr *h,
+                     const uint8_t *body)
+{
+    uint32_t inc;
+
+    if (proto_decode_window(body, h->length, &inc) < 0 || s->send_credit + inc > PROTO_MAX_WINDOW)
+        return violation(t, "stream %u: bad WINDOW increment", s->id);
+    s->send_credit += inc;
+    local_resume(s);
+    return 0;
+}
+
+/* CLOSE: the peer sends no more on this stream; pass the half-close on to the local conn
+ * (or end it, end_on_close), and finish once both directions are closed. */
+static int on_close(struct tunnel *t, struct tunnel_stream *s)
+{
+    if (s->got_close || s->state != ST_OPEN)
+        return violation(t, "unexpected CLOSE on stream %u", s->id);
+    s->got_close = true;
+    if (s->end_on_close) {
+        send_close(s);
+        stream_finish(s, NULL);
+        return 0;
+    }
+    if (s->local)
+        conn_shutdown(s->local);
+    if (s->sent_close)
+        stream_finish(s, NULL);
+    return 0;
+}
+
+/* RESET: the peer aborted the stream (while opening, that answers our OPEN). */
+static int on_reset(struct tunnel *t, struct tunnel_stream *s, const struct proto_hdr *h,
+                    const uint8_t *body)
+{
+    char msg[PROTO_MSG_MAX + 32];
+    struct proto_error e;
+    int rc;
+
+    rc = proto_decode_error(body, h->length, &e);
+    if (rc < 0)
+        return violation(t, "bad RESET: %s", proto_strerror(rc));
+    snprintf(msg, sizeof(msg), "reset by peer: %s", e.message);
+    if (s->state == ST_OPENING && s->sops->on_open_result)
+        s->sops->on_open_result(s, &e);
+    stream_finish(s, msg);
+    return 0;
+}
+
+/* Frames on a stream other than DATA: one handler per type. */
 static int on_stream_frame(struct tunnel *t, const struct proto_hdr *h, const uint8_t *body)
 {
     struct tunnel_stream *s;
-    struct proto_error e;
-    uint32_t inc;
-    int rc;
 
-    if (h->type == PROTO_OPEN) {
-        struct proto_open m;
-        if (t->opener || !t->ops->on_open) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "OPEN sent to the relay");
-            return -EPROTO;
-        }
-        if (h->stream_id <= t->max_stream_id) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "OPEN reuses stream id %u", h->stream_id);
-            return -EPROTO;
-        }
-        t->max_stream_id = h->stream_id;
-        rc = proto_decode_open(body, h->length, &m);
-        if (rc < 0) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad OPEN: %s", proto_strerror(rc));
-            return -EPROTO;
-        }
-        if (t->goaway_sent) {
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
-                             "agent is shutting down");
-            return 0;
-        }
-        if (t->nstreams >= t->lim.max_streams) {
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_TOO_MANY_CONNECTIONS,
-                             "too many streams on this tunnel");
-            return 0;
-        }
-        if (t->ops->on_open(t, h->stream_id, &m) < 0 && !stream_find(t, h->stream_id) &&
-            !t->closing)
-            send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
-                             "agent does not serve this route");
-        return t->closing ? -ECONNRESET : 0;
-    }
-
+    if (h->type == PROTO_OPEN)
+        return on_open(t, h, body);
     s = stream_find(t, h->stream_id);
     if (!s)
         return unknown_stream(t, h->stream_id, proto_type_name(h->type));
-
     switch (h->type) {
     case PROTO_OPEN_OK:
+        return on_open_ok(t, s, h, body);
     case PROTO_OPEN_FAIL:
-        if (!t->opener || s->state != ST_OPENING) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s on stream %u",
-                        proto_type_name(h->type), h->stream_id);
-            return -EPROTO;
-        }
-        if (h->type == PROTO_OPEN_OK) {
-            s->state = ST_OPEN;
-            if (s->sops->on_open_result)
-                s->sops->on_open_result(s, NULL);
-            return 0;
-        }
-        rc = proto_decode_error(body, h->length, &e);
-        if (rc < 0) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad OPEN_FAIL: %s", proto_strerror(rc));
-            return -EPROTO;
-        }
-        if (s->sops->on_open_result)
-            s->sops->on_open_result(s, &e);
-        stream_finish(s, e.message);
-        return 0;
+        return on_open_fail(t, s, h, body);
     case PROTO_WINDOW:
-        if (proto_decode_window(body, h->length, &inc) < 0 ||
-            s->send_credit + inc > PROTO_MAX_WINDOW) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "stream %u: bad WINDOW increment",
-                        h->stream_id);
-            return -EPROTO;
-        }
-        s->send_credit += inc;
-        local_resume(s);
-        return 0;
+        return on_window(t, s, h, body);
     case PROTO_CLOSE:
-        if (s->got_close || s->state != ST_OPEN) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected CLOSE on stream %u",
-                        h->stream_id);
-            return -EPROTO;
-        }
-        s->got_close = true;
-        if (s->end_on_close) {
-            send_close(s);
-            stream_finish(s, NULL);
-        } else {
-            if (s->local)
-                conn_shutdown(s->local);
-            if (s->sent_close)
-                stream_finish(s, NULL);
-        }
-        return 0;
-    case PROTO_RESET: {
-        char msg[PROTO_MSG_MAX + 32];
-        rc = proto_decode_error(body, h->length, &e);
-        if (rc < 0) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad RESET: %s", proto_strerror(rc));
-            return -EPROTO;
-        }
-        snprintf(msg, sizeof(msg), "reset by peer: %s", e.message);
-        if (s->state == ST_OPENING && s->sops->on_open_result)
-            s->sops->on_open_result(s, &e);
-        stream_finish(s, msg);
-        return 0;
-    }
+        return on_close(t, s);
+    case PROTO_RESET:
+        return on_reset(t, s, h, body);
     default:
-        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s frame",
-                    proto_type_name(h->type));
-        return -EPROTO;
+        return violation(t, "unexpected %s frame", proto_type_name(h->type));
     }
 }
 

@@ -5,7 +5,8 @@
  *  - the bounds walk and msgpack-c agree: a body proto_msgpack_validate accepts must parse
  *    as one whole map in msgpack-c (proto_decode_open_ok has no fields, so it fails only if
  *    msgpack-c disagrees), and a body it rejects never reaches a decoder's fields;
- *  - whatever a decoder accepts, the matching encoder accepts too (one shared field table);
+ *  - whatever a decoder accepts, the matching encoder accepts too (one shared field table;
+ *    for OPEN_OK, which has no fields, the encoder's empty map decodes);
  *  - decode(encode(decode(x))) == decode(x).
  */
 #include <stdint.h>
@@ -47,6 +48,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     CHECK(valid == PROTO_OK || valid == PROTO_E_MSGPACK);
     CHECK(proto_decode_open_ok(data, size) == valid);
+    if (valid == PROTO_OK) {
+        /* what the tunnel accepts as OPEN_OK, it also sends: the empty map, which decodes */
+        int n = proto_encode_open_ok(frame, sizeof frame, 1);
+        body = encoded_body(n, PROTO_OPEN_OK, &len);
+        CHECK(len == 1 && body[0] == 0x80);
+        CHECK(proto_decode_open_ok(body, len) == PROTO_OK);
+    }
 
     int rc = proto_decode_hello(data, size, &hello);
     CHECK(valid == PROTO_OK || rc == PROTO_E_MSGPACK);

@@ -1031,6 +1031,49 @@ static void test_stream_id_and_window_violations(void **state)
     }
 }
 
+/* Write an OPEN_OK with the given body toward the relay. */
+static void inject_open_ok(struct tctx *x, uint32_t id, const uint8_t *body, size_t len)
+{
+    uint8_t f[PROTO_HDR_SIZE + 64];
+    struct proto_hdr h = {.type = PROTO_OPEN_OK, .stream_id = id, .length = (uint32_t)len};
+    assert_true(len <= sizeof(f) - PROTO_HDR_SIZE);
+    proto_hdr_encode(f, &h);
+    memcpy(f + PROTO_HDR_SIZE, body, len);
+    tap_inject(x, RELAY, f, PROTO_HDR_SIZE + len);
+}
+
+/* OPEN_OK bodies are checked like every control body: a map with keys this side does not know
+ * is an OPEN_OK (future optional fields); a body that is not one whole map is a protocol
+ * violation. */
+static void test_open_ok_body(void **state)
+{
+    static const uint8_t future[] = {0x81, 0xa5, 'l', 'a', 't', 'e', 'r', 0x01}; /* {"later":1} */
+    static const uint8_t not_a_map[] = {0x91, 0x01};                             /* [1] */
+    struct tctx *x = setup(64 * KIB);
+    struct tstream *r;
+
+    x->agent_defer = true;
+    r = relay_open(x);
+    RUN_UNTIL(x, agent_stream(x, r->id));
+    inject_open_ok(x, r->id, future, sizeof(future));
+    RUN_UNTIL(x, r->opened);
+    assert_int_equal(r->results, 1);
+    tunnel_stream_reset(agent_stream(x, r->id)->s, "08006", "gone");
+    RUN_UNTIL(x, r->dones);
+    assert_up(x);
+
+    r = relay_open(x);
+    RUN_UNTIL(x, agent_stream(x, r->id));
+    inject_open_ok(x, r->id, not_a_map, sizeof(not_a_map));
+    RUN_UNTIL(x, x->tunnel_dones[RELAY] && x->tunnel_dones[AGENT]);
+    assert_non_null(strstr(x->reason[RELAY], "bad OPEN_OK"));
+    assert_non_null(strstr(x->reason[RELAY], "(08P01)"));
+    assert_string_equal(x->goaway_code[AGENT], "08P01");
+    assert_false(r->opened);
+    assert_true(r->dones == 1 && !r->clean);
+    teardown(x);
+}
+
 /* A tunnel whose conn backs up (the peer does not read) pauses the local reads of every
  * stream, holding at most about its high watermark; once it drains, every paused stream
  * resumes. The windows here are large: only the tunnel's backlog can stop the streams. */
@@ -1152,6 +1195,7 @@ int main(void)
         cmocka_unit_test(test_reset_while_opening),
         cmocka_unit_test(test_frames_for_closed_ids),
         cmocka_unit_test(test_stream_id_and_window_violations),
+        cmocka_unit_test(test_open_ok_body),
         cmocka_unit_test(test_tunnel_backlog_pause_resume),
         cmocka_unit_test(test_stalled_stream_stops_only_itself),
         cmocka_unit_test(test_stream_done_during_teardown),
