@@ -111,6 +111,9 @@ static void session_timer_closed(uv_handle_t *h)
     session_unref(h->data);
 }
 
+/* The events of an accepted stream (session_on_done). */
+static const struct tunnel_stream_ops session_stream_ops;
+
 static void session_pg_on_connect(struct conn *c, int status);
 static void session_pg_on_handshake(struct conn *c);
 static size_t session_pg_on_read(struct conn *c, const uint8_t *data, size_t len);
@@ -293,7 +296,7 @@ static int session_start(struct agent *a, struct tunnel *t, uint32_t id, const s
     snprintf(ss->sid, sizeof(ss->sid), "%s", m->session_id);
     snprintf(ss->route, sizeof(ss->route), "%s", m->route);
     ss->port = route->port;
-    ss->s = tunnel_stream_accept(t, id, ss);
+    ss->s = tunnel_stream_accept(t, id, &session_stream_ops, ss);
     if (!ss->s) {
         free(ss);
         return -ENOMEM;
@@ -339,7 +342,7 @@ static int session_start(struct agent *a, struct tunnel *t, uint32_t id, const s
     return 0;
 }
 
-static void session_stream_done(struct tunnel_stream *s, const char *err)
+static void session_on_done(struct tunnel_stream *s, const char *err)
 {
     struct agent_session *ss = tunnel_stream_data(s);
     if (!ss)
@@ -363,6 +366,10 @@ static void session_stream_done(struct tunnel_stream *s, const char *err)
     uv_close((uv_handle_t *)&ss->timer, session_timer_closed);
     session_unref(ss); /* the stream's reference */
 }
+
+static const struct tunnel_stream_ops session_stream_ops = {
+    .on_done = session_on_done,
+};
 
 /* ---- links: tunnels to relays -------------------------------------------------------- */
 
@@ -478,7 +485,6 @@ static void link_on_tunnel_done(struct tunnel *t, const char *reason)
 static const struct tunnel_ops link_tunnel_ops = {
     .on_control = link_on_control,
     .on_open = link_on_open,
-    .on_stream_done = session_stream_done,
     .on_up = link_on_up,
     .on_tunnel_done = link_on_tunnel_done,
 };

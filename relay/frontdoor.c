@@ -139,6 +139,8 @@ static void client_release(struct relay_client *c)
 
 static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The events of the stream a client opens (session_on_open_result, session_on_done). */
+static const struct tunnel_stream_ops session_stream_ops;
 
 /* Answer with a FATAL ErrorResponse, log the reason, and end the connection. */
 static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
@@ -381,7 +383,7 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
         goto out;
     }
     su = NULL; /* it pointed into the packet client_strip_endpoint replaced */
-    c->s = tunnel_stream_open(t, &m, c);
+    c->s = tunnel_stream_open(t, &m, &session_stream_ops, c);
     if (!c->s) {
         client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
                     "pgburrow: agent %s cannot take more sessions", c->agent);
@@ -428,7 +430,7 @@ static bool session_retry_other_agent(struct relay_client *c, const struct proto
     snprintf(m.user, sizeof(m.user), "%s", c->user);
     snprintf(m.database, sizeof(m.database), "%s", c->database);
     snprintf(m.application_name, sizeof(m.application_name), "%s", c->application_name);
-    if (!(s = tunnel_stream_open(t, &m, c)))
+    if (!(s = tunnel_stream_open(t, &m, &session_stream_ops, c)))
         return false;
     log_msg(LOG_WARN, tunnel_id(t), tunnel_stream_id(s),
             "session retry sid=%s route=%s failed_agent=%s agent=%s reason=%s", c->sid, c->route,
@@ -466,7 +468,7 @@ static bool session_from_server(void *ctx, const uint8_t *data, size_t len)
     return false;
 }
 
-void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail)
+static void session_on_open_result(struct tunnel_stream *s, const struct proto_error *fail)
 {
     struct relay_client *c = tunnel_stream_data(s);
     if (!c)
@@ -591,7 +593,7 @@ long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
     return first;
 }
 
-void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
+static void session_on_done(struct tunnel_stream *s, const char *err)
 {
     struct relay_client *c = tunnel_stream_data(s);
     if (!c)
@@ -627,6 +629,11 @@ void frontdoor_stream_done(struct tunnel_stream *s, const char *err)
     audit_session_event(c, "session_end", s, err);
     client_release(c);
 }
+
+static const struct tunnel_stream_ops session_stream_ops = {
+    .on_open_result = session_on_open_result,
+    .on_done = session_on_done,
+};
 
 /* ---- CancelRequest: read it whole (bounded), forward it, close; never answer ----------- */
 

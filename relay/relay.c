@@ -44,10 +44,6 @@ struct relay_agent {
     struct preauth_slot slot; /* pending: from accept until its HELLO is accepted (admit.h) */
 };
 
-/* Defined in frontdoor.c: the stream callbacks route to the client that opened the stream. */
-void frontdoor_open_result(struct tunnel_stream *s, const struct proto_error *fail);
-void frontdoor_stream_done(struct tunnel_stream *s, const char *err);
-
 /* ---- agent tunnels ------------------------------------------------------------------- */
 
 static uint16_t min_u16(uint16_t a, uint16_t b)
@@ -295,8 +291,6 @@ static void agent_shed(struct preauth_slot *slot, const char *why)
 
 static const struct tunnel_ops relay_tunnel_ops = {
     .on_control = agent_on_control,
-    .on_open_result = frontdoor_open_result,
-    .on_stream_done = frontdoor_stream_done,
     .on_up = agent_on_up,
     .on_tunnel_done = agent_on_tunnel_done,
 };
