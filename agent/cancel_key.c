@@ -354,7 +354,8 @@ int cancel_key_on_frame(struct cancel_key_map *m, struct tunnel *t, const uint8_
     struct proto_cancel c;
     int rc = proto_decode_cancel(body, len, &c);
     if (rc < 0) {
-        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad CANCEL: %s", proto_strerror(rc));
+        tunnel_fail(t, sqlstate_of_failure(rc), "%s CANCEL: %s",
+                    proto_is_violation(rc) ? "bad" : "could not decode", proto_strerror(rc));
         return -EPROTO;
     }
     const struct cancel_key_watch *w = map_find(m, c.pid, c.key, c.key_len);

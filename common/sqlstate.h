@@ -12,6 +12,7 @@
 #ifndef PGB_SQLSTATE_H
 #define PGB_SQLSTATE_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -53,6 +54,13 @@ static inline bool sqlstate_goaway_is_duplicate_tunnel(const char *code)
 static inline bool sqlstate_open_fail_is_unreachable(const char *code)
 {
     return sqlstate_equal(code, SQLSTATE_CONNECTION_FAILURE);
+}
+
+/* The code to close with when decoding or handling a peer's message failed with rc: -ENOMEM is
+ * this side running out of memory, anything else the peer breaking the protocol. */
+static inline const char *sqlstate_of_failure(int rc)
+{
+    return rc == -ENOMEM ? SQLSTATE_OUT_OF_MEMORY : SQLSTATE_PROTOCOL_VIOLATION;
 }
 
 #endif

@@ -72,8 +72,13 @@ const char *proto_strerror(int err)
     case PROTO_E_NOSPACE:
         return "output buffer too small";
     default:
-        return "unknown error";
+        return err < 0 && err > PROTO_E_VERSION ? strerror(-err) : "unknown error";
     }
+}
+
+bool proto_is_violation(int err)
+{
+    return err <= PROTO_E_VERSION && err >= PROTO_E_NOSPACE;
 }
 
 const char *proto_type_name(uint8_t type)

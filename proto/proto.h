@@ -77,7 +77,11 @@ enum proto_err {
     PROTO_E_FIELD = -1008,   /* a required field is missing or has the wrong type/size */
     PROTO_E_NOSPACE = -1009, /* encoder: output buffer too small */
 };
+/* The sentence for a PROTO_E_* code, or for a negative errno (decoders return -ENOMEM when
+ * msgpack-c could not allocate: not the peer's fault). */
 const char *proto_strerror(int err);
+/* True for a PROTO_E_* code: the peer broke the protocol (as opposed to a local -errno). */
+bool proto_is_violation(int err);
 const char *proto_type_name(uint8_t type); /* "DATA", ... or "?" */
 
 struct proto_hdr {

@@ -150,7 +150,8 @@ static int agent_on_hello(struct relay_agent *a, const uint8_t *body, uint32_t l
 
     rc = proto_decode_hello(body, len, &h);
     if (rc < 0) {
-        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad HELLO: %s", proto_strerror(rc));
+        tunnel_fail(t, sqlstate_of_failure(rc), "%s HELLO: %s",
+                    proto_is_violation(rc) ? "bad" : "could not decode", proto_strerror(rc));
         return -EPROTO;
     }
     if (h.ver_major != PROTO_VERSION_MAJOR) {

@@ -3,6 +3,7 @@
  * encode -> reader -> decode round trips of every frame kind at every split, and hostile
  * msgpack that would make an unguarded msgpack-c allocate gigabytes.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sqlstate.h"
 #include "proto/proto.h"
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -1258,10 +1260,18 @@ static void test_names_and_strings(void **state)
     assert_string_equal(proto_type_name(PROTO_GOAWAY), "GOAWAY");
     assert_string_equal(proto_type_name(PROTO_TYPE_MAX + 1), "?");
     assert_string_equal(proto_type_name(0xff), "?");
-    for (int e = PROTO_E_NOSPACE; e <= PROTO_E_VERSION; e++)
+    for (int e = PROTO_E_NOSPACE; e <= PROTO_E_VERSION; e++) {
         assert_string_not_equal(proto_strerror(e), "unknown error");
-    assert_string_equal(proto_strerror(-1), "unknown error");
+        assert_true(proto_is_violation(e));
+    }
+    assert_string_equal(proto_strerror(PROTO_E_NOSPACE - 1), "unknown error");
     assert_string_equal(proto_strerror(PROTO_OK), "ok");
+    /* a local failure is told apart from the peer's: out of memory is not a violation */
+    assert_string_equal(proto_strerror(-ENOMEM), strerror(ENOMEM));
+    assert_false(proto_is_violation(-ENOMEM));
+    assert_false(proto_is_violation(PROTO_OK));
+    assert_string_equal(sqlstate_of_failure(-ENOMEM), SQLSTATE_OUT_OF_MEMORY);
+    assert_string_equal(sqlstate_of_failure(PROTO_E_FIELD), SQLSTATE_PROTOCOL_VIOLATION);
 }
 
 int main(void)
