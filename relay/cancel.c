@@ -23,6 +23,7 @@
 #include "common/log.h"
 #include "common/tunnel.h"
 #include "common/pgwire.h"
+#include "relay/admit.h"
 #include "relay/relay.h"
 
 #define NONE UINT32_MAX
@@ -32,9 +33,6 @@ struct limiter_entry {
     uint8_t src[16];
     uint64_t mtokens; /* thousandths of a token */
     uint64_t refill_ms;
-    uint64_t logged_ms;
-    uint32_t suppressed;
-    bool logged;
     uint32_t hnext;      /* bucket chain */
     uint32_t prev, next; /* LRU: head = most recently seen */
 };
@@ -176,8 +174,7 @@ static struct limiter_entry *limiter_entry(struct relay_cancel_limiter *l, const
     return e;
 }
 
-bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer, uint64_t now_ms,
-                               bool *log_drop, uint32_t *suppressed)
+bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer, uint64_t now_ms)
 {
     uint8_t src[16];
     cidr_source_key(peer, l->v4_prefix, l->v6_prefix, src);
@@ -190,22 +187,10 @@ bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer,
         e->mtokens = add >= full - e->mtokens ? full : e->mtokens + add;
         e->refill_ms = now_ms;
     }
-    *log_drop = false;
-    *suppressed = 0;
-    if (e->mtokens >= MILLI) {
-        e->mtokens -= MILLI;
-        return true;
-    }
-    if (!e->logged || now_ms - e->logged_ms >= RELAY_CANCEL_LOG_MS) {
-        *log_drop = true;
-        *suppressed = e->suppressed;
-        e->suppressed = 0;
-        e->logged = true;
-        e->logged_ms = now_ms;
-    } else {
-        e->suppressed++;
-    }
-    return false;
+    if (e->mtokens < MILLI)
+        return false;
+    e->mtokens -= MILLI;
+    return true;
 }
 
 bool relay_cancel_len_ok(uint32_t len)
@@ -269,8 +254,7 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
 {
     struct proto_cancel c;
     uint8_t frame[PROTO_HDR_SIZE + 32 + PROTO_CANCEL_KEY_MAX];
-    bool log_drop;
-    uint32_t suppressed;
+    char more[64];
 
     if (!r->cancel_limiter) {
         r->cancel_limiter =
@@ -289,28 +273,24 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
         }
         relay_cancel_limiter_set_prefix(r->cancel_net, 24, 48);
     }
-    if (!relay_cancel_limiter_take(r->cancel_limiter, peer, uv_now(r->loop), &log_drop,
-                                   &suppressed)) {
-        if (log_drop)
-            log_warn("cancel dropped reason=rate limited client=%s limit=%u/s burst=%u "
-                     "unlogged_drops=%u",
-                     peer, RELAY_CANCEL_RATE, RELAY_CANCEL_BURST, suppressed);
+    if (!relay_cancel_limiter_take(r->cancel_limiter, peer, uv_now(r->loop))) {
+        if (relay_admit_log_ok(r, peer, PREAUTH_CANCEL, more, sizeof(more)))
+            log_warn("cancel dropped reason=rate limited client=%s limit=%u/s burst=%u%s", peer,
+                     RELAY_CANCEL_RATE, RELAY_CANCEL_BURST, more);
         return;
     }
     /* one network (many addresses of one party) cannot take the relay-wide budget alone */
-    if (!relay_cancel_limiter_take(r->cancel_net, peer, uv_now(r->loop), &log_drop, &suppressed)) {
-        if (log_drop)
+    if (!relay_cancel_limiter_take(r->cancel_net, peer, uv_now(r->loop))) {
+        if (relay_admit_log_ok(r, peer, PREAUTH_CANCEL, more, sizeof(more)))
             log_warn("cancel dropped reason=rate limited for the network client=%s "
-                     "limit=%u/s burst=%u per IPv4 /24 or IPv6 /48 unlogged_drops=%u",
-                     peer, RELAY_CANCEL_NET_RATE, RELAY_CANCEL_NET_BURST, suppressed);
+                     "limit=%u/s burst=%u per IPv4 /24 or IPv6 /48%s",
+                     peer, RELAY_CANCEL_NET_RATE, RELAY_CANCEL_NET_BURST, more);
         return;
     }
-    if (!relay_cancel_limiter_take(r->cancel_global, "0.0.0.0:0", uv_now(r->loop), &log_drop,
-                                   &suppressed)) {
-        if (log_drop)
-            log_warn("cancel dropped reason=relay-wide rate limit client=%s limit=%u/s burst=%u "
-                     "unlogged_drops=%u",
-                     peer, RELAY_CANCEL_GLOBAL_RATE, RELAY_CANCEL_GLOBAL_BURST, suppressed);
+    if (!relay_cancel_limiter_take(r->cancel_global, "0.0.0.0:0", uv_now(r->loop))) {
+        if (relay_admit_log_ok(r, peer, PREAUTH_CANCEL, more, sizeof(more)))
+            log_warn("cancel dropped reason=relay-wide rate limit client=%s limit=%u/s burst=%u%s",
+                     peer, RELAY_CANCEL_GLOBAL_RATE, RELAY_CANCEL_GLOBAL_BURST, more);
         return;
     }
     if (len < RELAY_CANCEL_PKT_MIN || len > RELAY_CANCEL_PKT_MAX ||

@@ -44,19 +44,15 @@ struct tunnel_stream;
 /* and relay-wide, whatever the sources: many addresses cannot flood the agents either */
 #define RELAY_CANCEL_GLOBAL_RATE 1000
 #define RELAY_CANCEL_GLOBAL_BURST 2000
-#define RELAY_CANCEL_LOG_MS 1000 /* rate-limit drops are logged once per this, per source */
 
 /* Returns new, or NULL (out of memory). rate: tokens per second; burst: bucket size. */
 struct relay_cancel_limiter *relay_cancel_limiter_new(size_t sources, uint32_t rate,
                                                       uint32_t burst);
 void relay_cancel_limiter_free(struct relay_cancel_limiter *l); /* NULL-tolerant */
-/*
- * Take a token for the source of peer ("ip:port", "[v6]:port") at now_ms. Returns true when
- * allowed. When refused, *log_drop says whether to log this drop (the first one, then at
- * most once per RELAY_CANCEL_LOG_MS) and *suppressed how many drops went unlogged before it.
- */
-bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer, uint64_t now_ms,
-                               bool *log_drop, uint32_t *suppressed);
+/* Take a token for the source of peer ("ip:port", "[v6]:port") at now_ms. Returns true when
+ * allowed. relay_cancel_request logs drops as other refusals are logged (relay_admit_log_ok,
+ * PREAUTH_CANCEL). */
+bool relay_cancel_limiter_take(struct relay_cancel_limiter *l, const char *peer, uint64_t now_ms);
 size_t relay_cancel_limiter_size(const struct relay_cancel_limiter *l); /* sources tracked */
 /* What makes a source: the first v4_prefix bits of an IPv4 address (default 32), the first
  * v6_prefix bits of an IPv6 one (default 64, at most 64). */

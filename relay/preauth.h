@@ -48,6 +48,7 @@ enum preauth_reason {
     PREAUTH_TUNNEL,      /* tunnel refused before its HELLO was accepted */
     PREAUTH_TIMEOUT,     /* startup_timeout, hello_timeout */
     PREAUTH_REFUSED,     /* any other refusal (protocol, access, routing...) */
+    PREAUTH_CANCEL,      /* a CancelRequest over a rate limit (cancel.h) */
     PREAUTH_REASONS
 };
 
