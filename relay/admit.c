@@ -226,3 +226,45 @@ void relay_admit_accept_failed(struct relay *r, int status, const char *listener
         r->accept_fail_suppressed++;
     }
 }
+
+static void spare_take(struct admit_spare *sp);
+
+static void spare_closed(uv_handle_t *h)
+{
+    struct admit_spare *sp = h->data;
+
+    sp->busy = false;
+    sp->r->open_handles--;
+    /* a connection refused while the spare was closing still waits: take it now, which
+     * also lets the listener read again (uv_accept restarts it) */
+    if (sp->waiting && !sp->r->stopping && !uv_is_closing((uv_handle_t *)sp->server))
+        spare_take(sp);
+    sp->waiting = false;
+}
+
+static void spare_take(struct admit_spare *sp)
+{
+    sp->waiting = false;
+    if (uv_tcp_init(sp->r->loop, &sp->tcp) < 0)
+        return;
+    sp->tcp.data = sp;
+    sp->busy = true;
+    sp->r->open_handles++;
+    /* on failure libuv has closed the connection's descriptor itself */
+    uv_accept(sp->server, (uv_stream_t *)&sp->tcp);
+    uv_close((uv_handle_t *)&sp->tcp, spare_closed);
+}
+
+void relay_admit_drop_unaccepted(struct relay *r, uv_stream_t *server, const char *listener)
+{
+    struct admit_spare *sp =
+        server == (uv_stream_t *)&r->client_listener ? &r->client_spare : &r->tunnel_spare;
+
+    sp->r = r;
+    sp->server = server;
+    relay_admit_accept_failed(r, UV_ENOMEM, listener);
+    if (sp->busy)
+        sp->waiting = true;
+    else
+        spare_take(sp);
+}

@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "relay/preauth.h"
 
@@ -54,6 +55,27 @@ void relay_admit_release(struct relay *r, struct preauth_slot *slot);
 bool relay_admit_handshake(struct relay *r, struct preauth_slot *slot);
 /* An accept on a listener failed with status (a UV_E* code): shed, log (rate limited). */
 void relay_admit_accept_failed(struct relay *r, int status, const char *listener);
+
+/*
+ * A listener's spare handle. libuv hands a listener's connection callback one connection to
+ * accept; a callback that returns without uv_accept leaves it waiting and the listener reads
+ * no more (libuv src/unix/stream.c, uv__server_io), for good. A connection the relay cannot
+ * take (out of memory before its struct exists) is accepted into the spare and closed at once.
+ * The spare is free again in its close callback; a connection refused while it is closing
+ * waits on the listener until then (the listener pauses for that loop turn, no longer).
+ */
+struct admit_spare {
+    uv_tcp_t tcp;
+    struct relay *r;
+    uv_stream_t *server;
+    bool busy;    /* closing */
+    bool waiting; /* a connection waits on server for the spare */
+};
+
+/* In the connection callback of listener server (one of r's two), before uv_accept: the
+ * connection cannot be taken. Accept it into the listener's spare, close it, count and log it
+ * as an accept failure (relay_admit_accept_failed, UV_ENOMEM), so that the listener goes on. */
+void relay_admit_drop_unaccepted(struct relay *r, uv_stream_t *server, const char *listener);
 
 /* May a refusal line for peer be written now? *suffix gets " (N more suppressed)" or "". */
 bool relay_admit_log_ok(struct relay *r, const char *peer, enum preauth_reason why, char *suffix,

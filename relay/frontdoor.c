@@ -983,11 +983,14 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
 {
     struct relay_client *c = calloc(1, sizeof(*c));
     uint8_t rnd[8];
-    if (!c)
-        return;
-    c->conn = conn_new(r->cl, &client_ops, c, false);
-    if (!c->conn) {
+    int rc;
+
+    if (c && !(c->conn = conn_new(r->cl, &client_ops, c, false))) {
         free(c);
+        c = NULL;
+    }
+    if (!c) {
+        relay_admit_drop_unaccepted(r, server, "client"); /* or the listener stops */
         return;
     }
     c->r = r;
@@ -1003,7 +1006,8 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         memcpy(rnd, &c, sizeof(rnd) < sizeof(c) ? sizeof(rnd) : sizeof(c));
     for (int i = 0; i < 8; i++)
         snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
-    if (conn_accept(c->conn, server) < 0) {
+    if ((rc = conn_accept(c->conn, server)) < 0) {
+        relay_admit_accept_failed(r, rc, "client");
         c->state = FD_ENDING;
         conn_close(c->conn);
         return;

@@ -301,6 +301,7 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
     struct relay *r = server->data;
     struct relay_agent *a = NULL;
     struct conn *c = NULL;
+    int rc = UV_ENOMEM;
 
     if (status < 0 && !r->stopping)
         relay_admit_accept_failed(r, status, "tunnel");
@@ -308,9 +309,14 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
         return;
     a = calloc(1, sizeof(*a));
     c = conn_new(r->cl, NULL, NULL, false);
-    if (!a || !c)
-        goto fail;
-    if (conn_accept(c, server) < 0)
+    if (!a || !c) {
+        free(a);
+        if (c)
+            conn_close(c);
+        relay_admit_drop_unaccepted(r, server, "tunnel"); /* or the listener stops */
+        return;
+    }
+    if ((rc = conn_accept(c, server)) < 0)
         goto fail;
     a->r = r;
     snprintf(a->peer, sizeof(a->peer), "%s", conn_peer_addr(c));
@@ -322,6 +328,7 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
     };
     a->t = tunnel_new(r->loop, c, &relay_tunnel_ops, &lim, ++r->next_tunnel_id, a);
     c = NULL; /* owned by the tunnel now, even on failure */
+    rc = UV_ENOMEM;
     if (!a->t)
         goto fail;
     a->next = r->agents;
@@ -345,7 +352,7 @@ static void tunnel_on_connection(uv_stream_t *server, int status)
         tunnel_close(a->t, "could not start TLS");
     return;
 fail:
-    log_error("tunnel listener: could not accept a connection (out of memory or socket error)");
+    relay_admit_accept_failed(r, rc, "tunnel"); /* logged at most once a second */
     if (c)
         conn_close(c);
     if (!a || !a->t)

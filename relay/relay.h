@@ -17,6 +17,7 @@
 #include "common/counts.h"
 #include "common/keytab.h"
 #include "common/tunnel.h"
+#include "relay/admit.h"
 #include "relay/relay_config.h"
 
 struct relay_agent;  /* one accepted agent tunnel */
@@ -53,6 +54,7 @@ struct relay {
     uint64_t pending_peak; /* connections accepted since the last memory trim */
     uv_timer_t admit_timer;
     uint64_t accept_fail_ms, accept_fail_suppressed;
+    struct admit_spare client_spare, tunnel_spare; /* listeners' spare handles (admit.h) */
     bool stopping;
     struct counts *route_sessions;  /* live sessions per route (route max_sessions) */
     struct counts *source_sessions; /* live sessions per client IP (max_sessions_per_source) */
