@@ -103,6 +103,7 @@ static void client_unlink_free(uv_handle_t *h)
     r->nclients--;
     audit_stmt_free(c->stmt);
     relay_cancel_watch_free(c->keyw);
+    free(c->scan); /* a session that ended before ReadyForQuery */
     X509_free(c->cert);
     sk_X509_pop_free(c->cert_chain, X509_free);
     free(c->pkt);
