@@ -156,7 +156,10 @@ def test_oversized_client_hello_refused_rss_bounded(burrow_env):
                   len(direct), len(tunnel), rss0, rss1,
                   (rss1 - rss0) / max(len(direct) + len(tunnel), 1)))
         assert relay.count("ClientHello of 131072 bytes", since=mark) >= 1
-        assert rss1 - rss0 < 16 * (len(direct) + len(tunnel)), "more than 16 KiB each"
+        # under ASan, memory freed when they closed sits in its quarantine (up to 256 MB): the
+        # RSS then measures the sanitizer, not the relay (the release build checks it)
+        if not harness.SANITIZER:
+            assert rss1 - rss0 < 16 * (len(direct) + len(tunnel)), "more than 16 KiB each"
     finally:
         close_all(direct)
         close_all(tunnel)
