@@ -28,7 +28,7 @@ struct agent {
     struct agent_config cfg;
     SSL_CTX *relay_ctx;
     struct agent_link *links;   /* one per relay address (list), plus removed ones draining */
-    struct agent_relay *relays; /* one per configured relay address; names resolve (links.c) */
+    struct agent_relay *relays; /* one per configured relay address; names resolve (relays.c) */
     uv_signal_t sig_term, sig_int;
     uint32_t next_tunnel_id;
     uint64_t rng;                       /* xorshift state for backoff jitter */
@@ -47,16 +47,5 @@ void agent_stop(struct agent *a);
  * drain_timeout, then agent_stop. */
 void agent_drain(struct agent *a);
 void agent_free(struct agent *a);
-/* The TLS client context for the tunnels to relays, from cfg (start-up and reload). Returns
- * new, or NULL with err[CONFIG_ERR_MAX]. A reload replaces cfg and relay_ctx between loop
- * turns: never keep a pointer into a->cfg across turns (copy what you need). */
-SSL_CTX *agent_relay_ctx_new(const struct agent_config *cfg, char *err);
-
-/* After a reload replaced a->cfg: dial relay addresses that are new, drain and close the
- * links to addresses that are gone (GOAWAY, then closed when their last session ends). */
-void agent_links_update(struct agent *a);
-
-/* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)] ms. Pure. */
-uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd);
 
 #endif

@@ -1,374 +1,500 @@
 /*
- * links.c — relay entries: resolving relay names into one link per address (see links.h).
+ * links.c — one tunnel to one relay address, dialed and kept up (see links.h).
  *
- * Each entry of a name runs:
+ *   WAIT --timer--> RESOLVE --> CONNECT --TCP--> TLS --handshake--> HELLO sent --WELCOME--> UP
+ *     ^                                                                                   |
+ *     +---------- failure anywhere (logged, backoff with full jitter, never gives up) -----+
  *
- *   RESOLVE --addresses--> diff against the links it holds: add new, retire gone --+
- *      ^                                                                           |
- *      +---- resolve_interval (or ~1 s after one of its links failed) ------------+
- *      +---- failure: backoff with jitter; the links it holds are kept -----------+
- *
- * A failed resolution never closes a tunnel: DNS hiccups must not cut running sessions. Only an
- * answer that no longer lists an address retires that address's link.
+ * connect_timeout bounds RESOLVE..WELCOME; once UP, keepalive (tunnel.c) detects a dead relay.
+ * Each OPEN the relay sends becomes a session (session.h).
  */
 #include "agent/links.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
 #include "agent/agent.h"
+#include "agent/cancel_key.h"
+#include "agent/session.h"
 #include "common/log.h"
+#include "common/sqlstate.h"
+#include "common/tls.h"
 
-/* Links that fail make their name be resolved again, but not more often than this. */
-#define RERESOLVE_MIN_MS 1000
+enum link_state { LINK_WAIT, LINK_RESOLVE, LINK_CONNECT, LINK_HANDSHAKE, LINK_UP };
 
-struct agent_relay {
+struct agent_link {
     struct agent *a;
-    struct agent_relay *next;     /* a->relays */
-    struct agent_relay_addr addr; /* as configured (a copy: a reload replaces the config) */
-    char label[300];              /* host:port for logs */
-    bool literal;                 /* an IP literal: one link, nothing to resolve */
-    bool removed;                 /* a reload dropped it: freed once its handles are done */
-    bool gai_busy;
+    struct agent_link *next;      /* a->links */
+    struct agent_relay_addr addr; /* a copy: a reload replaces the configuration */
+    bool removed;                 /* a reload dropped the address: draining, then freed */
     bool timer_closed;
-    bool resolved;    /* had an answer once (logs) */
-    uv_timer_t timer; /* next resolution */
+    struct agent_relay *owner;   /* the configured entry it serves (relays.c); NULL once retired */
+    agent_link_failed_fn failed; /* tells owner that this link failed */
+    char server_name[256];       /* checked in the relay certificate: the configured host */
+    char retire_why[128];
+    char label[300]; /* host:port for logs */
+    enum link_state state;
+    uv_timer_t timer; /* backoff wait, then connect timeout */
     uv_getaddrinfo_t gai;
-    uint64_t last_resolve_ms;
-    uint32_t attempt; /* failed resolutions in a row */
-    size_t n;         /* links held: the literal's one, or one per address */
-    char ips[AGENT_RELAY_MAX_ADDRS][AGENT_ADDR_STRLEN];
-    struct agent_link *links[AGENT_RELAY_MAX_ADDRS];
+    bool gai_busy;
+    struct conn *pending; /* TCP connect in progress (before the tunnel owns it) */
+    struct tunnel *t;
+    uint32_t attempt;
+    bool duplicate; /* the relay refused this tunnel: it already has a live one from us */
+    char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX];
 };
 
-static void relay_resolve(struct agent_relay *r);
+static void link_schedule(struct agent_link *l, const char *why);
+static void link_dial(struct agent_link *l);
+static void link_maybe_free(struct agent_link *l);
+static void link_timer_closed(uv_handle_t *h);
 
-/* ---- pure helpers -------------------------------------------------------------------- */
-
-static int addr_cmp(const void *x, const void *y)
+uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd)
 {
-    return strcmp(x, y);
+    uint64_t ceiling = base_ms;
+    for (uint32_t i = 0; i < attempt && ceiling < cap_ms; i++)
+        ceiling *= 2;
+    if (ceiling > cap_ms)
+        ceiling = cap_ms;
+    return ceiling ? rnd % (ceiling + 1) : 0;
 }
 
-size_t agent_addrs_from_addrinfo(const struct addrinfo *res, char (*out)[AGENT_ADDR_STRLEN],
-                                 size_t cap, bool *truncated)
+static uint64_t agent_rand(struct agent *a)
 {
-    size_t n = 0;
-    *truncated = false;
-    for (const struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        char ip[AGENT_ADDR_STRLEN];
-        const void *src;
-        if (ai->ai_family == AF_INET && ai->ai_addr)
-            src = &((const struct sockaddr_in *)ai->ai_addr)->sin_addr;
-        else if (ai->ai_family == AF_INET6 && ai->ai_addr)
-            src = &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-        else
-            continue;
-        if (!inet_ntop(ai->ai_family, src, ip, sizeof(ip)))
-            continue;
-        bool dup = false;
-        for (size_t i = 0; i < n && !dup; i++)
-            dup = strcmp(out[i], ip) == 0;
-        if (dup)
-            continue;
-        if (n == cap) {
-            *truncated = true;
-            continue;
-        }
-        memcpy(out[n++], ip, sizeof(ip));
-    }
-    qsort(out, n, sizeof(*out), addr_cmp);
-    return n;
+    /* xorshift64*: jitter only, not security */
+    uint64_t x = a->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    a->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
 }
 
-void agent_addrs_diff(const char (*cur)[AGENT_ADDR_STRLEN], size_t ncur,
-                      const char (*next)[AGENT_ADDR_STRLEN], size_t nnext, bool *cur_kept,
-                      bool *next_new)
+static int link_on_open(struct tunnel *t, uint32_t id, const struct proto_open *m)
 {
-    for (size_t i = 0; i < ncur; i++)
-        cur_kept[i] = false;
-    for (size_t j = 0; j < nnext; j++) {
-        next_new[j] = true;
-        for (size_t i = 0; i < ncur; i++) {
-            if (strcmp(cur[i], next[j]) == 0) {
-                cur_kept[i] = true;
-                next_new[j] = false;
-            }
-        }
-    }
+    struct agent_link *l = tunnel_data(t);
+    return agent_session_start(l->a, t, id, m);
 }
 
-void agent_addrs_join(const char (*addrs)[AGENT_ADDR_STRLEN], size_t n, char *buf, size_t cap)
+static void link_on_up(struct tunnel *t)
 {
-    size_t len = 0;
-    if (cap == 0)
+    struct agent_link *l = tunnel_data(t);
+    struct agent *a = l->a;
+    struct proto_hello h;
+    uint8_t buf[PROTO_HDR_SIZE + PROTO_MAX_CONTROL];
+    char alpn[32];
+
+    if (!conn_tls_alpn(tunnel_conn(t), alpn, sizeof(alpn)) || strcmp(alpn, PROTO_ALPN) != 0) {
+        tunnel_close(t, "relay did not select ALPN " PROTO_ALPN);
         return;
-    buf[0] = '\0';
-    for (size_t i = 0; i < n && len < cap; i++) {
-        int w = snprintf(buf + len, cap - len, "%s%s", i ? ", " : "", addrs[i]);
-        if (w < 0)
-            break;
-        len += (size_t)w;
     }
+    memset(&h, 0, sizeof(h));
+    h.ver_major = PROTO_VERSION_MAJOR;
+    h.ver_minor = PROTO_VERSION_MINOR;
+    snprintf(h.software, sizeof(h.software), "pgburrow-agent %s", PGB_VERSION);
+    for (size_t i = 0; i < a->cfg.nroutes && i < PROTO_MAX_ROUTES; i++)
+        snprintf(h.routes[h.nroutes++], PROTO_NAME_MAX, "%s", a->cfg.routes[i].name);
+    int n = proto_encode_hello(buf, sizeof(buf), &h);
+    if (n < 0 || tunnel_send(t, buf, (size_t)n) < 0)
+        tunnel_close(t, "could not send HELLO");
 }
 
-/* ---- entries ------------------------------------------------------------------------- */
-
-static void relay_maybe_free(struct agent_relay *r)
+static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const uint8_t *body)
 {
-    struct agent *a = r->a;
-    if (!r->removed || !r->timer_closed || r->gai_busy)
+    struct agent_link *l = tunnel_data(t);
+    struct proto_welcome w;
+    struct proto_goaway g;
+
+    if (hdr->type == PROTO_WELCOME && l->state == LINK_HANDSHAKE) {
+        if (proto_decode_welcome(body, hdr->length, &w) < 0 || w.ver_major != PROTO_VERSION_MAJOR) {
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad WELCOME");
+            return -EPROTO;
+        }
+        l->routes[0] = '\0';
+        for (uint32_t i = 0; i < w.naccepted; i++) {
+            if (i)
+                strcat(l->routes, ",");
+            strcat(l->routes, w.accepted[i]);
+        }
+        for (uint32_t i = 0; i < w.nrefused; i++)
+            log_msg(LOG_WARN, tunnel_id(t), 0,
+                    "relay %s refused route %s: this agent's certificate is not allowed to "
+                    "serve it",
+                    l->label, w.refused[i]);
+        if (w.initial_window > l->a->cfg.max_stream_window) {
+            /* the window is what this agent may have to queue per session toward PostgreSQL */
+            log_msg(LOG_ERROR, tunnel_id(t), 0,
+                    "relay %s offers a stream window of %u bytes, above this agent's "
+                    "max_stream_window (%llu): refused",
+                    l->label, w.initial_window, (unsigned long long)l->a->cfg.max_stream_window);
+            tunnel_fail(t, SQLSTATE_CONFIGURATION_LIMIT_EXCEEDED,
+                        "stream window %u above the agent's max_stream_window %llu",
+                        w.initial_window, (unsigned long long)l->a->cfg.max_stream_window);
+            return -EPROTO;
+        }
+        l->state = LINK_UP;
+        l->attempt = 0;
+        uv_timer_stop(&l->timer);
+        if (tunnel_set_initial_window(t, w.initial_window) < 0) {
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "WELCOME window %u out of range",
+                        w.initial_window);
+            return -EPROTO;
+        }
+        tunnel_start_keepalive(t);
+        log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel up relay=%s routes=%s relay_name=%s window=%u",
+                l->label, l->routes, w.relay_id, w.initial_window);
+        return 0;
+    }
+    if (hdr->type == PROTO_CANCEL && l->state == LINK_UP)
+        return cancel_key_on_frame(l->a->cancel_keys, t, body, hdr->length);
+    if (hdr->type == PROTO_GOAWAY) {
+        if (proto_decode_goaway(body, hdr->length, &g) < 0) {
+            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad GOAWAY");
+            return -EPROTO;
+        }
+        /* a duplicate tunnel (reached over another address of the same name, e.g. IPv4 and
+         * IPv6) is not an error to shout about */
+        l->duplicate = sqlstate_goaway_is_duplicate_tunnel(g.code);
+        log_msg(sqlstate_goaway_is_drain(g.code) || l->duplicate ? LOG_INFO : LOG_ERROR,
+                tunnel_id(t), 0, "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
+        return 0;
+    }
+    tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s", proto_type_name(hdr->type));
+    return -EPROTO;
+}
+
+static void link_on_tunnel_done(struct tunnel *t, const char *reason)
+{
+    struct agent_link *l = tunnel_data(t);
+    l->t = NULL;
+    if (l->removed) {
+        log_info("tunnel closed relay=%s reason=%s (%s: not dialed again)", l->label, reason,
+                 l->retire_why);
+        if (!uv_is_closing((uv_handle_t *)&l->timer))
+            uv_close((uv_handle_t *)&l->timer, link_timer_closed);
         return;
-    for (struct agent_relay **p = &a->relays; *p; p = &(*p)->next) {
-        if (*p == r) {
-            *p = r->next;
-            break;
-        }
     }
-    free(r);
+    if (l->a->stopping)
+        return;
+    link_schedule(l, reason);
 }
 
-static void relay_timer_closed(uv_handle_t *h)
-{
-    struct agent_relay *r = h->data;
-    r->timer_closed = true;
-    relay_maybe_free(r);
-}
+static const struct tunnel_ops link_tunnel_ops = {
+    .on_control = link_on_control,
+    .on_open = link_on_open,
+    .on_up = link_on_up,
+    .on_tunnel_done = link_on_tunnel_done,
+};
 
-static void relay_timer_fired(uv_timer_t *timer)
-{
-    relay_resolve(timer->data);
-}
+static void link_conn_on_connect(struct conn *c, int status);
+static void link_conn_on_error(struct conn *c, int err, const char *reason);
+static void link_conn_on_close(struct conn *c);
+static const struct conn_ops link_conn_ops = {
+    .on_connect = link_conn_on_connect,
+    .on_error = link_conn_on_error,
+    .on_close = link_conn_on_close,
+};
 
-/* Retire the links to addresses the name no longer has; dial the new ones. */
-static void relay_apply(struct agent_relay *r, char (*next)[AGENT_ADDR_STRLEN], size_t nnext)
+static void link_conn_on_connect(struct conn *c, int status)
 {
-    struct agent *a = r->a;
-    bool kept[AGENT_RELAY_MAX_ADDRS], fresh[AGENT_RELAY_MAX_ADDRS];
-    size_t n = 0;
-
-    agent_addrs_diff((const char(*)[AGENT_ADDR_STRLEN])r->ips, r->n,
-                     (const char(*)[AGENT_ADDR_STRLEN])next, nnext, kept, fresh);
-    for (size_t i = 0; i < r->n; i++) {
-        if (kept[i]) {
-            if (n != i) {
-                memcpy(r->ips[n], r->ips[i], sizeof(r->ips[n]));
-                r->links[n] = r->links[i];
-            }
-            n++;
-            continue;
-        }
-        char why[400];
-        snprintf(why, sizeof(why), "address no longer listed for %s", r->addr.host);
-        agent_link_retire(r->links[i], why);
+    struct agent_link *l = conn_data(c);
+    if (!l) { /* its link was removed meanwhile */
+        conn_close(c);
+        return;
     }
-    r->n = n;
-    for (size_t j = 0; j < nnext && r->n < AGENT_RELAY_MAX_ADDRS; j++) {
-        struct agent_relay_addr addr = {.port = r->addr.port};
-        char label[300];
-        if (!fresh[j])
-            continue;
-        snprintf(addr.host, sizeof(addr.host), "%s", next[j]);
-        snprintf(label, sizeof(label), "%s addr=%s", r->label, next[j]);
-        struct agent_link *l = agent_link_add(a, &addr, r->addr.host, label, r);
-        if (!l)
-            continue; /* logged; the next resolution tries again */
-        memcpy(r->ips[r->n], next[j], sizeof(r->ips[r->n]));
-        r->links[r->n++] = l;
+    struct agent *a = l->a;
+    if (status < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect: %s", uv_strerror(status));
+        l->pending = NULL;
+        conn_close(c);
+        link_schedule(l, why);
+        return;
+    }
+    l->pending = NULL;
+    struct tunnel_limits lim = {
+        .ping_interval_ms = (uint32_t)a->cfg.ping_interval_ms,
+        .dead_timeout_ms = (uint32_t)a->cfg.dead_timeout_ms,
+        .max_streams = (uint32_t)a->cfg.max_streams,
+        .initial_window = PROTO_INITIAL_WINDOW,
+    };
+    l->state = LINK_HANDSHAKE;
+    l->t = tunnel_new(a->loop, c, &link_tunnel_ops, &lim, ++a->next_tunnel_id, l);
+    if (!l->t) {
+        link_schedule(l, "out of memory");
+        return;
+    }
+    const char *sni = a->cfg.relay_server_name ? a->cfg.relay_server_name : l->server_name;
+    if (conn_tls_client(c, a->relay_ctx, sni) < 0 || conn_read_start(c) < 0)
+        tunnel_close(l->t, "could not start TLS");
+}
+
+static void link_conn_on_error(struct conn *c, int err, const char *reason)
+{
+    struct agent_link *l = conn_data(c);
+    char why[256];
+    if (!l)
+        return;
+    snprintf(why, sizeof(why), "%s", reason ? reason : uv_strerror(err));
+    if (l->pending == c) {
+        l->pending = NULL;
+        link_schedule(l, why);
     }
 }
 
-static void relay_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+static void link_conn_on_close(struct conn *c)
 {
-    struct agent_relay *r = req->data;
-    struct agent *a = r->a;
-    char next[AGENT_RELAY_MAX_ADDRS][AGENT_ADDR_STRLEN];
-    size_t nnext = 0;
-    bool truncated = false;
+    (void)c;
+}
 
-    r->gai_busy = false;
-    if (status == 0)
-        nnext = agent_addrs_from_addrinfo(res, next, AGENT_RELAY_MAX_ADDRS, &truncated);
+static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    struct agent_link *l = req->data;
+    struct agent *a = l->a;
+    l->gai_busy = false;
+    if (l->removed) {
+        uv_freeaddrinfo(res);
+        link_maybe_free(l);
+        return;
+    }
+    if (a->stopping || l->state != LINK_RESOLVE) {
+        uv_freeaddrinfo(res);
+        return;
+    }
+    if (status < 0) {
+        char why[160];
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr.host, uv_strerror(status));
+        link_schedule(l, why);
+        return;
+    }
+    l->state = LINK_CONNECT;
+    l->pending = conn_new(a->cl, &link_conn_ops, l, false);
+    int rc = l->pending ? conn_connect_tcp(l->pending, res->ai_addr) : -ENOMEM;
     uv_freeaddrinfo(res);
-    if (r->removed) {
-        relay_maybe_free(r);
+    if (rc < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "connect: %s", uv_strerror(rc));
+        if (l->pending)
+            conn_close(l->pending);
+        l->pending = NULL;
+        link_schedule(l, why);
+    }
+}
+
+static void link_timer_fired(uv_timer_t *timer)
+{
+    struct agent_link *l = timer->data;
+    if (l->removed) {
+        /* draining: close once the relay's last session on this tunnel has ended */
+        if (l->t && tunnel_nstreams(l->t) == 0)
+            tunnel_close(l->t, l->retire_why);
         return;
     }
+    if (l->state == LINK_WAIT) {
+        link_dial(l);
+        return;
+    }
+    /* connect_timeout while dialing */
+    char why[96];
+    snprintf(why, sizeof(why), "no WELCOME within %llu ms",
+             (unsigned long long)l->a->cfg.connect_timeout_ms);
+    if (l->t) {
+        tunnel_close(l->t, why); /* link_on_tunnel_done reschedules */
+    } else if (l->pending) {
+        struct conn *c = l->pending;
+        l->pending = NULL;
+        conn_close(c);
+        link_schedule(l, why);
+    } else if (l->gai_busy) {
+        uv_cancel((uv_req_t *)&l->gai);
+        l->state = LINK_WAIT; /* the resolver callback sees the state and stops */
+        link_schedule(l, why);
+    }
+}
+
+static void link_dial(struct agent_link *l)
+{
+    struct agent *a = l->a;
+    char port[8];
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     if (a->stopping || a->draining)
         return;
-    if (status == 0 && nnext == 0)
-        status = UV_EAI_NODATA;
-    if (status < 0) {
-        uint64_t cap = a->cfg.reconnect_max_ms;
-        if (r->n && cap > a->cfg.resolve_interval_ms)
-            cap = a->cfg.resolve_interval_ms;
-        uint64_t delay = agent_backoff_ms(a->cfg.reconnect_min_ms, cap, r->attempt,
-                                          uv_hrtime() * 0x9E3779B97F4A7C15ULL);
-        if (r->attempt < 63)
-            r->attempt++;
-        if (r->n)
-            log_warn("cannot resolve %s: %s; keeping the %zu tunnel(s) to its last known "
-                     "address(es); retry_in_ms=%llu",
-                     r->addr.host, uv_strerror(status), r->n, (unsigned long long)delay);
-        else
-            log_warn("tunnel failed relay=%s reason=cannot resolve %s: %s retry_in_ms=%llu",
-                     r->label, r->addr.host, uv_strerror(status), (unsigned long long)delay);
-        uv_timer_start(&r->timer, relay_timer_fired, delay, 0);
-        return;
-    }
-    r->attempt = 0;
-    bool changed = !r->resolved || nnext != r->n;
-    for (size_t i = 0; i < nnext && !changed; i++)
-        changed = strcmp(next[i], r->ips[i]) != 0; /* both sorted */
-    if (changed) {
-        char list[1024];
-        agent_addrs_join((const char(*)[AGENT_ADDR_STRLEN])next, nnext, list, sizeof(list));
-        log_info("relay addresses for %s: %s%s", r->addr.host, list,
-                 truncated ? " (more ignored: at most 64 per name)" : "");
-    }
-    r->resolved = true;
-    relay_apply(r, next, nnext);
-    uv_timer_start(&r->timer, relay_timer_fired, a->cfg.resolve_interval_ms, 0);
-}
-
-static void relay_resolve(struct agent_relay *r)
-{
-    struct agent *a = r->a;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    char port[8];
-
-    if (r->literal || r->removed || r->gai_busy || a->stopping || a->draining)
-        return;
-    snprintf(port, sizeof(port), "%u", r->addr.port);
-    r->gai.data = r;
-    r->gai_busy = true;
-    r->last_resolve_ms = uv_now(a->loop);
-    int rc = uv_getaddrinfo(a->loop, &r->gai, relay_on_resolved, r->addr.host, port, &hints);
+    l->state = LINK_RESOLVE;
+    uv_timer_start(&l->timer, link_timer_fired, a->cfg.connect_timeout_ms, 0);
+    snprintf(port, sizeof(port), "%u", l->addr.port);
+    l->gai.data = l;
+    l->gai_busy = true;
+    int rc = uv_getaddrinfo(a->loop, &l->gai, link_on_resolved, l->addr.host, port, &hints);
     if (rc < 0) {
-        r->gai_busy = true; /* relay_on_resolved clears it */
-        relay_on_resolved(&r->gai, rc, NULL);
+        char why[160];
+        l->gai_busy = false;
+        snprintf(why, sizeof(why), "cannot resolve %s: %s", l->addr.host, uv_strerror(rc));
+        link_schedule(l, why);
     }
 }
 
-void agent_relay_link_failed(struct agent_relay *r)
+static void link_schedule(struct agent_link *l, const char *why)
 {
-    if (!r || r->literal || r->removed || r->gai_busy || r->a->stopping || r->a->draining)
+    struct agent *a = l->a;
+    if (a->stopping || l->removed)
         return;
-    uint64_t now = uv_now(r->a->loop), wait = 0;
-    if (now < r->last_resolve_ms + RERESOLVE_MIN_MS)
-        wait = r->last_resolve_ms + RERESOLVE_MIN_MS - now;
-    if (uv_timer_get_due_in(&r->timer) > wait || !uv_is_active((uv_handle_t *)&r->timer))
-        uv_timer_start(&r->timer, relay_timer_fired, wait, 0);
+    uint64_t delay = agent_backoff_ms(a->cfg.reconnect_min_ms, a->cfg.reconnect_max_ms, l->attempt,
+                                      agent_rand(a));
+    if (l->attempt < 63)
+        l->attempt++;
+    if (l->duplicate) {
+        /* Refused because this relay already has a live tunnel from us: the same relay behind
+         * another address, or our previous tunnel not yet seen dead there (the relay replaces
+         * one silent for two ping intervals). Retry on the usual backoff, quietly. */
+        l->duplicate = false;
+        log_info("tunnel not needed relay=%s reason=the relay already has a live tunnel from this "
+                 "agent retry_in_ms=%llu",
+                 l->label, (unsigned long long)delay);
+    } else if (l->state == LINK_UP)
+        log_warn("tunnel down relay=%s reason=%s retry_in_ms=%llu", l->label, why,
+                 (unsigned long long)delay);
+    else
+        log_warn("tunnel failed relay=%s reason=%s retry_in_ms=%llu", l->label, why,
+                 (unsigned long long)delay);
+    l->state = LINK_WAIT;
+    uv_timer_start(&l->timer, link_timer_fired, delay, 0);
+    if (l->owner)
+        l->failed(l->owner); /* a relay behind a name may have moved */
 }
 
-static bool is_ip_literal(const char *host)
+/* Free a removed link once nothing refers to it any more (timer, resolver, tunnel). */
+static void link_maybe_free(struct agent_link *l)
 {
-    unsigned char buf[sizeof(struct in6_addr)];
-    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+    struct agent *a = l->a;
+    if (!l->timer_closed || l->gai_busy || l->t)
+        return;
+    for (struct agent_link **p = &a->links; *p; p = &(*p)->next) {
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    }
+    free(l);
 }
 
-static struct agent_relay *relay_new(struct agent *a, const struct agent_relay_addr *addr)
+static void link_timer_closed(uv_handle_t *h)
 {
-    struct agent_relay *r = calloc(1, sizeof(*r));
-    if (!r) {
+    struct agent_link *l = h->data;
+    l->timer_closed = true;
+    if (l->removed)
+        link_maybe_free(l);
+}
+
+struct agent_link *agent_link_add(struct agent *a, const struct agent_relay_addr *addr,
+                                  const char *server_name, const char *label,
+                                  agent_link_failed_fn failed, struct agent_relay *owner)
+{
+    struct agent_link *l = calloc(1, sizeof(*l));
+    if (!l) {
         log_error("out of memory: no tunnel to relay %s:%u", addr->host, addr->port);
         return NULL;
     }
-    r->a = a;
-    r->addr = *addr;
-    r->literal = is_ip_literal(addr->host);
-    if (strchr(addr->host, ':'))
-        snprintf(r->label, sizeof(r->label), "[%s]:%u", addr->host, addr->port);
-    else
-        snprintf(r->label, sizeof(r->label), "%s:%u", addr->host, addr->port);
-    if (r->literal) {
-        r->links[0] = agent_link_add(a, addr, addr->host, r->label, r);
-        if (!r->links[0]) {
-            free(r);
-            return NULL;
-        }
-        memcpy(r->ips[0], addr->host, strlen(addr->host) + 1);
-        r->n = 1;
+    l->a = a;
+    l->addr = *addr;
+    l->owner = owner;
+    l->failed = failed;
+    snprintf(l->server_name, sizeof(l->server_name), "%s", server_name);
+    snprintf(l->label, sizeof(l->label), "%s", label);
+    uv_timer_init(a->loop, &l->timer);
+    l->timer.data = l;
+    l->next = a->links;
+    a->links = l;
+    link_dial(l);
+    return l;
+}
+
+/*
+ * A reload dropped the relay address, or DNS no longer lists it (links.c): the relay gets a
+ * GOAWAY (no new sessions), the tunnel closes when the last of its sessions ends, and the link
+ * is never dialed again.
+ */
+void agent_link_retire(struct agent_link *l, const char *why)
+{
+    l->removed = true;
+    l->owner = NULL;
+    snprintf(l->retire_why, sizeof(l->retire_why), "%s", why);
+    uv_timer_stop(&l->timer);
+    if (l->pending) {
+        conn_set_data(l->pending, NULL); /* its callbacks must not find this link */
+        conn_close(l->pending);
+        l->pending = NULL;
     }
-    uv_timer_init(a->loop, &r->timer);
-    r->timer.data = r;
-    r->next = a->relays;
-    a->relays = r;
-    relay_resolve(r);
-    return r;
-}
-
-/* A reload dropped the entry: retire its links, stop resolving, free once idle. */
-static void relay_retire(struct agent_relay *r)
-{
-    r->removed = true;
-    for (size_t i = 0; i < r->n; i++)
-        agent_link_retire(r->links[i], "relay removed from the configuration");
-    r->n = 0;
-    if (r->gai_busy)
-        uv_cancel((uv_req_t *)&r->gai); /* relay_on_resolved still runs, then frees */
-    if (!uv_is_closing((uv_handle_t *)&r->timer))
-        uv_close((uv_handle_t *)&r->timer, relay_timer_closed);
-}
-
-static bool same_addr(const struct agent_relay_addr *x, const struct agent_relay_addr *y)
-{
-    return x->port == y->port && strcmp(x->host, y->host) == 0;
-}
-
-int agent_relays_sync(struct agent *a, bool initial)
-{
-    int rc = 0;
-    if (a->stopping)
-        return 0;
-    for (struct agent_relay *r = a->relays; r; r = r->next) {
-        bool kept = false;
-        if (r->removed)
-            continue;
-        for (size_t i = 0; i < a->cfg.nrelays && !kept; i++)
-            kept = same_addr(&a->cfg.relays[i], &r->addr);
-        if (!kept)
-            relay_retire(r);
+    if (l->gai_busy)
+        uv_cancel((uv_req_t *)&l->gai); /* link_on_resolved still runs, then frees */
+    if (!l->t) {
+        uv_close((uv_handle_t *)&l->timer, link_timer_closed);
+        return;
     }
-    for (size_t i = 0; i < a->cfg.nrelays; i++) {
-        const struct agent_relay_addr *addr = &a->cfg.relays[i];
-        bool have = false;
-        for (struct agent_relay *r = a->relays; r && !have; r = r->next)
-            have = !r->removed && same_addr(&r->addr, addr);
-        if (have)
-            continue;
-        if (!relay_new(a, addr))
-            rc = -ENOMEM;
-        else if (!initial)
-            log_info("relay added relay=%s:%u: dialing", addr->host, addr->port);
+    if (l->state != LINK_UP) {
+        tunnel_close(l->t, why);
+        return;
     }
-    return rc;
+    tunnel_goaway(l->t, why);
+    log_info("tunnel draining relay=%s sessions=%u (%s)", l->label, tunnel_nstreams(l->t), why);
+    uv_timer_start(&l->timer, link_timer_fired, 0, 250);
 }
 
-void agent_links_update(struct agent *a)
+/* ---- every link ---------------------------------------------------------------------- */
+
+uint64_t agent_links_nsessions(const struct agent *a)
 {
-    agent_relays_sync(a, false);
+    uint64_t n = 0;
+    for (const struct agent_link *l = a->links; l; l = l->next)
+        if (l->t)
+            n += tunnel_nstreams(l->t);
+    return n;
 }
 
-void agent_relays_stop(struct agent *a)
+void agent_links_goaway(struct agent *a, const char *why)
 {
-    for (struct agent_relay *r = a->relays; r; r = r->next) {
-        if (r->gai_busy)
-            uv_cancel((uv_req_t *)&r->gai);
-        if (!uv_is_closing((uv_handle_t *)&r->timer))
-            uv_close((uv_handle_t *)&r->timer, NULL);
+    for (struct agent_link *l = a->links; l; l = l->next)
+        if (l->t)
+            tunnel_goaway(l->t, why);
+}
+
+void agent_links_stop(struct agent *a)
+{
+    for (struct agent_link *l = a->links; l; l = l->next) {
+        if (l->t)
+            tunnel_close(l->t, "agent shutting down");
+        if (l->pending)
+            conn_close(l->pending);
+        l->pending = NULL;
+        if (l->gai_busy)
+            uv_cancel((uv_req_t *)&l->gai);
+        if (!uv_is_closing((uv_handle_t *)&l->timer))
+            uv_close((uv_handle_t *)&l->timer, link_timer_closed);
     }
 }
 
-void agent_relays_free(struct agent *a)
+void agent_links_free(struct agent *a)
 {
-    while (a->relays) {
-        struct agent_relay *r = a->relays;
-        a->relays = r->next;
-        free(r);
+    while (a->links) {
+        struct agent_link *l = a->links;
+        a->links = l->next;
+        free(l);
     }
+}
+
+SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err)
+{
+    char terr[TLS_ERR_MAX];
+    struct tls_client_opts o = {
+        .ca_file = cfg->ca,
+        .cert_file = cfg->cert,
+        .key_file = cfg->key,
+        .min_version = TLS1_3_VERSION,
+        .alpn = PROTO_ALPN,
+    };
+    SSL_CTX *ctx = tls_client_ctx_new(&o, terr);
+    if (!ctx)
+        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+    return ctx;
 }

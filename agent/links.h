@@ -1,68 +1,53 @@
 /*
- * links — the agent's relay entries: one per `relay = host:port` address of the configuration.
+ * links — the agent's tunnels: one link per relay address, dialing it, keeping its tunnel up
+ * (HELLO, WELCOME, keepalive, GOAWAY) and redialing after any failure with full-jitter
+ * exponential backoff; each OPEN on a tunnel starts a session (session.h).
  *
- * An IP literal gets one link (agent.c), as does a name that resolves to one address. A name
- * that resolves to several A/AAAA records (a Kubernetes headless Service, a DNS round robin)
- * gets one link per address, so that every relay behind the name has a tunnel to this agent.
- * Names are resolved again every resolve_interval (and soon after a link to them fails): new
- * addresses get a link; the links to addresses that disappeared are retired gracefully (GOAWAY,
- * closed once their sessions have ended). The relay certificate is always verified against the
- * name (or relay_server_name), never the address.
- *
- * Owns the entries; agent.c owns the links, each of which points back to its entry.
+ * The agent owns the list of links (a->links); a relay entry (relays.h) adds and retires the
+ * links of its addresses and is told through agent_link_failed_fn when one fails. A retired
+ * link frees itself once its sessions have ended.
  */
 #ifndef PGB_AGENT_LINKS_H
 #define PGB_AGENT_LINKS_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <netdb.h>
-
-#define AGENT_ADDR_STRLEN 46     /* INET6_ADDRSTRLEN */
-#define AGENT_RELAY_MAX_ADDRS 64 /* addresses used per name; more are ignored (logged) */
+#include <stdint.h>
+#include <openssl/ssl.h>
 
 struct agent;
+struct agent_config;
 struct agent_link;
 struct agent_relay;
 struct agent_relay_addr;
 
-/* ---- implemented in agent.c: the links ----------------------------------------------- */
+/* A link's tunnel failed or could not be set up (it redials on its own). */
+typedef void (*agent_link_failed_fn)(struct agent_relay *owner);
 
 /* A new link dialing addr (an IP literal or name) at once; the relay certificate is checked
- * against server_name (unless relay_server_name is set); label names it in logs. owner may be
- * NULL. NULL when out of memory (logged). */
+ * against server_name (unless relay_server_name is set); label names it in logs. failed is
+ * called with owner after each failure until the link is retired. NULL when out of memory
+ * (logged). */
 struct agent_link *agent_link_add(struct agent *a, const struct agent_relay_addr *addr,
                                   const char *server_name, const char *label,
-                                  struct agent_relay *owner);
+                                  agent_link_failed_fn failed, struct agent_relay *owner);
 /* No new sessions (GOAWAY to the relay), close once the last session ended (at once when
  * idle), never dial again; the link frees itself. why is logged. */
 void agent_link_retire(struct agent_link *l, const char *why);
 
-/* ---- implemented in links.c ---------------------------------------------------------- */
+/* Sessions open on every link's tunnel. */
+uint64_t agent_links_nsessions(const struct agent *a);
+/* GOAWAY on every tunnel: no new sessions (drain). */
+void agent_links_goaway(struct agent *a, const char *why);
+/* agent_stop: close every tunnel, connection attempt and timer. */
+void agent_links_stop(struct agent *a);
+/* agent_free, after the loop ran out: free every link. */
+void agent_links_free(struct agent *a);
 
-/* Make the entries match a->cfg.relays: new addresses get an entry (and dial or resolve at
- * once), entries no longer configured are retired with their links. initial: at start-up
- * (nothing logged per entry). -ENOMEM when an entry could not be made (logged). */
-int agent_relays_sync(struct agent *a, bool initial);
-/* A link of this entry failed: resolve the name again soon (rate-limited), in case the relay
- * moved to another address. NULL-tolerant. */
-void agent_relay_link_failed(struct agent_relay *r);
-/* agent_stop: stop resolving (the links are closed by agent_stop). */
-void agent_relays_stop(struct agent *a);
-/* agent_free, after the loop ran out: free every entry. */
-void agent_relays_free(struct agent *a);
+/* The TLS client context for the tunnels to relays, from cfg (start-up and reload). Returns
+ * new, or NULL with err[CONFIG_ERR_MAX]. A reload replaces cfg and relay_ctx between loop
+ * turns: never keep a pointer into a->cfg across turns (copy what you need). */
+SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err);
 
-/* Pure helpers (unit-tested). */
-
-/* The distinct IPv4/IPv6 addresses of res as text, sorted (stable logs and comparisons),
- * at most cap. Returns how many; *truncated tells whether some were left out. */
-size_t agent_addrs_from_addrinfo(const struct addrinfo *res, char (*out)[AGENT_ADDR_STRLEN],
-                                 size_t cap, bool *truncated);
-/* Set difference: cur_kept[i] = cur[i] is in next; next_new[j] = next[j] is not in cur. */
-void agent_addrs_diff(const char (*cur)[AGENT_ADDR_STRLEN], size_t ncur,
-                      const char (*next)[AGENT_ADDR_STRLEN], size_t nnext, bool *cur_kept,
-                      bool *next_new);
-/* "a, b, c" into buf (truncated to cap). */
-void agent_addrs_join(const char (*addrs)[AGENT_ADDR_STRLEN], size_t n, char *buf, size_t cap);
+/* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)] ms. Pure. */
+uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd);
 
 #endif

@@ -16,6 +16,8 @@
 #include <string.h>
 
 #include "agent/agent.h"
+#include "agent/links.h"
+#include "agent/relays.h"
 #include "agent/upstream.h"
 #include "common/log.h"
 #include "common/tls.h"
@@ -112,7 +114,7 @@ int agent_reload(struct agent *a, const char *trigger)
     if (rc < 0)
         goto fail;
     rc = -EINVAL;
-    if (!(relay_ctx = agent_relay_ctx_new(&nc, err)))
+    if (!(relay_ctx = agent_links_ctx_new(&nc, err)))
         goto fail;
     if ((rc = upstream_build_contexts(&nc, err)) < 0)
         goto fail;
@@ -144,7 +146,7 @@ int agent_reload(struct agent *a, const char *trigger)
     a->relay_ctx = relay_ctx;
     apply_log_settings(&a->cfg);
     if (relays_changed)
-        agent_links_update(a);
+        agent_relays_update(a);
     watch_config_files(rl);
     log_info("reload: ok (trigger=%s) relays=%zu routes=%zu", trigger, a->cfg.nrelays,
              a->cfg.nroutes);

@@ -11,7 +11,7 @@
  * What a reload changes: tunnels stay up (their TLS connections keep the context they were
  * made with); new tunnels (every reconnect) use the new certificate; new sessions use the new
  * route table (host, port, upstream TLS); a removed route is refused for new sessions. Relay
- * addresses (agent_links_update): a new one is dialed at once; a removed one is drained (GOAWAY:
+ * addresses (agent_relays_update): a new one is dialed at once; a removed one is drained (GOAWAY:
  * the relay opens no new sessions on it; the tunnel closes when its last session ends) and
  * never dialed again. Not reloaded: the routes offered to relays already connected (HELLO is
  * sent once per tunnel: an added route is offered from the next tunnel on), the agent name (a

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "agent/agent.h"
+#include "agent/links.h"
 
 static void first_retry_is_within_base(void **state)
 {

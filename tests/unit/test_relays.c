@@ -9,7 +9,7 @@
 #include <netinet/in.h>
 #include <cmocka.h>
 
-#include "agent/links.h"
+#include "agent/relays.h"
 
 typedef char addr_t[AGENT_ADDR_STRLEN];
 
