@@ -1,23 +1,26 @@
 /*
  * conn — one byte stream over a libuv handle, plaintext or TLS (the contract is in conn.h).
  *
- * State of one conn:
+ * State of one conn (one enum per line of the diagram, asserted where it changes):
  *
- *   new --connect/accept--> open (plaintext) --conn_tls_*--> handshaking --> established
+ *   net, tls    NET_NEW --connect/accept--> NET_CONNECTED (plaintext, TLS_NONE)
+ *               --conn_tls_*--> TLS_SERVER_HANDSHAKE | TLS_CLIENT_HANDSHAKE --> TLS_ESTABLISHED
  *
  *   read side   reading --on_read < len--> paused (rest held)
  *               paused --conn_read_start--> resume (next turn, idle) --> reading
- *               reading --FIN / close_notify--> eof (no more reads)
+ *   input       IN_OPEN --FIN behind held input--> IN_FIN_HELD --delivered--> IN_EOF
+ *               IN_OPEN --FIN / close_notify--> IN_EOF / IN_EOF_CLEAN (no more reads)
  *   write side  conn_write --> pending plaintext (dirty list)
  *               --end of turn, or 16 KiB pending--> [SSL_write --> ciphertext chunks]
  *               --> uv_try_write, the rest uv_write --> chunks back to the pool
- *               conn_shutdown: after pending writes: close_notify, then uv_shutdown (FIN)
- *   ending      conn_end: owner callbacks muted; flush, shut down, then read and discard
- *               until the peer's EOF (closing with unread input would RST away data the
- *               peer has not read yet); a timer bounds all of it
- *   closing     conn_close or an error: uv_close on every handle; the last close callback
- *               reports an error noticed inside a conn_* call (never from inside that call),
- *               calls on_close and frees the conn
+ *   shut        SHUT_NONE --conn_shutdown--> SHUT_REQUESTED --after pending writes:
+ *               close_notify, uv_shutdown--> SHUT_ISSUED --FIN out--> SHUT_DONE
+ *   life        ACTIVE --conn_end--> ENDING: owner callbacks muted; flush, shut down, then
+ *               read and discard until the peer's EOF (closing with unread input would RST
+ *               away data the peer has not read yet); a timer bounds all of it
+ *               ACTIVE | ENDING --conn_close or an error--> CLOSING: uv_close on every
+ *               handle; the last close callback reports an error noticed inside a conn_*
+ *               call (never from inside that call), calls on_close and frees the conn
  *
  * TLS runs through a custom BIO (one per SSL, both directions), as h2o does: OpenSSL reads
  * ciphertext straight from the per-loop read buffer (copied to the conn only when the owner
@@ -27,10 +30,11 @@
  *
  * Callbacks into the owner happen only from libuv callbacks of this module (read, write,
  * connect, shutdown, timer, the per-loop idle/prepare/check), never from inside a conn_* call,
- * and every one is followed by a check of c->closing before any more state is touched.
+ * and every one is followed by a check for CONN_CLOSING before any more state is touched.
  */
 #include "common/conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -100,6 +104,25 @@ struct conn_loop {
     uint8_t pbuf[CONN_PLAIN_BUF];
 };
 
+/* The whole conn: active, then perhaps ending (conn_end), then closing (uv_close issued). */
+enum conn_life { CONN_ACTIVE, CONN_ENDING, CONN_CLOSING };
+/* The socket: new --connect/accept--> connected (a failed connect leaves it new). */
+enum conn_net { CONN_NET_NEW, CONN_NET_CONNECTING, CONN_NET_CONNECTED };
+/* TLS on top: none (plaintext), then a handshake as server (its input guarded, tls_guard.h)
+ * or as client, then established. */
+enum conn_tls {
+    CONN_TLS_NONE,
+    CONN_TLS_SERVER_HANDSHAKE,
+    CONN_TLS_CLIENT_HANDSHAKE,
+    CONN_TLS_ESTABLISHED
+};
+/* The end of the input: open, FIN arrived behind held input, EOF (FIN, or close_notify:
+ * clean). */
+enum conn_input { CONN_IN_OPEN, CONN_IN_FIN_HELD, CONN_IN_EOF, CONN_IN_EOF_CLEAN };
+/* The write side's end: requested (conn_shutdown / conn_end), issued (close_notify sent,
+ * uv_shutdown called), done (FIN out). */
+enum conn_shut { CONN_SHUT_NONE, CONN_SHUT_REQUESTED, CONN_SHUT_ISSUED, CONN_SHUT_DONE };
+
 struct conn {
     struct conn_loop *cl;
     const struct conn_ops *ops;
@@ -116,7 +139,7 @@ struct conn {
     } req;
     uv_timer_t end_timer; /* initialised by conn_end only */
     SSL *ssl;
-    struct tls_guard guard; /* server role, until established: what OpenSSL may read */
+    struct tls_guard guard; /* CONN_TLS_SERVER_HANDSHAKE: what OpenSSL may read */
     struct conn_link link[CONN_LINK_COUNT];
 
     uint8_t *held; /* plaintext read but not consumed by the owner */
@@ -137,27 +160,31 @@ struct conn {
     char *err_reason;
     char peer[INET6_ADDRSTRLEN + 8];
 
+    /* the states of the diagram at the top */
+    enum conn_life life;
+    enum conn_net net;
+    enum conn_tls tls;
+    enum conn_input input;
+    enum conn_shut shut;
+
     bool is_pipe;
-    bool connecting;
-    bool connected;
-    bool reading;    /* the owner wants on_read */
+    bool reading;    /* the owner wants on_read (else paused) */
     bool uv_reading; /* uv_read_start is in effect */
     bool in_on_read;
-    bool established;
-    bool eof_seen;
-    bool eof_clean;
-    bool fin_pending; /* FIN arrived while earlier input is still held */
-    bool shut_requested;
-    bool shut_issued;
-    bool shut_done;
-    bool ending;
-    bool closing;
-    bool user_closed;
-    bool err_pending;
+    bool err_pending; /* an error noticed inside a conn_* call, reported before on_close */
     bool drain_armed;
     bool timer_inited;
-    bool guarding; /* TLS server, handshake not done: input goes through guard first */
 };
+
+static bool conn_tls_handshaking(const struct conn *c)
+{
+    return c->tls == CONN_TLS_SERVER_HANDSHAKE || c->tls == CONN_TLS_CLIENT_HANDSHAKE;
+}
+
+static bool conn_eof_seen(const struct conn *c)
+{
+    return c->input == CONN_IN_EOF || c->input == CONN_IN_EOF_CLEAN;
+}
 
 static void conn_tls_pump(struct conn *c);
 static int conn_flush(struct conn *c);
@@ -360,9 +387,9 @@ static void conn_handle_closed(uv_handle_t *h)
  * callback closes the conn. */
 static void conn_start_close(struct conn *c)
 {
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return;
-    c->closing = true;
+    c->life = CONN_CLOSING;
     conn_link_del(c, CONN_LINK_DIRTY);
     conn_link_del(c, CONN_LINK_RESUME);
     conn_link_del(c, CONN_LINK_ENDING);
@@ -381,9 +408,9 @@ static void conn_fail(struct conn *c, int err, const char *fmt, ...)
 {
     char reason[512];
     va_list ap;
-    bool report = !c->closing && !c->ending && !c->user_closed;
+    bool report = c->life == CONN_ACTIVE;
 
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return;
     conn_start_close(c);
     if (!report)
@@ -478,7 +505,7 @@ static int conn_bio_write(BIO *b, const char *data, int len)
     BIO_clear_retry_flags(b);
     if (len <= 0)
         return 0;
-    if (!c || c->closing)
+    if (!c || c->life == CONN_CLOSING)
         return len; /* the conn is going away: nothing will be sent */
     if (conn_chain_append(c->cl, &c->out, (const uint8_t *)data, (size_t)len) < 0)
         return -1;
@@ -498,7 +525,7 @@ static int conn_bio_read(BIO *b, char *out, int len)
         return -1;
     }
     n = c->in_len < (size_t)len ? c->in_len : (size_t)len;
-    if (c->guarding && !c->established) {
+    if (c->tls == CONN_TLS_SERVER_HANDSHAKE) {
         /* before OpenSSL sizes a buffer from a length the client announced (tls_guard.h) */
         /* The version is negotiated once the first ClientHello is processed, which OpenSSL
          * does before it reads a change_cipher_spec (SSL_version says TLS 1.3 before that). */
@@ -545,7 +572,7 @@ static int conn_bio_destroy(BIO *b)
  * end-of-turn flush checks too. */
 static void conn_check_drain(struct conn *c)
 {
-    if (c->closing || c->ending || !c->drain_armed || conn_backlog(c) > c->low)
+    if (c->life != CONN_ACTIVE || !c->drain_armed || conn_backlog(c) > c->low)
         return;
     c->drain_armed = false;
     if (c->ops->on_drain)
@@ -558,7 +585,7 @@ static void conn_write_cb(uv_write_t *req, int status)
     struct conn *c = head->c;
 
     conn_buf_put(c->cl, head);
-    if (status == UV_ECANCELED || c->closing)
+    if (status == UV_ECANCELED || c->life == CONN_CLOSING)
         return;
     if (status < 0) {
         conn_fail(c, status, "write failed: %s", uv_strerror(status));
@@ -602,11 +629,11 @@ static int conn_submit(struct conn *c, struct conn_chain *ch)
         size_t total = 0;
         int r;
 
-        if (c->closing || c->shut_issued) {
+        if (c->life == CONN_CLOSING || c->shut >= CONN_SHUT_ISSUED) {
             /* Closing discards; after uv_shutdown nothing may be written (OpenSSL only
              * produces output then if the peer asks for a key update we cannot answer). */
             conn_chain_release(c->cl, ch);
-            return c->closing ? UV_EPIPE : 0;
+            return c->life == CONN_CLOSING ? UV_EPIPE : 0;
         }
         if (!queued) {
             for (; b && n < CONN_TRY_BUFS; b = b->next) {
@@ -696,10 +723,10 @@ static int conn_flush(struct conn *c)
 {
     int rc;
 
-    if (c->closing || !c->connected || !c->plain.head)
+    if (c->life == CONN_CLOSING || c->net != CONN_NET_CONNECTED || !c->plain.head)
         return 0;
     if (c->ssl) {
-        if (!c->established)
+        if (c->tls != CONN_TLS_ESTABLISHED)
             return 0;
         if ((rc = conn_tls_encrypt(c)) < 0)
             return rc;
@@ -758,8 +785,9 @@ static void conn_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static int conn_update_reading(struct conn *c)
 {
-    bool want = c->connected && !c->closing && !c->eof_seen && !c->fin_pending &&
-                c->held_len == 0 && (c->ending || c->reading);
+    bool want = c->net == CONN_NET_CONNECTED && c->life != CONN_CLOSING &&
+                c->input == CONN_IN_OPEN && c->held_len == 0 &&
+                (c->life == CONN_ENDING || c->reading);
     int r = 0;
 
     if (want && !c->uv_reading) {
@@ -781,7 +809,7 @@ static bool conn_deliver(struct conn *c, const uint8_t *p, size_t n)
     bool was_tls = c->ssl != NULL;
     size_t used = n;
 
-    if (c->ending)
+    if (c->life == CONN_ENDING)
         return true; /* after conn_end input is read and dropped */
     if (!c->reading) {
         if (conn_hold(c, p, n) < 0)
@@ -795,9 +823,9 @@ static bool conn_deliver(struct conn *c, const uint8_t *p, size_t n)
         used = c->ops->on_read(c, p, n);
         c->in_on_read = false;
     }
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return false;
-    if (c->ending)
+    if (c->life == CONN_ENDING)
         return true;
     if (used > n)
         used = n;
@@ -820,12 +848,12 @@ static bool conn_deliver(struct conn *c, const uint8_t *p, size_t n)
 
 static void conn_eof(struct conn *c, bool clean)
 {
-    c->eof_seen = true;
-    c->eof_clean = clean;
+    assert(c->input == CONN_IN_OPEN || c->input == CONN_IN_FIN_HELD);
+    c->input = clean ? CONN_IN_EOF_CLEAN : CONN_IN_EOF;
     conn_update_reading(c);
-    if (c->ending) {
+    if (c->life == CONN_ENDING) {
         /* lingering after conn_end: the peer is done too, close once our FIN is out */
-        if (!c->shut_issued || c->shut_done)
+        if (c->shut != CONN_SHUT_ISSUED)
             conn_start_close(c);
         return;
     }
@@ -837,7 +865,7 @@ static void conn_eof(struct conn *c, bool clean)
 static void conn_on_fin(struct conn *c)
 {
     c->uv_reading = false;
-    if (c->ssl && !c->established) {
+    if (conn_tls_handshaking(c)) {
         conn_fail(c, UV_EOF, "TLS handshake failed: connection closed by peer");
         return;
     }
@@ -854,11 +882,11 @@ static int conn_tls_handshake(struct conn *c)
     e = SSL_get_error(c->ssl, r);
     if (r != 1 && e != SSL_ERROR_WANT_READ) {
         conn_ssl_reason(c, e, reason, sizeof(reason));
-        if (c->guarding && c->guard.error)
+        if (c->tls == CONN_TLS_SERVER_HANDSHAKE && c->guard.error)
             tls_guard_strerror(&c->guard, reason, sizeof(reason));
     }
     conn_flush_out(c); /* handshake records, or the alert that tells the peer why */
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return -1;
     if (r != 1) {
         if (e == SSL_ERROR_WANT_READ)
@@ -866,22 +894,22 @@ static int conn_tls_handshake(struct conn *c)
         conn_fail(c, UV_EPROTO, "TLS handshake failed: %s", reason);
         return -1;
     }
-    c->established = true;
-    if (c->guarding) {
+    if (c->tls == CONN_TLS_SERVER_HANDSHAKE) {
         /* buffers stay allocated between records from now on (as for every client conn) */
         SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
-        c->guarding = false;
     }
+    assert(conn_tls_handshaking(c));
+    c->tls = CONN_TLS_ESTABLISHED;
     /* writes made during the handshake go first */
-    if (conn_flush(c) < 0 || c->closing)
+    if (conn_flush(c) < 0 || c->life == CONN_CLOSING)
         return -1;
-    if (!c->ending && c->ops->on_handshake) {
+    if (c->life != CONN_ENDING && c->ops->on_handshake) {
         c->ops->on_handshake(c);
-        if (c->closing)
+        if (c->life == CONN_CLOSING)
             return -1;
     }
     conn_try_shutdown(c);
-    return c->closing ? -1 : 0;
+    return c->life == CONN_CLOSING ? -1 : 0;
 }
 
 /* SSL_read until WANT_READ, gathering several records per on_read. Stops as soon as the owner
@@ -895,7 +923,7 @@ static void conn_tls_read_loop(struct conn *c)
         size_t off = 0;
         int e = SSL_ERROR_NONE;
 
-        if (!c->reading && !c->ending)
+        if (!c->reading && c->life != CONN_ENDING)
             return;
         while (off < CONN_PLAIN_BUF) {
             int r;
@@ -912,10 +940,10 @@ static void conn_tls_read_loop(struct conn *c)
             break;
         }
         conn_flush_out(c); /* post-handshake messages may answer (key update) */
-        if (c->closing)
+        if (c->life == CONN_CLOSING)
             return;
         if (off > 0 && !conn_deliver(c, buf, off)) {
-            if (c->closing)
+            if (c->life == CONN_CLOSING)
                 return;
             /* Paused. A close_notify is reported again by SSL_read on resume. */
             if (e == SSL_ERROR_NONE || e == SSL_ERROR_WANT_READ || e == SSL_ERROR_ZERO_RETURN)
@@ -936,7 +964,7 @@ static void conn_tls_read_loop(struct conn *c)
 
 static void conn_tls_pump(struct conn *c)
 {
-    if (!c->established && conn_tls_handshake(c) != 0)
+    if (c->tls != CONN_TLS_ESTABLISHED && conn_tls_handshake(c) != 0)
         return;
     conn_tls_read_loop(c);
 }
@@ -949,7 +977,7 @@ static void conn_tls_process_cin(struct conn *c)
     c->in_ptr = c->cin;
     c->in_len = c->cin_len;
     conn_tls_pump(c);
-    if (c->closing) {
+    if (c->life == CONN_CLOSING) {
         c->in_ptr = NULL;
         c->in_len = 0;
         return;
@@ -982,7 +1010,7 @@ static void conn_tls_input(struct conn *c, const uint8_t *p, size_t n)
     c->in_ptr = p;
     c->in_len = n;
     conn_tls_pump(c);
-    if (!c->closing && c->in_len > 0 && conn_cin_append(c, c->in_ptr, c->in_len) < 0)
+    if (c->life != CONN_CLOSING && c->in_len > 0 && conn_cin_append(c, c->in_ptr, c->in_len) < 0)
         conn_fail(c, UV_ENOMEM, "out of memory holding input");
     c->in_ptr = NULL;
     c->in_len = 0;
@@ -992,7 +1020,7 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
 
-    if (nread == 0 || nread == UV_ECANCELED || c->closing)
+    if (nread == 0 || nread == UV_ECANCELED || c->life == CONN_CLOSING)
         return;
     if (nread < 0) {
         c->uv_reading = false; /* libuv has stopped reading */
@@ -1001,14 +1029,15 @@ static void conn_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
         if (c->cin_len > 0 || c->held_len > 0) {
-            c->fin_pending = true; /* after what came before it */
+            assert(c->input == CONN_IN_OPEN);
+            c->input = CONN_IN_FIN_HELD; /* delivered after what came before it */
             conn_schedule_resume(c);
             return;
         }
         conn_on_fin(c);
         return;
     }
-    if (c->ending && (!c->ssl || c->shut_issued))
+    if (c->life == CONN_ENDING && (!c->ssl || c->shut >= CONN_SHUT_ISSUED))
         return; /* lingering after conn_end: drop */
     if (c->ssl)
         conn_tls_input(c, (const uint8_t *)buf->base, (size_t)nread);
@@ -1023,9 +1052,9 @@ static void conn_resume(struct conn *c)
 {
     int r;
 
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return;
-    if (c->held_len > 0 && (c->reading || c->ending)) {
+    if (c->held_len > 0 && (c->reading || c->life == CONN_ENDING)) {
         uint8_t *h = c->held;
         size_t n = c->held_len;
 
@@ -1033,7 +1062,7 @@ static void conn_resume(struct conn *c)
         c->held_len = 0;
         conn_deliver(c, h, n);
         free(h);
-        if (c->closing)
+        if (c->life == CONN_CLOSING)
             return;
     }
     if (c->ssl && c->held_len == 0) {
@@ -1041,12 +1070,12 @@ static void conn_resume(struct conn *c)
             conn_tls_process_cin(c);
         else
             conn_tls_pump(c);
-        if (c->closing)
+        if (c->life == CONN_CLOSING)
             return;
     }
-    if (c->fin_pending && c->held_len == 0 && c->cin_len == 0 && (c->reading || c->ending)) {
-        c->fin_pending = false;
-        conn_on_fin(c);
+    if (c->input == CONN_IN_FIN_HELD && c->held_len == 0 && c->cin_len == 0 &&
+        (c->reading || c->life == CONN_ENDING)) {
+        conn_on_fin(c); /* CONN_IN_FIN_HELD -> CONN_IN_EOF */
         return;
     }
     if ((r = conn_update_reading(c)) < 0)
@@ -1059,11 +1088,12 @@ static void conn_shutdown_cb(uv_shutdown_t *req, int status)
 {
     struct conn *c = req->handle->data;
 
-    if (status == UV_ECANCELED || c->closing)
+    if (status == UV_ECANCELED || c->life == CONN_CLOSING)
         return;
-    c->shut_done = true;
-    if (c->ending) {
-        if (status < 0 || c->eof_seen)
+    assert(c->shut == CONN_SHUT_ISSUED);
+    c->shut = CONN_SHUT_DONE;
+    if (c->life == CONN_ENDING) {
+        if (status < 0 || conn_eof_seen(c))
             conn_start_close(c);
         return;
     }
@@ -1076,11 +1106,11 @@ static void conn_try_shutdown(struct conn *c)
 {
     int r;
 
-    if (c->closing || !c->shut_requested || c->shut_issued || !c->connected)
+    if (c->life == CONN_CLOSING || c->shut != CONN_SHUT_REQUESTED || c->net != CONN_NET_CONNECTED)
         return;
-    if (c->ssl && !c->established)
+    if (conn_tls_handshaking(c))
         return;
-    if (conn_flush(c) < 0 || c->closing)
+    if (conn_flush(c) < 0 || c->life == CONN_CLOSING)
         return;
     if (c->ssl) {
         int e;
@@ -1092,10 +1122,11 @@ static void conn_try_shutdown(struct conn *c)
             log_debug("conn %s: SSL_shutdown failed (%d); sending FIN without close_notify",
                       c->peer, e);
         ERR_clear_error();
-        if (conn_flush_out(c) < 0 || c->closing)
+        if (conn_flush_out(c) < 0 || c->life == CONN_CLOSING)
             return;
     }
-    c->shut_issued = true;
+    assert(c->shut == CONN_SHUT_REQUESTED);
+    c->shut = CONN_SHUT_ISSUED;
     r = uv_shutdown(&c->req.shutdown, &c->h.stream, conn_shutdown_cb);
     if (r < 0)
         conn_fail(c, r, "shutdown failed: %s", uv_strerror(r));
@@ -1126,22 +1157,23 @@ static void conn_connect_cb(uv_connect_t *req, int status)
     struct conn *c = req->handle->data;
     int r;
 
-    c->connecting = false;
-    if (status == UV_ECANCELED || c->closing)
+    assert(c->net == CONN_NET_CONNECTING);
+    c->net = CONN_NET_NEW;
+    if (status == UV_ECANCELED || c->life == CONN_CLOSING)
         return;
     if (status == 0) {
-        c->connected = true;
+        c->net = CONN_NET_CONNECTED;
         if (!c->is_pipe)
             conn_tcp_tune(c);
     }
-    if (c->ending) {
+    if (c->life == CONN_ENDING) {
         if (status < 0) {
             conn_start_close(c);
             return;
         }
     } else if (c->ops->on_connect) {
         c->ops->on_connect(c, status);
-        if (c->closing)
+        if (c->life == CONN_CLOSING)
             return;
     }
     if (status < 0)
@@ -1150,7 +1182,7 @@ static void conn_connect_cb(uv_connect_t *req, int status)
     if (c->plain_len > 0 && !c->ssl)
         conn_mark_dirty(c);
     conn_try_shutdown(c);
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return;
     if ((r = conn_update_reading(c)) < 0)
         conn_fail(c, r, "read failed: %s", uv_strerror(r));
@@ -1240,11 +1272,11 @@ int conn_accept(struct conn *c, uv_stream_t *server)
     int len = sizeof(ss);
     int r;
 
-    if (c->closing || c->connected || c->connecting)
+    if (c->life == CONN_CLOSING || c->net != CONN_NET_NEW)
         return UV_EINVAL;
     if ((r = uv_accept(server, &c->h.stream)) < 0)
         return r;
-    c->connected = true;
+    c->net = CONN_NET_CONNECTED;
     if (!c->is_pipe) {
         if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
             conn_format_addr((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
@@ -1257,23 +1289,23 @@ int conn_connect_tcp(struct conn *c, const struct sockaddr *addr)
 {
     int r;
 
-    if (c->is_pipe || c->closing || c->connected || c->connecting)
+    if (c->is_pipe || c->life == CONN_CLOSING || c->net != CONN_NET_NEW)
         return UV_EINVAL;
     c->req.connect.data = c;
     if ((r = uv_tcp_connect(&c->req.connect, &c->h.tcp, addr, conn_connect_cb)) < 0)
         return r;
-    c->connecting = true;
+    c->net = CONN_NET_CONNECTING;
     conn_format_addr(addr, c->peer, sizeof(c->peer));
     return 0;
 }
 
 int conn_connect_pipe(struct conn *c, const char *path)
 {
-    if (!c->is_pipe || c->closing || c->connected || c->connecting)
+    if (!c->is_pipe || c->life == CONN_CLOSING || c->net != CONN_NET_NEW)
         return UV_EINVAL;
     c->req.connect.data = c;
     uv_pipe_connect(&c->req.connect, &c->h.pipe, path, conn_connect_cb);
-    c->connecting = true;
+    c->net = CONN_NET_CONNECTING;
     return 0;
 }
 
@@ -1283,11 +1315,11 @@ static int conn_tls_start(struct conn *c, SSL_CTX *ctx, bool server)
     BIO *bio = NULL;
     int rc = 0;
 
-    if (c->closing || c->ending)
+    if (c->life != CONN_ACTIVE)
         return UV_EPIPE;
     if (c->ssl)
         return UV_EALREADY;
-    if (!c->connected)
+    if (c->net != CONN_NET_CONNECTED)
         return UV_ENOTCONN;
     c->api_depth++;
     /* plaintext written before the switch (an SSLRequest, its 'S') goes first, in the clear */
@@ -1311,10 +1343,11 @@ static int conn_tls_start(struct conn *c, SSL_CTX *ctx, bool server)
          * it waits: an idle peer costs the SSL object only. */
         SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
         tls_guard_init(&c->guard);
-        c->guarding = true;
     } else {
         SSL_set_connect_state(ssl);
     }
+    assert(c->tls == CONN_TLS_NONE);
+    c->tls = server ? CONN_TLS_SERVER_HANDSHAKE : CONN_TLS_CLIENT_HANDSHAKE;
     c->ssl = ssl;
 out:
     c->api_depth--;
@@ -1389,20 +1422,20 @@ int conn_tls_client_sni(struct conn *c, SSL_CTX *ctx, const char *server_name, b
 
 int conn_read_start(struct conn *c)
 {
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return UV_EPIPE;
-    if (c->ending)
+    if (c->life == CONN_ENDING)
         return 0;
     c->reading = true;
-    if (c->held_len > 0 || c->cin_len > 0 || c->fin_pending ||
-        (c->ssl && (!c->established || SSL_has_pending(c->ssl))))
+    if (c->held_len > 0 || c->cin_len > 0 || c->input == CONN_IN_FIN_HELD ||
+        (c->ssl && (c->tls != CONN_TLS_ESTABLISHED || SSL_has_pending(c->ssl))))
         conn_schedule_resume(c);
     return conn_update_reading(c);
 }
 
 int conn_read_stop(struct conn *c)
 {
-    if (c->closing)
+    if (c->life == CONN_CLOSING)
         return 0;
     c->reading = false;
     return conn_update_reading(c);
@@ -1413,25 +1446,26 @@ int conn_write(struct conn *c, const void *data, size_t len)
     const uint8_t *p = data;
     int rc;
 
-    if (c->closing || c->ending || c->shut_requested)
+    if (c->life != CONN_ACTIVE || c->shut != CONN_SHUT_NONE)
         return UV_EPIPE;
     if (len == 0)
         return 0;
     c->api_depth++;
-    if (c->ssl && c->established) {
+    if (c->tls == CONN_TLS_ESTABLISHED) {
         rc = conn_tls_write(c, p, len);
     } else {
         rc = conn_chain_append(c->cl, &c->plain, p, len);
         if (rc == 0) {
             c->plain_len += len;
-            if (!c->ssl && c->connected && c->plain_len >= CONN_RECORD)
+            if (!c->ssl && c->net == CONN_NET_CONNECTED && c->plain_len >= CONN_RECORD)
                 rc = conn_flush(c);
         }
     }
-    if (rc == 0 && c->closing)
+    if (rc == 0 && c->life == CONN_CLOSING)
         rc = UV_EPIPE;
     if (rc == 0) {
-        if (c->plain_len > 0 && c->connected && (!c->ssl || c->established))
+        if (c->plain_len > 0 && c->net == CONN_NET_CONNECTED &&
+            (c->tls == CONN_TLS_NONE || c->tls == CONN_TLS_ESTABLISHED))
             conn_mark_dirty(c);
         if (conn_backlog(c) >= c->high)
             c->drain_armed = true;
@@ -1462,27 +1496,28 @@ void conn_set_watermarks(struct conn *c, size_t low, size_t high)
 
 int conn_shutdown(struct conn *c)
 {
-    if (c->closing || c->ending)
+    if (c->life != CONN_ACTIVE)
         return UV_EPIPE;
-    if (c->shut_requested)
+    if (c->shut != CONN_SHUT_NONE)
         return 0;
-    c->shut_requested = true;
+    c->shut = CONN_SHUT_REQUESTED;
     c->api_depth++;
     conn_try_shutdown(c);
     c->api_depth--;
-    return c->closing ? UV_EPIPE : 0;
+    return c->life == CONN_CLOSING ? UV_EPIPE : 0;
 }
 
 void conn_end(struct conn *c)
 {
-    if (!c || c->closing || c->ending)
+    if (!c || c->life != CONN_ACTIVE)
         return;
-    if ((!c->connected && !c->connecting) || c->cl->closing) {
+    if (c->net == CONN_NET_NEW || c->cl->closing) {
         conn_close(c);
         return;
     }
-    c->ending = true;
-    c->shut_requested = true;
+    c->life = CONN_ENDING;
+    if (c->shut == CONN_SHUT_NONE)
+        c->shut = CONN_SHUT_REQUESTED;
     conn_link_add(&c->cl->ending, c, CONN_LINK_ENDING);
     free(c->held);
     c->held = NULL;
@@ -1495,8 +1530,8 @@ void conn_end(struct conn *c)
     }
     c->api_depth++;
     conn_try_shutdown(c);
-    if (!c->closing) {
-        if (c->shut_done && c->eof_seen)
+    if (c->life != CONN_CLOSING) {
+        if (c->shut == CONN_SHUT_DONE && conn_eof_seen(c))
             conn_start_close(c);
         else if (conn_update_reading(c) < 0)
             conn_start_close(c);
@@ -1506,15 +1541,14 @@ void conn_end(struct conn *c)
 
 void conn_close(struct conn *c)
 {
-    if (!c || c->closing)
+    if (!c || c->life == CONN_CLOSING)
         return;
-    c->user_closed = true;
     conn_start_close(c);
 }
 
 bool conn_closing(const struct conn *c)
 {
-    return c->closing || c->ending;
+    return c->life != CONN_ACTIVE;
 }
 
 void *conn_data(const struct conn *c)
@@ -1537,7 +1571,7 @@ int conn_fileno(const struct conn *c)
 {
     uv_os_fd_t fd;
 
-    if (c->closing || uv_fileno(&c->h.handle, &fd) < 0)
+    if (c->life == CONN_CLOSING || uv_fileno(&c->h.handle, &fd) < 0)
         return -1;
     return fd;
 }
@@ -1549,12 +1583,12 @@ const char *conn_peer_addr(const struct conn *c)
 
 const char *conn_tls_version(const struct conn *c)
 {
-    return c->ssl && c->established ? SSL_get_version(c->ssl) : NULL;
+    return c->tls == CONN_TLS_ESTABLISHED ? SSL_get_version(c->ssl) : NULL;
 }
 
 const char *conn_tls_cipher(const struct conn *c)
 {
-    return c->ssl && c->established ? SSL_get_cipher_name(c->ssl) : NULL;
+    return c->tls == CONN_TLS_ESTABLISHED ? SSL_get_cipher_name(c->ssl) : NULL;
 }
 
 const char *conn_tls_sni(const struct conn *c)
@@ -1567,7 +1601,7 @@ const char *conn_tls_alpn(const struct conn *c, char *buf, size_t cap)
     const unsigned char *p = NULL;
     unsigned int len = 0;
 
-    if (!c->ssl || !c->established || cap == 0)
+    if (c->tls != CONN_TLS_ESTABLISHED || cap == 0)
         return NULL;
     SSL_get0_alpn_selected(c->ssl, &p, &len);
     if (!p || len == 0)
@@ -1583,7 +1617,7 @@ int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap)
 {
     X509 *cert;
 
-    if (!c->ssl || !c->established || !(SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER))
+    if (c->tls != CONN_TLS_ESTABLISHED || !(SSL_get_verify_mode(c->ssl) & SSL_VERIFY_PEER))
         return -ENOENT;
     /* without a verified chain the CN means nothing */
     if (SSL_get_verify_result(c->ssl) != X509_V_OK)
@@ -1599,7 +1633,7 @@ int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_pee
     X509 *cert;
 
     err[0] = '\0';
-    if (!c->ssl || !c->established || !(cert = SSL_get0_peer_certificate(c->ssl)))
+    if (c->tls != CONN_TLS_ESTABLISHED || !(cert = SSL_get0_peer_certificate(c->ssl)))
         return -ENOENT;
     /* server side: the chain the client sent, without its leaf */
     return tls_verify_client_cert(cert, SSL_get_peer_cert_chain(c->ssl), store, info, err);
@@ -1612,7 +1646,7 @@ int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *cha
 
     *leaf = NULL;
     *chain = NULL;
-    if (!c->ssl || !c->established || !(cert = SSL_get0_peer_certificate(c->ssl)))
+    if (c->tls != CONN_TLS_ESTABLISHED || !(cert = SSL_get0_peer_certificate(c->ssl)))
         return -ENOENT;
     rest = SSL_get_peer_cert_chain(c->ssl);
     if (rest && !(*chain = X509_chain_up_ref(rest)))
@@ -1624,5 +1658,5 @@ int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *cha
 
 bool conn_eof_clean(const struct conn *c)
 {
-    return c->eof_seen && c->eof_clean;
+    return c->input == CONN_IN_EOF_CLEAN;
 }
