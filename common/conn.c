@@ -894,10 +894,6 @@ static int conn_tls_handshake(struct conn *c)
         conn_fail(c, UV_EPROTO, "TLS handshake failed: %s", reason);
         return -1;
     }
-    if (c->tls == CONN_TLS_SERVER_HANDSHAKE) {
-        /* buffers stay allocated between records from now on (as for every client conn) */
-        SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
-    }
     assert(conn_tls_handshaking(c));
     c->tls = CONN_TLS_ESTABLISHED;
     /* writes made during the handshake go first */
@@ -1339,8 +1335,9 @@ static int conn_tls_start(struct conn *c, SSL_CTX *ctx, bool server)
     SSL_set_bio(ssl, bio, bio); /* one reference, used both ways */
     if (server) {
         SSL_set_accept_state(ssl);
-        /* A connection still in its handshake holds no OpenSSL read or write buffer while
-         * it waits: an idle peer costs the SSL object only. */
+        /* No OpenSSL read or write buffer while a connection waits, in its handshake (an
+         * idle pending peer costs the SSL object only) and after it (thousands of idle
+         * sessions are the common case): tls.c sets this on every context too. */
         SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
         tls_guard_init(&c->guard);
     } else {
