@@ -8,6 +8,7 @@
 
 #include "common/config.h"
 #include "common/log.h"
+#include "common/sdnotify.h"
 
 static void report(const struct daemon_role *role, const char *err, bool logged)
 {
@@ -22,6 +23,7 @@ int daemon_main(const struct daemon_role *role, int argc, char **argv)
     char err[CONFIG_ERR_MAX] = "";
     int status = 1;
     uv_loop_t loop;
+    struct sdnotify sn = {.started = false};
 
     if (cli_parse(argc, argv, role->name, &args) < 0)
         return 2;
@@ -56,9 +58,11 @@ int daemon_main(const struct daemon_role *role, int argc, char **argv)
         role->stop(role->ctx);
         goto out_loop;
     }
+    sdnotify_start(&sn, &loop); /* READY=1 (listening, dialing), watchdog, STOPPING=1 */
     uv_run(&loop, UV_RUN_DEFAULT);
     status = 0;
 out_loop:
+    sdnotify_close(&sn);
     uv_run(&loop, UV_RUN_DEFAULT); /* let every close callback run */
     if (uv_loop_close(&loop) != 0)
         log_warn("event loop closed with handles still open");

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/sdnotify.h"
 #include "common/watch.h"
 
 struct reloader {
@@ -40,7 +41,9 @@ static void on_sighup(uv_signal_t *sig, int signum)
     struct reloader *rl = sig->data;
     /* the files are read after this point: a change after it is noticed by the watch */
     watch_resync(rl->watch);
+    sdnotify_reloading();
     rl->ops->on_reload(rl->ctx, "SIGHUP");
+    sdnotify_ready(); /* the old configuration goes on when the new one is refused */
 }
 
 static void on_sigusr1(uv_signal_t *sig, int signum)
@@ -54,7 +57,9 @@ static void on_file_change(void *ctx, const char *path)
     struct reloader *rl = ctx;
     char trigger[300];
     snprintf(trigger, sizeof(trigger), "file change %s", path);
+    sdnotify_reloading();
     rl->ops->on_reload(rl->ctx, trigger);
+    sdnotify_ready();
 }
 
 struct reloader *reloader_new(uv_loop_t *loop, const char *config_path, int nflags,
