@@ -25,6 +25,7 @@
 #include "common/pgwire.h"
 #include "relay/admit.h"
 #include "relay/relay.h"
+#include "relay/tunnels.h"
 
 #define NONE UINT32_MAX
 #define MILLI 1000u

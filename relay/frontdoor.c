@@ -14,6 +14,8 @@
  * stream, and the client struct only waits for the stream's end to log it.
  * Every refusal is an ErrorResponse, a log line, and a close; nothing else is touched.
  */
+#include "relay/frontdoor.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,8 +29,10 @@
 #include "relay/cancel.h"
 #include "relay/access.h"
 #include "relay/admit.h"
+#include "relay/cert_expiry.h"
 #include "relay/relay.h"
 #include "relay/routing.h"
+#include "relay/tunnels.h"
 #include "common/sqlstate.h"
 
 enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_CANCEL, FD_OPENING, FD_STREAMING, FD_ENDING };

@@ -12,11 +12,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/reloader.h"
 #include "relay/audit.h"
+#include "relay/cert_expiry.h"
+#include "relay/frontdoor.h"
 #include "relay/relay.h"
+#include "relay/relay_tls.h"
+#include "relay/tunnels.h"
 
 static bool str_differs(const char *a, const char *b)
 {
@@ -175,4 +180,14 @@ void relay_reload_stop(struct relay *r)
 {
     reloader_close(r->reload);
     r->reload = NULL;
+}
+
+void relay_certs_recheck(struct relay *r, bool reverify)
+{
+    long long now = (long long)time(NULL);
+    long long agents = relay_tunnels_certs_recheck(r, reverify, now);
+    long long sessions = frontdoor_certs_recheck(r, reverify, now);
+
+    r->cert_next = agents == 0 || (sessions != 0 && sessions < agents) ? sessions : agents;
+    relay_cert_expiry_arm(r, now);
 }

@@ -21,6 +21,8 @@
 #ifndef PGB_RELAY_RELOAD_H
 #define PGB_RELAY_RELOAD_H
 
+#include <stdbool.h>
+
 struct relay;
 
 #define RELAY_RELOAD_DEBOUNCE_MS 200
@@ -33,5 +35,11 @@ int relay_reload_start(struct relay *r, const char *config_path, int nflags, cha
 int relay_reload(struct relay *r, const char *trigger);
 /* Close the handles (relay_stop); NULL-tolerant and safe before relay_reload_start. */
 void relay_reload_stop(struct relay *r);
+/* Check the certificates of every running tunnel and certificate-authenticated session again:
+ * after a reload (reverify: the new CA, CRL and ident map) or when one expires (the timer of
+ * cert_expiry.h at the earliest notAfter among them, at least hourly). A tunnel no longer
+ * accepted gets GOAWAY 28000 and closes; a session gets FATAL 28000. Logged; audited as
+ * tunnel_down / session_end. */
+void relay_certs_recheck(struct relay *r, bool reverify);
 
 #endif
