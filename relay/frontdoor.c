@@ -35,7 +35,15 @@
 #include "relay/tunnels.h"
 #include "common/sqlstate.h"
 
-enum fd_state { FD_FIRST, FD_TLS, FD_STARTUP, FD_CANCEL, FD_OPENING, FD_STREAMING, FD_ENDING };
+enum client_state {
+    CLIENT_FIRST,
+    CLIENT_TLS,
+    CLIENT_STARTUP,
+    CLIENT_CANCEL,
+    CLIENT_OPENING,
+    CLIENT_STREAMING,
+    CLIENT_ENDING
+};
 
 /* Message boundaries of the server's bytes to the client (type byte, int32 length, body): an
  * ErrorResponse of the relay's own can only go between two messages. */
@@ -52,7 +60,7 @@ struct relay_client {
     struct conn *conn; /* NULL once handed to the stream */
     struct tunnel_stream *s;
     uv_timer_t timer; /* startup timeout */
-    enum fd_state state;
+    enum client_state state;
     bool gss_answered;
     bool got_bytes;
     bool counted; /* counted in r->nsessions */
@@ -169,7 +177,7 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
         tunnel_stream_set_data(s, NULL);
         tunnel_stream_reset(s, SQLSTATE_CONNECTION_FAILURE, "client refused");
     }
-    c->state = FD_ENDING;
+    c->state = CLIENT_ENDING;
     uv_timer_stop(&c->timer);
     if (!c->conn)
         return;
@@ -182,24 +190,24 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
 static void startup_timeout(uv_timer_t *timer)
 {
     struct relay_client *c = timer->data;
-    if (c->state == FD_ENDING || c->state == FD_STREAMING)
+    if (c->state == CLIENT_ENDING || c->state == CLIENT_STREAMING)
         return;
-    if (c->state == FD_CANCEL) {
+    if (c->state == CLIENT_CANCEL) {
         /* a CancelRequest is never answered, not even with an error */
         log_info("cancel dropped reason=incomplete request after %llu ms client=%s",
                  (unsigned long long)c->r->cfg.startup_timeout_ms, c->peer);
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return;
     }
-    if (c->state == FD_FIRST || c->state == FD_TLS) {
+    if (c->state == CLIENT_FIRST || c->state == CLIENT_TLS) {
         char more[64];
         if (relay_admit_log_ok(c->r, c->peer, PREAUTH_TIMEOUT, more, sizeof(more))) {
             log_warn("refused client=%s reason=no startup within %llu ms%s", c->peer,
                      (unsigned long long)c->r->cfg.startup_timeout_ms, more);
             audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, "no startup in time");
         }
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return;
     }
@@ -405,7 +413,7 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     }
     c->counted = true;
     r->nsessions++;
-    c->state = FD_OPENING;
+    c->state = CLIENT_OPENING;
     relay_admit_release(r, &c->slot); /* routed: max_sessions bounds it from here on */
 out:
     free(rt);
@@ -503,7 +511,7 @@ static void session_on_open_result(struct tunnel_stream *s, const struct proto_e
     free(c->pkt);
     c->pkt = NULL;
     uv_timer_stop(&c->timer);
-    c->state = FD_STREAMING;
+    c->state = CLIENT_STREAMING;
     struct conn *conn = c->conn;
     c->conn = NULL;
     log_msg(LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
@@ -543,11 +551,11 @@ static void session_revoke(struct relay_client *c, const char *msg)
     uint8_t buf[700];
     int n = 0;
 
-    if (c->state == FD_OPENING) {
+    if (c->state == CLIENT_OPENING) {
         client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
         return;
     }
-    if (c->state != FD_STREAMING || !s)
+    if (c->state != CLIENT_STREAMING || !s)
         return;
     log_msg(LOG_WARN, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
             "session revoked sid=%s route=%s client=%s user=%s cert_subject=%s cert_serial=%s "
@@ -574,7 +582,7 @@ long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
         char msg[ACCESS_MSG_MAX + 64] = "", why[ACCESS_MSG_MAX];
 
         next = c->next;
-        if (!c->cert || (c->state != FD_OPENING && c->state != FD_STREAMING))
+        if (!c->cert || (c->state != CLIENT_OPENING && c->state != CLIENT_STREAMING))
             continue;
         /* a route that a reload removed: its sessions go on, as they do without certificates */
         route = relay_config_route(&r->cfg, c->route);
@@ -606,7 +614,7 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
     c->s = NULL;
     relay_cancel_watch_free(c->keyw); /* it refers to the stream, which ends now */
     c->keyw = NULL;
-    if (c->state == FD_OPENING) {
+    if (c->state == CLIENT_OPENING) {
         /* the tunnel went away before the agent answered (the agent died, or froze and the
          * keepalive gave up on it): another agent of the route gets the session, once */
         struct proto_error lost;
@@ -619,7 +627,7 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
                     c->agent, err ? err : "closed");
         return;
     }
-    if (c->state != FD_STREAMING)
+    if (c->state != CLIENT_STREAMING)
         return;
     uint64_t ms = uv_now(c->r->loop) - c->start_ms;
     log_msg(err ? LOG_WARN : LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
@@ -651,7 +659,7 @@ static size_t read_cancel(struct relay_client *c, const uint8_t *data, size_t le
     c->pkt_have += n;
     if (c->pkt_have == c->pkt_len) {
         relay_cancel_request(c->r, c->peer, c->pkt, c->pkt_len);
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         uv_timer_stop(&c->timer);
         conn_close(c->conn);
     }
@@ -667,14 +675,14 @@ static size_t start_cancel(struct relay_client *c, const uint8_t *data, size_t l
     if (!len_ok || !(c->pkt = malloc(n))) {
         log_info("cancel dropped reason=%s client=%s", len_ok ? "out of memory" : "invalid length",
                  c->peer);
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return len;
     }
     memcpy(c->pkt, c->first, sizeof(c->first));
     c->pkt_len = n;
     c->pkt_have = sizeof(c->first);
-    c->state = FD_CANCEL;
+    c->state = CLIENT_CANCEL;
     return read_cancel(c, data, len);
 }
 
@@ -693,7 +701,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
         audit_refused(c->r->audit, c->r->cfg.name, c->peer,
                       SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
                       "address not allowed (direct TLS)");
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return len;
     }
@@ -705,7 +713,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
         return len;
     if (pgwire_classify(c->first, sizeof(c->first)) == PGWIRE_CANCEL) {
         log_info("cancel dropped reason=address not allowed client=%s", c->peer);
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return len;
     }
@@ -730,7 +738,7 @@ static void client_throttle(struct relay_client *c)
 static void client_start_tls(struct relay_client *c)
 {
     conn_write(c->conn, "S", 1);
-    c->state = FD_TLS;
+    c->state = CLIENT_TLS;
     if (conn_tls_server(c->conn, c->r->client_ctx, NULL, 0) < 0)
         client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: could not start TLS");
 }
@@ -740,7 +748,7 @@ static void throttle_tick(uv_timer_t *timer)
     struct relay_client *c = timer->data;
     uint64_t now = uv_now(c->r->loop), deadline = c->start_ms + c->r->cfg.startup_timeout_ms;
 
-    if (c->state != FD_FIRST || !c->conn || !c->throttled)
+    if (c->state != CLIENT_FIRST || !c->conn || !c->throttled)
         return;
     if (now >= deadline) {
         startup_timeout(timer);
@@ -756,7 +764,7 @@ static void throttle_tick(uv_timer_t *timer)
         client_start_tls(c);
     }
     /* direct TLS: the ClientHello held by the conn is read again (and takes its token) */
-    if (c->state != FD_ENDING && c->conn)
+    if (c->state != CLIENT_ENDING && c->conn)
         conn_read_start(c->conn);
 }
 
@@ -768,14 +776,14 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
     if (c->denied)
         return read_denied(c, data, len);
 
-    while (used < len && c->state == FD_FIRST) {
+    while (used < len && c->state == CLIENT_FIRST) {
         if (c->first_have == 0 && data[used] == PGWIRE_TLS_HANDSHAKE) {
             /* direct TLS: everything read so far is the start of the ClientHello */
             if (!relay_admit_handshake(r, &c->slot)) {
                 client_throttle(c);
                 return used; /* the conn holds the rest until reading starts again */
             }
-            c->state = FD_TLS;
+            c->state = CLIENT_TLS;
             if (conn_tls_server(c->conn, r->client_direct_ctx, data + used, len - used) < 0)
                 client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: could not start TLS");
             return len;
@@ -873,7 +881,7 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
     if (code == PGWIRE_CANCEL_REQUEST) {
         /* libpq 17 sends it inside TLS, after SSLRequest; the packet is complete here */
         relay_cancel_request(c->r, c->peer, c->pkt, c->pkt_len);
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         uv_timer_stop(&c->timer);
         conn_close(c->conn);
         return len;
@@ -884,7 +892,7 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
     }
     session_open(c, &su);
     /* anything the client sent after the StartupMessage waits in the conn until bound */
-    return c->state == FD_OPENING ? used : len;
+    return c->state == CLIENT_OPENING ? used : len;
 }
 
 static size_t client_on_read(struct conn *conn, const uint8_t *data, size_t len)
@@ -892,13 +900,13 @@ static size_t client_on_read(struct conn *conn, const uint8_t *data, size_t len)
     struct relay_client *c = conn_data(conn);
     c->got_bytes = true;
     switch (c->state) {
-    case FD_FIRST:
+    case CLIENT_FIRST:
         return read_first(c, data, len);
-    case FD_STARTUP:
+    case CLIENT_STARTUP:
         return read_startup(c, data, len);
-    case FD_CANCEL:
+    case CLIENT_CANCEL:
         return read_cancel(c, data, len);
-    case FD_OPENING:
+    case CLIENT_OPENING:
         return 0;
     default:
         return len;
@@ -914,36 +922,36 @@ static void client_on_handshake(struct conn *conn)
     snprintf(c->tls_cipher, sizeof(c->tls_cipher), "%s", cipher ? cipher : "");
     if (sni)
         snprintf(c->sni, sizeof(c->sni), "%s", sni);
-    c->state = FD_STARTUP;
+    c->state = CLIENT_STARTUP;
     c->first_have = 0;
 }
 
 static void client_on_eof(struct conn *conn)
 {
     struct relay_client *c = conn_data(conn);
-    if (c->state == FD_ENDING)
+    if (c->state == CLIENT_ENDING)
         return;
     if (!c->got_bytes)
         log_debug("client=%s closed without sending anything", c->peer);
     else
         log_info("client=%s closed the connection during startup", c->peer);
-    c->state = FD_ENDING;
+    c->state = CLIENT_ENDING;
     conn_close(conn);
 }
 
 static void client_on_error(struct conn *conn, int err, const char *reason)
 {
     struct relay_client *c = conn_data(conn);
-    if (c->state == FD_ENDING)
+    if (c->state == CLIENT_ENDING)
         return;
     if (!c->got_bytes)
         log_debug("client=%s closed without sending anything: %s", c->peer,
                   reason ? reason : uv_strerror(err)); /* a load balancer's health check */
-    else if (c->state == FD_TLS)
+    else if (c->state == CLIENT_TLS)
         frontdoor_tls_refused(c, reason ? reason : uv_strerror(err));
     else
         log_info("client=%s error during startup: %s", c->peer, reason ? reason : uv_strerror(err));
-    c->state = FD_ENDING;
+    c->state = CLIENT_ENDING;
 }
 
 static void client_on_close(struct conn *conn)
@@ -978,7 +986,7 @@ static void client_shed(struct preauth_slot *slot, const char *why)
     if (relay_admit_log_ok(c->r, c->peer, PREAUTH_SHED, more, sizeof(more)))
         log_warn("shed client=%s pending_ms=%llu reason=%s%s", c->peer,
                  (unsigned long long)(uv_now(c->r->loop) - c->start_ms), why, more);
-    c->state = FD_ENDING;
+    c->state = CLIENT_ENDING;
     uv_timer_stop(&c->timer);
     if (c->conn)
         conn_close(c->conn);
@@ -1013,7 +1021,7 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
     if ((rc = conn_accept(c->conn, server)) < 0) {
         relay_admit_accept_failed(r, rc, "client");
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return;
     }
@@ -1021,7 +1029,7 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
     source_ip_of(c->peer, c->source_ip, sizeof(c->source_ip));
     c->slot.shed = client_shed;
     if (relay_admit(r, &c->slot, c->peer, c->conn, "client") < 0) {
-        c->state = FD_ENDING;
+        c->state = CLIENT_ENDING;
         conn_close(c->conn);
         return;
     }
@@ -1035,7 +1043,7 @@ void frontdoor_close_all(struct relay *r)
     /* refused clients too: conn_end would otherwise hold the shutdown until its timeout */
     for (struct relay_client *c = r->clients; c; c = c->next) {
         if (c->conn) { /* conn_close is a no-op on a conn already closing */
-            c->state = FD_ENDING;
+            c->state = CLIENT_ENDING;
             conn_close(c->conn);
         }
     }
