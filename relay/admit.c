@@ -166,11 +166,22 @@ static bool shed_one(struct relay *r, const char *why)
     return true;
 }
 
+static void log_hold_refused(struct relay *r, const char *peer, const char *listener, int rc)
+{
+    char suffix[64];
+
+    if (relay_admit_log_ok(r, peer, PREAUTH_SOURCE_FULL, suffix, sizeof(suffix)))
+        log_warn("refused %s=%s reason=%s%s", listener, peer,
+                 rc == -EBUSY ? "too many pending connections from this source "
+                                "(max_pending_per_source)"
+                              : "out of memory",
+                 suffix);
+}
+
 int relay_admit(struct relay *r, struct preauth_slot *slot, const char *peer, struct conn *conn,
                 const char *listener)
 {
     struct preauth_limits lim = limits_of(r);
-    char suffix[64];
     int rc, fd = conn_fileno(conn);
 
     if (!r->preauth)
@@ -178,12 +189,7 @@ int relay_admit(struct relay *r, struct preauth_slot *slot, const char *peer, st
     rc = preauth_hold(r->preauth, slot, peer, &lim, uv_now(r->loop));
     r->pending_peak++; /* connections accepted since the last trim */
     if (rc < 0) {
-        if (relay_admit_log_ok(r, peer, PREAUTH_SOURCE_FULL, suffix, sizeof(suffix)))
-            log_warn("refused %s=%s reason=%s%s", listener, peer,
-                     rc == -EBUSY ? "too many pending connections from this source "
-                                    "(max_pending_per_source)"
-                                  : "out of memory",
-                     suffix);
+        log_hold_refused(r, peer, listener, rc);
         return rc;
     }
     /* The new connection may be the one shed (then it is no longer held, and the caller
@@ -195,6 +201,22 @@ int relay_admit(struct relay *r, struct preauth_slot *slot, const char *peer, st
         if (!shed_one(r, "too many pending connections (max_pending)"))
             break;
     return preauth_held(slot) ? 0 : -EAGAIN;
+}
+
+int relay_admit_rekey(struct relay *r, struct preauth_slot *slot, const char *peer,
+                      const char *listener)
+{
+    struct preauth_limits lim = limits_of(r);
+    int rc;
+
+    if (!r->preauth || !preauth_held(slot))
+        return 0;
+    /* the relay-wide count does not change: nothing to shed */
+    preauth_release(r->preauth, slot);
+    rc = preauth_hold(r->preauth, slot, peer, &lim, uv_now(r->loop));
+    if (rc < 0)
+        log_hold_refused(r, peer, listener, rc);
+    return rc;
 }
 
 void relay_admit_release(struct relay *r, struct preauth_slot *slot)

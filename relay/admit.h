@@ -49,6 +49,12 @@ void relay_admit_free(struct relay *r);
  * caller must close conn at once (the refusal is logged here). */
 int relay_admit(struct relay *r, struct preauth_slot *slot, const char *peer, struct conn *conn,
                 const char *listener);
+/* The slot's connection turned out to come from peer (a PROXY protocol header, proxied.h):
+ * the slot (held) moves to peer's source. 0, or negative when that source already holds
+ * max_pending_per_source slots (logged here; the slot is then released): close the
+ * connection. */
+int relay_admit_rekey(struct relay *r, struct preauth_slot *slot, const char *peer,
+                      const char *listener);
 /* The slot's connection is routed, authenticated or gone. NULL-tolerant, idempotent. */
 void relay_admit_release(struct relay *r, struct preauth_slot *slot);
 /* May the slot's source start a TLS handshake now (handshake_rate)? */

@@ -29,6 +29,7 @@
 #include "relay/cancel.h"
 #include "relay/access.h"
 #include "relay/admit.h"
+#include "relay/proxied.h"
 #include "relay/cert_expiry.h"
 #include "relay/relay.h"
 #include "relay/routing.h"
@@ -87,6 +88,7 @@ struct relay_client {
     char auth_sqlstate[6];           /* its ErrorResponse before that, if any */
     char auth_error[128];
     bool denied;            /* not in [relay] allow: refused before any TLS work */
+    struct proxyproto *px;  /* a load balancer's PROXY header still to come (proxied.h) */
     char cert_subject[256]; /* verified client certificate (routes with client_cert) */
     char cert_serial[80];
     bool retried;             /* OPEN went to a second agent after OPEN_FAIL 08006 */
@@ -119,6 +121,7 @@ static void client_unlink_free(uv_handle_t *h)
     X509_free(c->cert);
     sk_X509_pop_free(c->cert_chain, X509_free);
     free(c->pkt);
+    free(c->px);
     free(c);
 }
 
@@ -203,7 +206,8 @@ static void startup_timeout(uv_timer_t *timer)
     if (c->state == CLIENT_FIRST || c->state == CLIENT_TLS) {
         char more[64];
         if (relay_admit_log_ok(c->r, c->peer, PREAUTH_TIMEOUT, more, sizeof(more))) {
-            log_warn("refused client=%s reason=no startup within %llu ms%s", c->peer,
+            log_warn("refused client=%s reason=no %s within %llu ms%s", c->peer,
+                     c->px ? "PROXY protocol header" : "startup",
                      (unsigned long long)c->r->cfg.startup_timeout_ms, more);
             audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, "no startup in time");
         }
@@ -828,6 +832,12 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
                         "pgburrow: TLS is required; connect with sslmode=require or stronger");
             return len;
         default:
+            if (proxyproto_looks_like_header(c->first, sizeof(c->first))) {
+                client_fail(c, SQLSTATE_PROTOCOL_VIOLATION,
+                            "pgburrow: PROXY protocol header from an address not in "
+                            "proxy_protocol_from");
+                return len;
+            }
             client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet");
             return len;
         }
@@ -895,9 +905,46 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
     return c->state == CLIENT_OPENING ? used : len;
 }
 
+/* proxy_protocol_from: the balancer's header comes first (proxied.h). Returns how much of
+ * data it took; the rest is the client's. */
+static size_t read_proxy_header(struct relay_client *c, const uint8_t *data, size_t len)
+{
+    size_t used;
+    int rc;
+
+    switch (proxyproto_feed(c->px, data, len, &used)) {
+    case PROXYPROTO_NEED_MORE:
+        return len;
+    case PROXYPROTO_ERROR:
+        client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid PROXY protocol header: %s",
+                    c->px->err);
+        return len;
+    case PROXYPROTO_DONE:
+        break;
+    }
+    rc = relay_proxied_apply(c->r, &c->px->res, &c->slot, c->peer, sizeof(c->peer));
+    free(c->px);
+    c->px = NULL;
+    source_ip_of(c->peer, c->source_ip, sizeof(c->source_ip));
+    if (rc < 0) {
+        c->state = CLIENT_ENDING;
+        conn_close(c->conn);
+        return len;
+    }
+    c->denied = !access_address_allowed(&c->r->cfg.allow, c->peer);
+    return used;
+}
+
 static size_t client_on_read(struct conn *conn, const uint8_t *data, size_t len)
 {
     struct relay_client *c = conn_data(conn);
+    if (c->px && c->state == CLIENT_FIRST) {
+        size_t hdr = read_proxy_header(c, data, len);
+        if (c->px || hdr == len || c->state != CLIENT_FIRST)
+            return len; /* a health check's header alone does not count as bytes */
+        c->got_bytes = true;
+        return hdr + read_first(c, data + hdr, len - hdr);
+    }
     c->got_bytes = true;
     switch (c->state) {
     case CLIENT_FIRST:
@@ -1033,7 +1080,17 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         conn_close(c->conn);
         return;
     }
-    c->denied = !access_address_allowed(&r->cfg.allow, c->peer);
+    if (relay_proxied_expected(r, c->peer)) {
+        /* allow applies to the client the header names, not to the balancer */
+        if (!(c->px = malloc(sizeof(*c->px)))) {
+            c->state = CLIENT_ENDING;
+            conn_close(c->conn);
+            return;
+        }
+        proxyproto_init(c->px);
+    } else {
+        c->denied = !access_address_allowed(&r->cfg.allow, c->peer);
+    }
     uv_timer_start(&c->timer, startup_timeout, c->r->cfg.startup_timeout_ms, 0);
     conn_read_start(c->conn);
 }

@@ -75,6 +75,7 @@ void relay_config_free(struct relay_config *c)
     free(c->log_file);
     free(c->audit_log);
     access_config_free(c);
+    cidr_list_free(&c->proxy_protocol_from);
     free(c->routes);
     memset(c, 0, sizeof(*c));
 }
@@ -227,6 +228,16 @@ static int set_statement_max(uint64_t *dst, const char *value, char *err)
     return 0;
 }
 
+/* A CIDR list; empty clears it. */
+static int set_cidrs(struct cidr_list *l, const char *value, char *err)
+{
+    if (value[0] == '\0') {
+        cidr_list_free(l);
+        return 0;
+    }
+    return cidr_list_parse(value, l, err);
+}
+
 static int set_count(uint64_t *dst, const char *value, char *err)
 {
     return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err);
@@ -300,6 +311,8 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return set_count(&c->handshake_burst, value, err);
     if (strcmp(key, "hello_timeout") == 0)
         return config_set_duration(&c->hello_timeout_ms, value, err);
+    if (strcmp(key, "proxy_protocol_from") == 0)
+        return set_cidrs(&c->proxy_protocol_from, value, err);
     if (strcmp(key, "log_level") == 0)
         return config_set_log_level(&c->log_level, value, err);
     if (strcmp(key, "log_format") == 0)

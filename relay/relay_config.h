@@ -62,6 +62,9 @@ struct relay_config {
     uint64_t handshake_rate;         /* handshake_rate = 100: TLS handshakes/s per source */
     uint64_t handshake_burst;        /* handshake_burst = 200 */
     uint64_t hello_timeout_ms;       /* hello_timeout = 5s: tunnel accept -> HELLO */
+    /* proxy_protocol_from = CIDR, ...: load balancers whose connections begin with a PROXY
+     * protocol header naming the client (relay/proxied.h; empty: none) */
+    struct cidr_list proxy_protocol_from;
     /* audit log (relay/audit.h) */
     char *audit_log;              /* audit_log = PATH | stdout (default: empty = off) */
     bool audit_statements;        /* audit_statements = on | off (default off) */
