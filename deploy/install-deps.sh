@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages pgburrow needs to build, test, demo and benchmark.
-# Idempotent and quiet when everything is present. Usage: deploy/install-deps.sh [build|test|demo|bench]
+# Idempotent and quiet when everything is present.
+# Usage: deploy/install-deps.sh [build|test|demo|bench|deb]
 # `deploy/install-deps.sh --list WHAT` prints WHAT's package list, one a line, and installs
 # nothing (tests/deps/check_deps.py checks every target against these lists).
 set -eu
@@ -26,10 +27,13 @@ libpostgresql-jdbc-java haproxy libnss-wrapper clang-format"
     # Transparency check: fetches Debian's postgresql-15 source package (apt, signed by the
     # archive keyring), unpacks it (dpkg-source) and builds its test programs (needs libssl-dev).
     pkgs="$pkgs dpkg-dev debian-archive-keyring"
+    # make check-systemd: systemd-analyze verify / security --offline (no running systemd needed).
+    pkgs="$pkgs systemd"
     ;;
+deb) pkgs="$pkgs debhelper dpkg-dev lintian" ;;
 bench) pkgs="$pkgs postgresql-15 postgresql-client-15 openssh-server openssh-client python3 gnuplot-nox \
 haproxy pgbouncer" ;;
-*) echo "usage: $0 [--list] [build|test|demo|bench]" >&2; exit 2 ;;
+*) echo "usage: $0 [--list] [build|test|demo|bench|deb]" >&2; exit 2 ;;
 esac
 if [ "$list" = 1 ]; then
     for p in $pkgs; do echo "$p"; done
