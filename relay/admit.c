@@ -166,6 +166,18 @@ static bool shed_one(struct relay *r, const char *why)
     return true;
 }
 
+/* A load balancer in proxy_protocol_from (proxied.h)? Its connections wait for their PROXY
+ * header under its address, many at once when its clients connect at once: until the header
+ * names each client, only the relay-wide bounds (max_pending, shedding, startup_timeout) apply
+ * to them, not max_pending_per_source. */
+static bool from_balancer(const struct relay *r, const char *peer)
+{
+    uint8_t addr[16];
+
+    return r->cfg.proxy_protocol_from.n > 0 && cidr_addr_parse(peer, addr) == 0 &&
+           cidr_list_match(&r->cfg.proxy_protocol_from, addr);
+}
+
 static void log_hold_refused(struct relay *r, const char *peer, const char *listener, int rc)
 {
     char suffix[64];
@@ -186,6 +198,8 @@ int relay_admit(struct relay *r, struct preauth_slot *slot, const char *peer, st
 
     if (!r->preauth)
         return 0;
+    if (from_balancer(r, peer))
+        lim.max_pending_per_source = 0;
     rc = preauth_hold(r->preauth, slot, peer, &lim, uv_now(r->loop));
     r->pending_peak++; /* connections accepted since the last trim */
     if (rc < 0) {

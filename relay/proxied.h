@@ -4,8 +4,9 @@
  *
  * A connection from one of those addresses must begin with a PROXY protocol v1 or v2 header
  * (common/proxyproto.h) within startup_timeout; until it is complete the connection's pending
- * slot is held by the balancer's address, so that max_pending_per_source bounds the headers a
- * balancer may leave unfinished. Once the header names a client, the client's address is the
+ * slot is held by the balancer's address, bounded relay-wide only (max_pending and shedding,
+ * admit.h: a balancer's clients may connect all at once). Once the header names a client, the
+ * client's address is the
  * connection's address from then on (allow, max_sessions_per_source, handshake_rate, cancel
  * limits, pending bounds, logs, audit, the session's client_addr), and the pending slot moves
  * to the client's source. A header without a client address (v2 LOCAL, as HAProxy's health
