@@ -21,9 +21,11 @@ must be byte-for-byte equal; each difference is written to build/transparency/di
 fails the check. Every wait is bounded: a suite that runs past its limit is killed and its
 unfinished tests count as differences.
 
-Usage: transparency.py [--suites regress,isolation,pipeline] [--sides direct,relay,...]
-  --sides direct,direct2 runs a suite twice directly (a determinism check: any difference
-  there is the suite's own, not pgburrow's).
+Usage: transparency.py [--suites regress,isolation,pipeline] [--sides A,B] [--only TEST,...]
+                       [--full]
+  --sides direct,direct2 runs the suites twice directly (a determinism check: a difference
+  there is the suite's own, not pgburrow's); --only runs only the named tests; --full also
+  runs the tests QUICK_SKIP leaves out.
 Environment: PGBURROW_BIN (daemons, default build/release/bin), PGBURROW_KEEP_TMP=1 keeps the
 cluster and daemon logs (build/transparency/run).
 Exit status: 0 equal, 1 differences or failures, 2 the source could not be fetched or built.
