@@ -153,6 +153,42 @@ static void client_release(struct relay_client *c)
     uv_close((uv_handle_t *)&c->timer, client_unlink_free);
 }
 
+/* End the connection without a word (a CancelRequest is never answered; a refusal before any
+ * PostgreSQL message could be sent): its close callback releases the client. */
+static void client_drop(struct relay_client *c)
+{
+    c->state = CLIENT_ENDING;
+    uv_timer_stop(&c->timer);
+    if (c->conn)
+        conn_close(c->conn);
+}
+
+/* The client stops following its stream (no more of its events reach it); the stream is reset
+ * with sqlstate and why unless sqlstate is NULL (it has ended already). */
+static void client_detach_stream(struct relay_client *c, const char *sqlstate, const char *why)
+{
+    struct tunnel_stream *s = c->s;
+
+    if (!s)
+        return;
+    c->s = NULL;
+    tunnel_stream_set_data(s, NULL);
+    if (sqlstate)
+        tunnel_stream_reset(s, sqlstate, why);
+}
+
+/* The OPEN of the session's stream, from what the client sent. */
+static void client_open_msg(const struct relay_client *c, struct proto_open *m)
+{
+    memset(m, 0, sizeof(*m));
+    snprintf(m->route, sizeof(m->route), "%s", c->route);
+    snprintf(m->session_id, sizeof(m->session_id), "%s", c->sid);
+    snprintf(m->client_addr, sizeof(m->client_addr), "%s", c->peer);
+    snprintf(m->user, sizeof(m->user), "%s", c->user);
+    snprintf(m->database, sizeof(m->database), "%s", c->database);
+    snprintf(m->application_name, sizeof(m->application_name), "%s", c->application_name);
+}
+
 static void client_fail(struct relay_client *c, const char *sqlstate, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The events of the stream a client opens (session_on_open_result, session_on_done). */
@@ -174,12 +210,7 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
         log_warn("refused client=%s sqlstate=%s reason=%s%s", c->peer, sqlstate, reason, more);
         audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, reason);
     }
-    if (c->s) {
-        struct tunnel_stream *s = c->s;
-        c->s = NULL;
-        tunnel_stream_set_data(s, NULL);
-        tunnel_stream_reset(s, SQLSTATE_CONNECTION_FAILURE, "client refused");
-    }
+    client_detach_stream(c, SQLSTATE_CONNECTION_FAILURE, "client refused");
     c->state = CLIENT_ENDING;
     uv_timer_stop(&c->timer);
     if (!c->conn)
@@ -199,8 +230,7 @@ static void startup_timeout(uv_timer_t *timer)
         /* a CancelRequest is never answered, not even with an error */
         log_info("cancel dropped reason=incomplete request after %llu ms client=%s",
                  (unsigned long long)c->r->cfg.startup_timeout_ms, c->peer);
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return;
     }
     if (c->state == CLIENT_FIRST || c->state == CLIENT_TLS) {
@@ -211,8 +241,7 @@ static void startup_timeout(uv_timer_t *timer)
                      (unsigned long long)c->r->cfg.startup_timeout_ms, more);
             audit_refused(c->r->audit, c->r->cfg.name, c->peer, NULL, "no startup in time");
         }
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return;
     }
     client_fail(c, SQLSTATE_CONNECTION_FAILURE, "pgburrow: timeout while opening the session");
@@ -314,18 +343,110 @@ static int client_strip_endpoint(struct relay_client *c, const struct pgwire_sta
     return 0;
 }
 
-static void session_open(struct relay_client *c, const struct pgwire_startup *su)
+/* Whether the client may have a session: a route it may use, within the session limits.
+ * 0, or -1 after client_fail. */
+static int session_admit(struct relay_client *c, const struct pgwire_startup *su,
+                         struct routing_result *rt)
 {
     struct relay *r = c->r;
-    const char *agent = NULL;
     const struct relay_route *route;
-    struct routing_result *rt = NULL;
     struct tls_peer_info cert;
     char msg[ACCESS_MSG_MAX];
 
+    if (routing_choose(r->cfg.sni_domains, r->cfg.nsni_domains, c->sni[0] ? c->sni : NULL,
+                       su->options, r->cfg.default_route, rt, msg) < 0) {
+        client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "%s", msg);
+        return -1;
+    }
+    snprintf(c->route, sizeof(c->route), "%s", rt->route);
+    if (!(route = relay_config_route(&r->cfg, c->route))) {
+        client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "pgburrow: unknown route \"%s\"", c->route);
+        return -1;
+    }
+    if (access_check_session(r->access, route, c->conn, c->peer, c->user, &cert, msg) < 0) {
+        client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
+        return -1;
+    }
+    snprintf(c->cert_subject, sizeof(c->cert_subject), "%s", cert.subject);
+    snprintf(c->cert_serial, sizeof(c->cert_serial), "%s", cert.serial);
+    if (cert.subject[0] && conn_tls_peer_chain(c->conn, &c->cert, &c->cert_chain) < 0) {
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
+        return -1;
+    }
+    c->cert_not_after = cert.not_after;
+    if (r->nsessions >= r->cfg.max_sessions) {
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: too many sessions on this relay (max_sessions=%llu)",
+                    (unsigned long long)r->cfg.max_sessions);
+        return -1;
+    }
+    if (route->max_sessions && counts_get(r->route_sessions, c->route) >= route->max_sessions) {
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: too many sessions for route \"%s\" (max_sessions=%llu)", c->route,
+                    (unsigned long long)route->max_sessions);
+        return -1;
+    }
+    if (r->cfg.max_sessions_per_source &&
+        counts_get(r->source_sessions, c->source_ip) >= r->cfg.max_sessions_per_source) {
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: too many sessions from %s (max_sessions_per_source=%llu)",
+                    c->source_ip, (unsigned long long)r->cfg.max_sessions_per_source);
+        return -1;
+    }
+    return 0;
+}
+
+/* Open the session's stream on the tunnel of an agent serving the route (OPEN; the answer
+ * comes to session_on_open_result). */
+static void session_open(struct relay_client *c, const struct pgwire_startup *su,
+                         const struct routing_result *rt)
+{
+    struct relay *r = c->r;
+    const char *agent = NULL;
+
+    r->session_counter++;
+    struct tunnel *t = relay_route_pick_tunnel(r, c->route, &agent);
+    if (!t) {
+        client_fail(c, SQLSTATE_CANNOT_CONNECT_NOW,
+                    "pgburrow: no agent is connected for route \"%s\"", c->route);
+        return;
+    }
+    snprintf(c->agent, sizeof(c->agent), "%s", agent);
+
+    struct proto_open m;
+    client_open_msg(c, &m);
+    if (rt->options_changed && client_strip_endpoint(c, su, rt->options) < 0) {
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
+        return;
+    }
+    su = NULL; /* it pointed into the packet client_strip_endpoint replaced */
+    c->s = tunnel_stream_open(t, &m, &session_stream_ops, c);
+    if (!c->s) {
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
+                    "pgburrow: agent %s cannot take more sessions", c->agent);
+        return;
+    }
+    if (counts_add(r->route_sessions, c->route) < 0 ||
+        counts_add(r->source_sessions, c->source_ip) < 0) {
+        counts_sub(r->route_sessions, c->route);
+        client_detach_stream(c, SQLSTATE_OUT_OF_MEMORY, "out of memory");
+        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
+        return;
+    }
+    c->counted = true;
+    r->nsessions++;
+    c->state = CLIENT_OPENING;
+    relay_admit_release(r, &c->slot); /* routed: max_sessions bounds it from here on */
+}
+
+/* The StartupMessage su is complete: admit the session, then open it. */
+static void session_start(struct relay_client *c, const struct pgwire_startup *su)
+{
+    struct routing_result *rt;
+
     snprintf(c->user, sizeof(c->user), "%s", su->user);
     snprintf(c->database, sizeof(c->database), "%s", su->database ? su->database : su->user);
-    if (r->draining) {
+    if (c->r->draining) {
         client_fail(c, SQLSTATE_ADMIN_SHUTDOWN,
                     "pgburrow: the relay is shutting down; connect again");
         return;
@@ -337,89 +458,8 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
         client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
         return;
     }
-    if (routing_choose(r->cfg.sni_domains, r->cfg.nsni_domains, c->sni[0] ? c->sni : NULL,
-                       su->options, r->cfg.default_route, rt, msg) < 0) {
-        client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "%s", msg);
-        goto out;
-    }
-    snprintf(c->route, sizeof(c->route), "%s", rt->route);
-    if (!(route = relay_config_route(&r->cfg, c->route))) {
-        client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "pgburrow: unknown route \"%s\"", c->route);
-        goto out;
-    }
-    if (access_check_session(r->access, route, c->conn, c->peer, c->user, &cert, msg) < 0) {
-        client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
-        goto out;
-    }
-    snprintf(c->cert_subject, sizeof(c->cert_subject), "%s", cert.subject);
-    snprintf(c->cert_serial, sizeof(c->cert_serial), "%s", cert.serial);
-    if (cert.subject[0] && conn_tls_peer_chain(c->conn, &c->cert, &c->cert_chain) < 0) {
-        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
-        goto out;
-    }
-    c->cert_not_after = cert.not_after;
-    if (r->nsessions >= r->cfg.max_sessions) {
-        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
-                    "pgburrow: too many sessions on this relay (max_sessions=%llu)",
-                    (unsigned long long)r->cfg.max_sessions);
-        goto out;
-    }
-    if (route->max_sessions && counts_get(r->route_sessions, c->route) >= route->max_sessions) {
-        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
-                    "pgburrow: too many sessions for route \"%s\" (max_sessions=%llu)", c->route,
-                    (unsigned long long)route->max_sessions);
-        goto out;
-    }
-    if (r->cfg.max_sessions_per_source &&
-        counts_get(r->source_sessions, c->source_ip) >= r->cfg.max_sessions_per_source) {
-        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
-                    "pgburrow: too many sessions from %s (max_sessions_per_source=%llu)",
-                    c->source_ip, (unsigned long long)r->cfg.max_sessions_per_source);
-        goto out;
-    }
-    r->session_counter++;
-    struct tunnel *t = relay_route_pick_tunnel(r, c->route, &agent);
-    if (!t) {
-        client_fail(c, SQLSTATE_CANNOT_CONNECT_NOW,
-                    "pgburrow: no agent is connected for route \"%s\"", c->route);
-        goto out;
-    }
-    snprintf(c->agent, sizeof(c->agent), "%s", agent);
-
-    struct proto_open m;
-    memset(&m, 0, sizeof(m));
-    snprintf(m.route, sizeof(m.route), "%s", c->route);
-    snprintf(m.session_id, sizeof(m.session_id), "%s", c->sid);
-    snprintf(m.client_addr, sizeof(m.client_addr), "%s", c->peer);
-    snprintf(m.user, sizeof(m.user), "%s", c->user);
-    snprintf(m.database, sizeof(m.database), "%s", c->database);
-    if (su->application_name)
-        snprintf(m.application_name, sizeof(m.application_name), "%s", su->application_name);
-    if (rt->options_changed && client_strip_endpoint(c, su, rt->options) < 0) {
-        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
-        goto out;
-    }
-    su = NULL; /* it pointed into the packet client_strip_endpoint replaced */
-    c->s = tunnel_stream_open(t, &m, &session_stream_ops, c);
-    if (!c->s) {
-        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS,
-                    "pgburrow: agent %s cannot take more sessions", c->agent);
-        goto out;
-    }
-    if (counts_add(r->route_sessions, c->route) < 0 ||
-        counts_add(r->source_sessions, c->source_ip) < 0) {
-        counts_sub(r->route_sessions, c->route);
-        tunnel_stream_set_data(c->s, NULL);
-        tunnel_stream_reset(c->s, SQLSTATE_OUT_OF_MEMORY, "out of memory");
-        c->s = NULL;
-        client_fail(c, SQLSTATE_OUT_OF_MEMORY, "pgburrow: out of memory");
-        goto out;
-    }
-    c->counted = true;
-    r->nsessions++;
-    c->state = CLIENT_OPENING;
-    relay_admit_release(r, &c->slot); /* routed: max_sessions bounds it from here on */
-out:
+    if (session_admit(c, su, rt) == 0)
+        session_open(c, su, rt);
     free(rt);
 }
 
@@ -440,13 +480,7 @@ static bool session_retry_other_agent(struct relay_client *c, const struct proto
     t = relay_route_pick_other_tunnel(c->r, c->route, c->agent, &agent);
     if (!t)
         return false;
-    memset(&m, 0, sizeof(m));
-    snprintf(m.route, sizeof(m.route), "%s", c->route);
-    snprintf(m.session_id, sizeof(m.session_id), "%s", c->sid);
-    snprintf(m.client_addr, sizeof(m.client_addr), "%s", c->peer);
-    snprintf(m.user, sizeof(m.user), "%s", c->user);
-    snprintf(m.database, sizeof(m.database), "%s", c->database);
-    snprintf(m.application_name, sizeof(m.application_name), "%s", c->application_name);
+    client_open_msg(c, &m);
     if (!(s = tunnel_stream_open(t, &m, &session_stream_ops, c)))
         return false;
     log_msg(LOG_WARN, tunnel_id(t), tunnel_stream_id(s),
@@ -491,8 +525,7 @@ static void session_on_open_result(struct tunnel_stream *s, const struct proto_e
     if (!c)
         return;
     if (fail) {
-        c->s = NULL;
-        tunnel_stream_set_data(s, NULL);
+        client_detach_stream(c, NULL, NULL);
         if (session_retry_other_agent(c, fail))
             return;
         client_fail(c, fail->code[0] ? fail->code : SQLSTATE_CONNECTION_FAILURE,
@@ -663,9 +696,7 @@ static size_t read_cancel(struct relay_client *c, const uint8_t *data, size_t le
     c->pkt_have += n;
     if (c->pkt_have == c->pkt_len) {
         relay_cancel_request(c->r, c->peer, c->pkt, c->pkt_len);
-        c->state = CLIENT_ENDING;
-        uv_timer_stop(&c->timer);
-        conn_close(c->conn);
+        client_drop(c);
     }
     return len; /* whatever follows the request is ignored */
 }
@@ -679,8 +710,7 @@ static size_t start_cancel(struct relay_client *c, const uint8_t *data, size_t l
     if (!len_ok || !(c->pkt = malloc(n))) {
         log_info("cancel dropped reason=%s client=%s", len_ok ? "out of memory" : "invalid length",
                  c->peer);
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return len;
     }
     memcpy(c->pkt, c->first, sizeof(c->first));
@@ -705,8 +735,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
         audit_refused(c->r->audit, c->r->cfg.name, c->peer,
                       SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
                       "address not allowed (direct TLS)");
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return len;
     }
     if (n > len)
@@ -717,8 +746,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
         return len;
     if (pgwire_classify(c->first, sizeof(c->first)) == PGWIRE_CANCEL) {
         log_info("cancel dropped reason=address not allowed client=%s", c->peer);
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return len;
     }
     client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "pgburrow: address not allowed");
@@ -891,16 +919,14 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
     if (code == PGWIRE_CANCEL_REQUEST) {
         /* libpq 17 sends it inside TLS, after SSLRequest; the packet is complete here */
         relay_cancel_request(c->r, c->peer, c->pkt, c->pkt_len);
-        c->state = CLIENT_ENDING;
-        uv_timer_stop(&c->timer);
-        conn_close(c->conn);
+        client_drop(c);
         return len;
     }
     if (pgwire_startup_parse(c->pkt, c->pkt_len, &su, err) < 0) {
         client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet: %s", err);
         return len;
     }
-    session_open(c, &su);
+    session_start(c, &su);
     /* anything the client sent after the StartupMessage waits in the conn until bound */
     return c->state == CLIENT_OPENING ? used : len;
 }
@@ -927,8 +953,7 @@ static size_t read_proxy_header(struct relay_client *c, const uint8_t *data, siz
     c->px = NULL;
     source_ip_of(c->peer, c->source_ip, sizeof(c->source_ip));
     if (rc < 0) {
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return len;
     }
     c->denied = !access_address_allowed(&c->r->cfg.allow, c->peer);
@@ -1005,12 +1030,7 @@ static void client_on_close(struct conn *conn)
 {
     struct relay_client *c = conn_data(conn);
     c->conn = NULL;
-    if (c->s) {
-        struct tunnel_stream *s = c->s;
-        c->s = NULL;
-        tunnel_stream_set_data(s, NULL);
-        tunnel_stream_reset(s, SQLSTATE_CONNECTION_FAILURE, "client went away");
-    }
+    client_detach_stream(c, SQLSTATE_CONNECTION_FAILURE, "client went away");
     client_release(c);
 }
 
@@ -1033,10 +1053,7 @@ static void client_shed(struct preauth_slot *slot, const char *why)
     if (relay_admit_log_ok(c->r, c->peer, PREAUTH_SHED, more, sizeof(more)))
         log_warn("shed client=%s pending_ms=%llu reason=%s%s", c->peer,
                  (unsigned long long)(uv_now(c->r->loop) - c->start_ms), why, more);
-    c->state = CLIENT_ENDING;
-    uv_timer_stop(&c->timer);
-    if (c->conn)
-        conn_close(c->conn);
+    client_drop(c);
 }
 
 void frontdoor_accept(struct relay *r, uv_stream_t *server)
@@ -1068,16 +1085,14 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
     if ((rc = conn_accept(c->conn, server)) < 0) {
         relay_admit_accept_failed(r, rc, "client");
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return;
     }
     snprintf(c->peer, sizeof(c->peer), "%s", conn_peer_addr(c->conn));
     source_ip_of(c->peer, c->source_ip, sizeof(c->source_ip));
     c->slot.shed = client_shed;
     if (relay_admit(r, &c->slot, c->peer, c->conn, "client") < 0) {
-        c->state = CLIENT_ENDING;
-        conn_close(c->conn);
+        client_drop(c);
         return;
     }
     if (relay_proxied_expected(r, c->peer)) {
