@@ -42,7 +42,7 @@ AGENT_OBJ := $(AGENT_SRC:%.c=$(B)/%.o)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 
 .PHONY: all build build-asan unit unit-asan integration integration-asan valgrind test deps deps-test check-deps \
-        demo demo-stop bench fuzz fuzz-build clean format check-format check-sqlstate
+        demo demo-stop bench fuzz fuzz-build clean format check-format check-sqlstate check-cycles
 .DEFAULT_GOAL := all
 
 all: build
@@ -127,6 +127,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory check-deps
 	@$(MAKE) --no-print-directory check-format
 	@$(MAKE) --no-print-directory check-sqlstate
+	@$(MAKE) --no-print-directory check-cycles
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory check-systemd
 	@$(MAKE) --no-print-directory unit
@@ -176,6 +177,10 @@ check-format:
 # SQLSTATEs are named in common/sqlstate.h; no five-character code literal elsewhere in C code.
 check-sqlstate:
 	@$(PY) tests/lint/check_sqlstate.py
+
+# No two source files call each other in a loop (a module calls down, or is handed a callback).
+check-cycles:
+	@$(PY) tests/lint/check_cycles.py
 
 # deploy/systemd/*.service: `systemd-analyze verify` silent and `systemd-analyze security`
 # exposure at most 4.9 ("OK"), both offline; skipped, saying so, without systemd-analyze.
