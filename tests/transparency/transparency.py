@@ -129,7 +129,12 @@ def fetch_source():
     opts = apt_options(aptdir)
     what = "fetching Debian's source package %s from %s (%s main)" % (PACKAGE, MIRROR, SUITE_NAME)
     try:
-        run(["apt-get"] + opts + ["-q", "update"], 300, what)
+        out = run(["apt-get"] + opts + ["-q", "update"], 300, what)
+        # apt-get update exits 0 when a mirror cannot be reached; no Sources index then.
+        lists = os.path.join(aptdir, "lists")
+        if not any("_Sources" in f for f in os.listdir(lists)):
+            raise Fatal("%s: apt-get update got no Sources index:\n%s" % (
+                what, harness.tail(out, 10)))
         text = run(["apt-cache"] + opts + ["showsrc", PACKAGE], 60, what)
         versions = re.findall(r"^Version: (\S+)$", text, re.M)
         if not versions:
