@@ -15,35 +15,32 @@
 #include "agent/relays.h"
 #include "agent/reload.h"
 #include "agent/upstream.h"
+#include "common/daemon.h"
 #include "common/log.h"
 #include "common/tls.h"
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
-static void on_signal(uv_signal_t *sig, int signum)
+static void agent_signal_drain(void *ctx)
 {
-    struct agent *a = sig->data;
-    if (signum == SIGTERM && !a->draining) {
-        agent_drain(a);
-        return;
-    }
-    log_info("received %s: shutting down now", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    agent_stop(a);
+    agent_drain(ctx);
 }
 
-static void drain_tick(uv_timer_t *timer)
+static void agent_signal_stop(void *ctx)
 {
-    struct agent *a = timer->data;
-    uint64_t n = agent_links_nsessions(a);
-    if (n == 0) {
-        log_info("drain: every session has ended; stopping");
-        agent_stop(a);
-    } else if (uv_now(a->loop) >= a->drain_deadline_ms) {
-        log_warn("drain: drain_timeout reached; closing %llu remaining session(s)",
-                 (unsigned long long)n);
-        agent_stop(a);
-    }
+    agent_stop(ctx);
 }
+
+static uint64_t agent_signal_sessions(void *ctx)
+{
+    return agent_links_nsessions(ctx);
+}
+
+static const struct daemon_signal_ops agent_signal_ops = {
+    .drain = agent_signal_drain,
+    .stop = agent_signal_stop,
+    .sessions = agent_signal_sessions,
+};
 
 void agent_drain(struct agent *a)
 {
@@ -55,10 +52,7 @@ void agent_drain(struct agent *a)
              (unsigned long long)agent_links_nsessions(a),
              (unsigned long long)a->cfg.drain_timeout_ms);
     agent_links_goaway(a, "agent is shutting down");
-    a->drain_deadline_ms = uv_now(a->loop) + a->cfg.drain_timeout_ms;
-    uv_timer_init(a->loop, &a->drain_timer);
-    a->drain_timer.data = a;
-    uv_timer_start(&a->drain_timer, drain_tick, 0, 100);
+    daemon_drain_start(&a->signals, a->loop, a->cfg.drain_timeout_ms);
 }
 
 int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err)
@@ -97,11 +91,7 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
 int agent_start(struct agent *a, char *err)
 {
     (void)err;
-    uv_signal_init(a->loop, &a->sig_term);
-    uv_signal_init(a->loop, &a->sig_int);
-    a->sig_term.data = a->sig_int.data = a;
-    uv_signal_start(&a->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&a->sig_int, on_signal, SIGINT);
+    daemon_signals_start(&a->signals, a->loop, &agent_signal_ops, a);
     if (agent_relays_sync(a, true) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "out of memory");
         return -ENOMEM;
@@ -115,12 +105,7 @@ void agent_stop(struct agent *a)
     if (a->stopping)
         return;
     a->stopping = true;
-    if (a->draining)
-        uv_close((uv_handle_t *)&a->drain_timer, NULL);
-    if (a->sig_term.loop) {
-        uv_close((uv_handle_t *)&a->sig_term, NULL);
-        uv_close((uv_handle_t *)&a->sig_int, NULL);
-    }
+    daemon_signals_close(&a->signals, NULL);
     agent_links_stop(a);
     agent_relays_stop(a);
     cancel_key_map_stop(a->cancel_keys);

@@ -15,6 +15,7 @@
 
 #include "agent/agent_config.h"
 #include "common/conn.h"
+#include "common/daemon.h"
 #include "common/tunnel.h"
 
 struct agent_link;
@@ -27,17 +28,15 @@ struct agent {
     struct conn_loop *cl;
     struct agent_config cfg;
     SSL_CTX *relay_ctx;
-    struct agent_link *links;   /* one per relay address (list), plus removed ones draining */
-    struct agent_relay *relays; /* one per configured relay address; names resolve (relays.c) */
-    uv_signal_t sig_term, sig_int;
+    struct agent_link *links;      /* one per relay address (list), plus removed ones draining */
+    struct agent_relay *relays;    /* one per configured relay address; names resolve (relays.c) */
+    struct daemon_signals signals; /* SIGTERM drains, SIGINT stops (daemon.h) */
     uint32_t next_tunnel_id;
     uint64_t rng;                       /* xorshift state for backoff jitter */
     struct cancel_key_map *cancel_keys; /* the sessions' cancel keys (cancel_key.h) */
     struct agent_reload *reload;        /* NULL until agent_reload_start (reload.h) */
     bool stopping;
     bool draining; /* SIGTERM: GOAWAY sent, sessions finishing */
-    uv_timer_t drain_timer;
-    uint64_t drain_deadline_ms;
 };
 
 int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/daemon.h"
 #include "common/log.h"
 #include "relay/admit.h"
 #include "relay/audit.h"
@@ -28,29 +29,26 @@ static void handle_closed(uv_handle_t *h)
     r->open_handles--;
 }
 
-static void on_signal(uv_signal_t *sig, int signum)
+static void relay_signal_drain(void *ctx)
 {
-    struct relay *r = sig->data;
-    if (signum == SIGTERM && !r->draining) {
-        relay_drain(r);
-        return;
-    }
-    log_info("received %s: shutting down now", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    relay_stop(r);
+    relay_drain(ctx);
 }
 
-static void drain_tick(uv_timer_t *timer)
+static void relay_signal_stop(void *ctx)
 {
-    struct relay *r = timer->data;
-    if (r->nsessions == 0) {
-        log_info("drain: every session has ended; stopping");
-        relay_stop(r);
-    } else if (uv_now(r->loop) >= r->drain_deadline_ms) {
-        log_warn("drain: drain_timeout reached; closing %llu remaining session(s)",
-                 (unsigned long long)r->nsessions);
-        relay_stop(r);
-    }
+    relay_stop(ctx);
 }
+
+static uint64_t relay_signal_sessions(void *ctx)
+{
+    return ((struct relay *)ctx)->nsessions;
+}
+
+static const struct daemon_signal_ops relay_signal_ops = {
+    .drain = relay_signal_drain,
+    .stop = relay_signal_stop,
+    .sessions = relay_signal_sessions,
+};
 
 void relay_drain(struct relay *r)
 {
@@ -65,11 +63,8 @@ void relay_drain(struct relay *r)
     if (r->tunnel_listener.loop && !uv_is_closing((uv_handle_t *)&r->tunnel_listener))
         uv_close((uv_handle_t *)&r->tunnel_listener, handle_closed);
     relay_tunnels_goaway(r, "relay is shutting down");
-    r->drain_deadline_ms = uv_now(r->loop) + r->cfg.drain_timeout_ms;
-    uv_timer_init(r->loop, &r->drain_timer);
-    r->drain_timer.data = r;
+    daemon_drain_start(&r->signals, r->loop, r->cfg.drain_timeout_ms);
     r->open_handles++;
-    uv_timer_start(&r->drain_timer, drain_tick, 0, 100);
 }
 
 static void tunnel_on_connection(uv_stream_t *server, int status)
@@ -193,12 +188,8 @@ int relay_start(struct relay *r, char *err)
     rc = listen_on(r, &r->tunnel_listener, r->cfg.tunnel_listen, tunnel_on_connection, err);
     if (rc < 0)
         return rc;
-    uv_signal_init(r->loop, &r->sig_term);
-    uv_signal_init(r->loop, &r->sig_int);
-    r->sig_term.data = r->sig_int.data = r;
+    daemon_signals_start(&r->signals, r->loop, &relay_signal_ops, r);
     r->open_handles += 2;
-    uv_signal_start(&r->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&r->sig_int, on_signal, SIGINT);
     uv_timer_init(r->loop, &r->cert_timer);
     r->cert_timer.data = r;
     r->cert_recheck = relay_certs_recheck;
@@ -217,12 +208,7 @@ void relay_stop(struct relay *r)
     if (r->tunnel_listener.loop && !uv_is_closing((uv_handle_t *)&r->tunnel_listener))
         uv_close((uv_handle_t *)&r->tunnel_listener, handle_closed);
     relay_admit_stop(r);
-    if (r->draining)
-        uv_close((uv_handle_t *)&r->drain_timer, handle_closed);
-    if (r->sig_term.loop) {
-        uv_close((uv_handle_t *)&r->sig_term, handle_closed);
-        uv_close((uv_handle_t *)&r->sig_int, handle_closed);
-    }
+    daemon_signals_close(&r->signals, handle_closed);
     if (r->cert_timer.loop)
         uv_close((uv_handle_t *)&r->cert_timer, handle_closed);
     relay_reload_stop(r);

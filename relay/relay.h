@@ -15,6 +15,7 @@
 
 #include "common/conn.h"
 #include "common/counts.h"
+#include "common/daemon.h"
 #include "common/keytab.h"
 #include "common/tunnel.h"
 #include "relay/admit.h"
@@ -35,8 +36,8 @@ struct relay {
     SSL_CTX *tunnel_ctx;        /* agents: TLS 1.3, client certificate required */
     X509_STORE *agent_store;    /* agent_ca + agent_crl: running tunnels checked again */
     uv_tcp_t client_listener, tunnel_listener;
-    uv_signal_t sig_term, sig_int;
-    struct relay_agent *agents; /* every tunnel, up or not (doubly linked) */
+    struct daemon_signals signals; /* SIGTERM drains, SIGINT stops (daemon.h) */
+    struct relay_agent *agents;    /* every tunnel, up or not (doubly linked) */
     struct relay_client *clients;
     struct relay_cancel_limiter *cancel_limiter; /* cancel.h; created at the first cancel */
     struct relay_cancel_limiter *cancel_net;     /* per IPv4 /24, IPv6 /48 */
@@ -59,14 +60,12 @@ struct relay {
     struct counts *route_sessions;  /* live sessions per route (route max_sessions) */
     struct counts *source_sessions; /* live sessions per client IP (max_sessions_per_source) */
     bool draining;                  /* SIGTERM: no new sessions, running ones may finish */
-    uv_timer_t drain_timer;
-    uint64_t drain_deadline_ms;
-    int open_handles;        /* listeners + signals: for clean shutdown */
-    struct reloader *reload; /* NULL until relay_reload_start (reload.h) */
-    struct audit *audit;     /* always allocated; off when audit_log is empty */
-    struct access *access;   /* built with the TLS contexts (struct relay_tls) */
-    uv_timer_t cert_timer;   /* the next certificate expiry among live peers (cert_expiry.h) */
-    long long cert_next;     /* its time, seconds since the epoch; 0: not armed */
+    int open_handles;               /* listeners + signals: for clean shutdown */
+    struct reloader *reload;        /* NULL until relay_reload_start (reload.h) */
+    struct audit *audit;            /* always allocated; off when audit_log is empty */
+    struct access *access;          /* built with the TLS contexts (struct relay_tls) */
+    uv_timer_t cert_timer; /* the next certificate expiry among live peers (cert_expiry.h) */
+    long long cert_next;   /* its time, seconds since the epoch; 0: not armed */
     /* relay_certs_recheck (reload.h), run by cert_timer */
     void (*cert_recheck)(struct relay *r, bool reverify);
 };
