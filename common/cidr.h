@@ -13,8 +13,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "common/err.h"
 
-#define CIDR_ERR_MAX 512 /* = CONFIG_ERR_MAX */
+#define CIDR_ERR_MAX PGB_ERR_MAX
 
 struct cidr {
     uint8_t addr[16]; /* network address, host bits zero */

@@ -14,8 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "common/err.h"
 
-#define CONFIG_ERR_MAX 512
+#define CONFIG_ERR_MAX PGB_ERR_MAX
 
 /* Return 0, or negative with a message (without source/line/key: the caller adds them)
  * written to err[CONFIG_ERR_MAX]. -ENOENT means "unknown key".

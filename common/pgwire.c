@@ -74,22 +74,23 @@ static long cstr_len(const uint8_t *p, const uint8_t *end)
     return nul ? (long)(nul - p) : -1;
 }
 
-int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err)
+int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err,
+                         size_t cap)
 {
     int rc = -EINVAL;
 
     memset(out, 0, sizeof(*out));
     if (len < 8 || len > PGWIRE_STARTUP_MAX) {
-        snprintf(err, 256, "invalid startup packet length");
+        snprintf(err, cap, "invalid startup packet length");
         goto out;
     }
     if (get_be32(pkt) != len) {
-        snprintf(err, 256, "invalid startup packet length");
+        snprintf(err, cap, "invalid startup packet length");
         goto out;
     }
     out->protocol = get_be32(pkt + 4);
     if (out->protocol >> 16 != 3 || (out->protocol & 0xffff) > PGWIRE_PROTO_MINOR_MAX) {
-        snprintf(err, 256, "unsupported frontend protocol %u.%u: pgburrow supports 3.0 to 3.%d",
+        snprintf(err, cap, "unsupported frontend protocol %u.%u: pgburrow supports 3.0 to 3.%d",
                  out->protocol >> 16, out->protocol & 0xffff, PGWIRE_PROTO_MINOR_MAX);
         goto out;
     }
@@ -98,27 +99,27 @@ int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *
     const uint8_t *end = pkt + len;
     for (;;) {
         if (p == end) {
-            snprintf(err, 256, "invalid startup packet layout: expected terminator as last byte");
+            snprintf(err, cap, "invalid startup packet layout: expected terminator as last byte");
             goto out;
         }
         if (*p == '\0')
             break; /* the terminator: an empty name cannot exist, it ends the list */
         long nlen = cstr_len(p, end);
         if (nlen < 0) {
-            snprintf(err, 256, "invalid startup packet layout: unterminated parameter name");
+            snprintf(err, cap, "invalid startup packet layout: unterminated parameter name");
             goto out;
         }
         const char *name = (const char *)p;
         p += nlen + 1;
         long vlen = p < end ? cstr_len(p, end) : -1;
         if (vlen < 0) {
-            snprintf(err, 256, "invalid startup packet layout: missing or unterminated value");
+            snprintf(err, cap, "invalid startup packet layout: missing or unterminated value");
             goto out;
         }
         const char *value = (const char *)p;
         p += vlen + 1;
         if (out->nparams == PGWIRE_MAX_PARAMS) {
-            snprintf(err, 256, "too many startup parameters (max %d)", PGWIRE_MAX_PARAMS);
+            snprintf(err, cap, "too many startup parameters (max %d)", PGWIRE_MAX_PARAMS);
             rc = -E2BIG;
             goto out;
         }
@@ -135,11 +136,11 @@ int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *
             out->application_name = value;
     }
     if (p + 1 != end) {
-        snprintf(err, 256, "invalid startup packet layout: expected terminator as last byte");
+        snprintf(err, cap, "invalid startup packet layout: expected terminator as last byte");
         goto out;
     }
     if (!out->user || out->user[0] == '\0') {
-        snprintf(err, 256, "no PostgreSQL user name specified in startup packet");
+        snprintf(err, cap, "no PostgreSQL user name specified in startup packet");
         goto out;
     }
     rc = 0;

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/err.h"
+
 #define PGWIRE_CANCEL_REQUEST 80877102u
 #define PGWIRE_SSL_REQUEST 80877103u
 #define PGWIRE_GSSENC_REQUEST 80877104u
@@ -47,9 +49,10 @@ struct pgwire_startup {
  * Parse a complete StartupMessage pkt[len] (len == its length word). Checks: 8 <= len <=
  * PGWIRE_STARTUP_MAX, protocol major 3 and minor <= 2, name/value pairs NUL-terminated and
  * followed by one final NUL, names non-empty, at most PGWIRE_MAX_PARAMS, "user" present.
- * Pointers borrow pkt. Returns 0, or -EINVAL/-E2BIG with a human reason in err[256].
+ * Pointers borrow pkt. Returns 0, or -EINVAL/-E2BIG with a human reason in err[cap].
  */
-int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err);
+int pgwire_startup_parse(const uint8_t *pkt, size_t len, struct pgwire_startup *out, char *err,
+                         size_t cap);
 
 /*
  * Rebuild the StartupMessage parsed into su with its "options" parameter set to options, or

@@ -12,8 +12,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <openssl/ssl.h>
+#include "common/err.h"
 
-#define TLS_ERR_MAX 512
+#define TLS_ERR_MAX PGB_ERR_MAX
 
 /* TLS 1.2 cipher list of every context unless configured: forward secrecy (ECDHE) and AEAD
  * only (Mozilla "intermediate" without DHE); no CBC, no SHA-1 MAC, no RSA key exchange.

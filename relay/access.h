@@ -26,8 +26,9 @@
 #include "common/conn.h"
 #include "common/tls.h"
 #include "relay/relay_config.h"
+#include "common/err.h"
 
-#define ACCESS_MSG_MAX 512
+#define ACCESS_MSG_MAX PGB_ERR_MAX
 #define ACCESS_IDENT_FILE_MAX (1024 * 1024)
 /* PostgreSQL's NAMEDATALEN - 1: the longest role name, to which it cuts a startup user name */
 #define ACCESS_PG_NAME_MAX 63

@@ -354,7 +354,7 @@ static int session_admit(struct relay_client *c, const struct pgwire_startup *su
     char msg[ACCESS_MSG_MAX];
 
     if (routing_choose(r->cfg.sni_domains, r->cfg.nsni_domains, c->sni[0] ? c->sni : NULL,
-                       su->options, r->cfg.default_route, rt, msg) < 0) {
+                       su->options, r->cfg.default_route, rt, msg, sizeof(msg)) < 0) {
         client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "%s", msg);
         return -1;
     }
@@ -876,7 +876,7 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
 static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t len)
 {
     size_t used = 0;
-    char err[256];
+    char err[PGB_ERR_MAX];
     struct pgwire_startup su;
 
     if (!c->pkt) {
@@ -922,7 +922,7 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
         client_drop(c);
         return len;
     }
-    if (pgwire_startup_parse(c->pkt, c->pkt_len, &su, err) < 0) {
+    if (pgwire_startup_parse(c->pkt, c->pkt_len, &su, err, sizeof(err)) < 0) {
         client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet: %s", err);
         return len;
     }

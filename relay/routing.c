@@ -241,7 +241,7 @@ int routing_sni_route(const char *sni, char *const *domains, size_t ndomains, ch
 }
 
 int routing_choose(char *const *domains, size_t ndomains, const char *sni, const char *options,
-                   const char *default_route, struct routing_result *out, char *msg)
+                   const char *default_route, struct routing_result *out, char *msg, size_t cap)
 {
     char by_guc[PROTO_NAME_MAX] = "", by_endpoint[PROTO_NAME_MAX] = "";
     const char *by_options = NULL;
@@ -253,7 +253,7 @@ int routing_choose(char *const *domains, size_t ndomains, const char *sni, const
 
     rc = routing_sni_route(sni, domains, ndomains, out->route, sizeof(out->route));
     if (rc < 0) {
-        snprintf(msg, ROUTING_MSG_MAX,
+        snprintf(msg, cap,
                  "pgburrow: server name \"%.200s\" does not name a route (expected ROUTE.domain "
                  "with ROUTE made of A-Z a-z 0-9 _ -)",
                  sni);
@@ -263,18 +263,18 @@ int routing_choose(char *const *domains, size_t ndomains, const char *sni, const
 
     if (options) {
         if (routing_options_route(options, by_guc, sizeof(by_guc)) < 0) {
-            snprintf(msg, ROUTING_MSG_MAX, "pgburrow: invalid route name in options");
+            snprintf(msg, cap, "pgburrow: invalid route name in options");
             return -EINVAL;
         }
         rc = routing_options_endpoint(options, by_endpoint, sizeof(by_endpoint), out->options,
                                       sizeof(out->options));
         if (rc < 0) {
-            snprintf(msg, ROUTING_MSG_MAX, "pgburrow: invalid route name in options (endpoint=)");
+            snprintf(msg, cap, "pgburrow: invalid route name in options (endpoint=)");
             return -EINVAL;
         }
         out->options_changed = rc == 1;
         if (by_guc[0] && by_endpoint[0] && strcmp(by_guc, by_endpoint) != 0) {
-            snprintf(msg, ROUTING_MSG_MAX,
+            snprintf(msg, cap,
                      "pgburrow: options name two routes: \"%s\" (pgburrow.route) and \"%s\" "
                      "(endpoint)",
                      by_guc, by_endpoint);
@@ -286,7 +286,7 @@ int routing_choose(char *const *domains, size_t ndomains, const char *sni, const
     if (from_sni) {
         out->source = ROUTING_SNI;
         if (by_options && strcmp(by_options, out->route) != 0) {
-            snprintf(msg, ROUTING_MSG_MAX,
+            snprintf(msg, cap,
                      "pgburrow: the server name names route \"%s\" but the options name route "
                      "\"%s\"",
                      out->route, by_options);
@@ -304,6 +304,6 @@ int routing_choose(char *const *domains, size_t ndomains, const char *sni, const
         out->source = ROUTING_DEFAULT;
         return 0;
     }
-    snprintf(msg, ROUTING_MSG_MAX, "pgburrow: no route given and no default_route");
+    snprintf(msg, cap, "pgburrow: no route given and no default_route");
     return -EINVAL;
 }

@@ -19,8 +19,6 @@
 #include "common/pgwire.h"
 #include "proto/proto.h"
 
-#define ROUTING_MSG_MAX 400
-
 enum routing_source { ROUTING_SNI, ROUTING_OPTIONS, ROUTING_DEFAULT };
 
 struct routing_result {
@@ -58,8 +56,8 @@ int routing_sni_route(const char *sni, char *const *domains, size_t ndomains, ch
                       size_t cap);
 
 /* Choose the route. Returns 0 with *out filled, or -EINVAL with the client's FATAL message
- * (SQLSTATE 3D000, starting "pgburrow: ") in msg[ROUTING_MSG_MAX]. */
+ * (SQLSTATE 3D000, starting "pgburrow: ") in msg[cap]. */
 int routing_choose(char *const *domains, size_t ndomains, const char *sni, const char *options,
-                   const char *default_route, struct routing_result *out, char *msg);
+                   const char *default_route, struct routing_result *out, char *msg, size_t cap);
 
 #endif

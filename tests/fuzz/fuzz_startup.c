@@ -38,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t pkt[PGWIRE_STARTUP_MAX];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     char route[PROTO_NAME_MAX];
 
     enum pgwire_kind kind = pgwire_classify(data, size);
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     (void)pgwire_packet_len(data, size);
 
-    if (pgwire_startup_parse(data, size, &st, err) == 0)
+    if (pgwire_startup_parse(data, size, &st, err, sizeof(err)) == 0)
         check_startup(data, size, &st);
     if (size >= 8 && size <= sizeof(pkt)) {
         memcpy(pkt, data, size);
@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pkt[1] = (uint8_t)(size >> 16);
         pkt[2] = (uint8_t)(size >> 8);
         pkt[3] = (uint8_t)size;
-        if (pgwire_startup_parse(pkt, size, &st, err) == 0)
+        if (pgwire_startup_parse(pkt, size, &st, err, sizeof(err)) == 0)
             check_startup(pkt, size, &st);
         else if (memchr(err, '\0', sizeof(err)) == NULL)
             abort();

@@ -151,10 +151,10 @@ static void test_startup_psql(void **state)
         NULL};
     uint8_t buf[512];
     struct pgwire_startup st;
-    char err[256] = "";
+    char err[PGB_ERR_MAX] = "";
     size_t n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, kv);
 
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), 0);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), 0);
     assert_int_equal(st.protocol, PGWIRE_PROTO_3_0);
     assert_string_equal(st.user, "alice");
     assert_string_equal(st.database, "shop");
@@ -172,10 +172,10 @@ static void test_startup_protocol_3_2(void **state)
     static const char *const kv[] = {"user", "bob", "_pq_.test_option", "on", NULL};
     uint8_t buf[256];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n = startup(buf, sizeof(buf), 0x00030002, kv);
 
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), 0);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), 0);
     assert_int_equal(st.protocol, 0x00030002);
     assert_string_equal(st.user, "bob");
     assert_null(st.database);
@@ -189,14 +189,14 @@ static void test_startup_wrong_version(void **state)
     static const char *const kv[] = {"user", "bob", NULL};
     uint8_t buf[256];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n = startup(buf, sizeof(buf), 0x00030003, kv);
 
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "unsupported frontend protocol 3.3"));
     assert_null(st.user);
     n = startup(buf, sizeof(buf), 0x00020000, kv);
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "unsupported frontend protocol 2.0"));
 }
 
@@ -206,14 +206,14 @@ static void test_startup_missing_user(void **state)
     static const char *const empty[] = {"user", "", NULL};
     uint8_t buf[256];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, nouser);
 
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "no PostgreSQL user name specified in startup packet");
     assert_null(st.database);
     n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, empty);
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "no PostgreSQL user name specified in startup packet");
 }
 
@@ -222,16 +222,16 @@ static void test_startup_missing_terminator(void **state)
     static const char *const kv[] = {"user", "bob", NULL};
     uint8_t buf[256];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, kv);
 
     /* Drop the final NUL: "user\0bob\0" then the end. */
     put32(buf, (uint32_t)(n - 1));
-    assert_int_equal(pgwire_startup_parse(buf, n - 1, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, n - 1, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "terminator"));
     /* Only the length word and the version: no terminator at all. */
     put32(buf, 8);
-    assert_int_equal(pgwire_startup_parse(buf, 8, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, 8, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "terminator"));
 }
 
@@ -239,27 +239,27 @@ static void test_startup_unterminated(void **state)
 {
     uint8_t buf[64];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
 
     /* "user\0bob" without its NUL: the value runs to the end of the packet. */
     memcpy(buf + 8, "user\0bob", 8);
     request(buf, 16, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(buf, 16, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, 16, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "unterminated value"));
     /* A name without NUL. */
     memcpy(buf + 8, "user", 4);
     request(buf, 12, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(buf, 12, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, 12, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "unterminated parameter name"));
     /* A name, then the end: its value is missing. */
     memcpy(buf + 8, "user\0", 5);
     request(buf, 13, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(buf, 13, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, 13, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "missing"));
     /* "user\0\0": name user, empty value, then no terminator. */
     memcpy(buf + 8, "user\0\0", 6);
     request(buf, 14, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(buf, 14, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, 14, &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "terminator"));
 }
 
@@ -267,12 +267,12 @@ static void test_startup_empty_name_and_trailing_bytes(void **state)
 {
     uint8_t buf[64];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     /* An empty name ends the list; anything after it is junk, as PostgreSQL says. */
     static const uint8_t body[] = "user\0bob\0\0x\0y\0";
     memcpy(buf + 8, body, sizeof(body));
     request(buf, (uint32_t)(8 + sizeof(body)), PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(buf, 8 + sizeof(body), &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(buf, 8 + sizeof(body), &st, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "expected terminator as last byte"));
     assert_null(st.user);
 }
@@ -282,11 +282,11 @@ static void test_startup_length(void **state)
     static uint8_t big[PGWIRE_STARTUP_MAX + 16];
     static const char *const kv[] = {"user", "bob", NULL};
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n = startup(big, sizeof(big), PGWIRE_PROTO_3_0, kv);
 
     /* The length word must match the bytes given. */
-    assert_int_equal(pgwire_startup_parse(big, n + 1, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(big, n + 1, &st, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "invalid startup packet length");
     /* Over the limit: "user" then a value filling up to 10001 bytes. */
     memcpy(big + 8, "user\0", 5);
@@ -294,17 +294,18 @@ static void test_startup_length(void **state)
     big[PGWIRE_STARTUP_MAX - 1] = '\0';
     big[PGWIRE_STARTUP_MAX] = '\0';
     request(big, PGWIRE_STARTUP_MAX + 1, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(big, PGWIRE_STARTUP_MAX + 1, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(big, PGWIRE_STARTUP_MAX + 1, &st, err, sizeof(err)),
+                     -EINVAL);
     assert_string_equal(err, "invalid startup packet length");
     /* One byte shorter fits exactly. */
     big[PGWIRE_STARTUP_MAX - 2] = '\0';
     big[PGWIRE_STARTUP_MAX - 1] = '\0';
     request(big, PGWIRE_STARTUP_MAX, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(big, PGWIRE_STARTUP_MAX, &st, err), 0);
+    assert_int_equal(pgwire_startup_parse(big, PGWIRE_STARTUP_MAX, &st, err, sizeof(err)), 0);
     assert_int_equal(strlen(st.user), PGWIRE_STARTUP_MAX - 13 - 2);
     /* Too short to hold a version. */
     request(big, 4, PGWIRE_PROTO_3_0);
-    assert_int_equal(pgwire_startup_parse(big, 4, &st, err), -EINVAL);
+    assert_int_equal(pgwire_startup_parse(big, 4, &st, err, sizeof(err)), -EINVAL);
 }
 
 static void test_startup_too_many_params(void **state)
@@ -313,7 +314,7 @@ static void test_startup_too_many_params(void **state)
     static char names[PGWIRE_MAX_PARAMS + 1][16];
     const char *kv[2 * (PGWIRE_MAX_PARAMS + 1) + 1];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n;
 
     kv[0] = "user";
@@ -325,13 +326,13 @@ static void test_startup_too_many_params(void **state)
     }
     kv[2 * PGWIRE_MAX_PARAMS] = NULL; /* exactly PGWIRE_MAX_PARAMS parameters */
     n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, kv);
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), 0);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), 0);
     assert_int_equal(st.nparams, PGWIRE_MAX_PARAMS);
     kv[2 * PGWIRE_MAX_PARAMS] = names[PGWIRE_MAX_PARAMS];
     kv[2 * PGWIRE_MAX_PARAMS + 1] = "v";
     kv[2 * PGWIRE_MAX_PARAMS + 2] = NULL;
     n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, kv);
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), -E2BIG);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), -E2BIG);
     assert_non_null(strstr(err, "too many"));
 }
 
@@ -341,10 +342,10 @@ static void test_startup_duplicate_last_wins(void **state)
     static const char *const kv[] = {"user", "alice", "database", "a", "user", "bob", NULL};
     uint8_t buf[256];
     struct pgwire_startup st;
-    char err[256];
+    char err[PGB_ERR_MAX];
     size_t n = startup(buf, sizeof(buf), PGWIRE_PROTO_3_0, kv);
 
-    assert_int_equal(pgwire_startup_parse(buf, n, &st, err), 0);
+    assert_int_equal(pgwire_startup_parse(buf, n, &st, err, sizeof(err)), 0);
     assert_string_equal(st.user, "bob");
     assert_int_equal(st.nparams, 3);
 }

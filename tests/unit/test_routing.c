@@ -143,13 +143,13 @@ static void test_startup_rebuild(void **state)
     uint8_t in[512], out[512];
     size_t n = startup(in, sizeof(in), kv);
     struct pgwire_startup su, again;
-    char err[256];
+    char err[PGB_ERR_MAX];
     int m;
 
-    assert_int_equal(pgwire_startup_parse(in, n, &su, err), 0);
+    assert_int_equal(pgwire_startup_parse(in, n, &su, err, sizeof(err)), 0);
     m = pgwire_startup_with_options(&su, "-c work_mem=1MB", out, sizeof(out));
     assert_true(m > 0 && (size_t)m < n);
-    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err), 0);
+    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err, sizeof(err)), 0);
     assert_string_equal(again.user, "alice");
     assert_string_equal(again.options, "-c work_mem=1MB");
     assert_string_equal(again.database, "app");
@@ -161,11 +161,11 @@ static void test_startup_rebuild(void **state)
     /* an empty result drops the parameter */
     m = pgwire_startup_with_options(&su, "", out, sizeof(out));
     assert_true(m > 0);
-    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err), 0);
+    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err, sizeof(err)), 0);
     assert_null(again.options);
     assert_int_equal(again.nparams, 3);
     m = pgwire_startup_with_options(&su, NULL, out, sizeof(out));
-    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err), 0);
+    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err, sizeof(err)), 0);
     assert_null(again.options);
     /* too small */
     assert_int_equal(pgwire_startup_with_options(&su, "", out, 20), -ENOSPC);
@@ -178,12 +178,12 @@ static void test_startup_rebuild_duplicates(void **state)
     uint8_t in[256], out[256];
     size_t n = startup(in, sizeof(in), kv);
     struct pgwire_startup su, again;
-    char err[256];
+    char err[PGB_ERR_MAX];
 
-    assert_int_equal(pgwire_startup_parse(in, n, &su, err), 0);
+    assert_int_equal(pgwire_startup_parse(in, n, &su, err, sizeof(err)), 0);
     int m = pgwire_startup_with_options(&su, "", out, sizeof(out));
     assert_true(m > 0);
-    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err), 0);
+    assert_int_equal(pgwire_startup_parse(out, (size_t)m, &again, err, sizeof(err)), 0);
     assert_int_equal(again.nparams, 1);
     assert_string_equal(again.user, "u");
 }
@@ -191,13 +191,13 @@ static void test_startup_rebuild_duplicates(void **state)
 static int choose(const char *sni_name, const char *options, const char *def,
                   struct routing_result *r, char *msg)
 {
-    return routing_choose(domains, 2, sni_name, options, def, r, msg);
+    return routing_choose(domains, 2, sni_name, options, def, r, msg, PGB_ERR_MAX);
 }
 
 static void test_choose(void **state)
 {
     static struct routing_result r;
-    char msg[ROUTING_MSG_MAX];
+    char msg[PGB_ERR_MAX];
 
     assert_int_equal(choose("orders.db.example.com", NULL, "main", &r, msg), 0);
     assert_string_equal(r.route, "orders");
@@ -236,7 +236,7 @@ static void test_choose(void **state)
 static void test_choose_errors(void **state)
 {
     static struct routing_result r;
-    char msg[ROUTING_MSG_MAX];
+    char msg[PGB_ERR_MAX];
 
     assert_int_equal(choose(NULL, NULL, NULL, &r, msg), -EINVAL);
     assert_string_equal(msg, "pgburrow: no route given and no default_route");
