@@ -38,7 +38,8 @@ static int agent_main_configure(void *ctx, const struct cli_args *args, char *er
     agent_config_init(&m->cfg);
     if (agent_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err) < 0)
         return -EINVAL;
-    return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-agent", err);
+    return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-agent", err,
+                     CONFIG_ERR_MAX);
 }
 
 static void agent_main_config_free(void *ctx)

@@ -29,13 +29,6 @@ struct agent_reload {
     char name[256]; /* the agent name (CN) the relays know */
 };
 
-static bool str_differs(const char *a, const char *b)
-{
-    if (!a || !b)
-        return a != b;
-    return strcmp(a, b) != 0;
-}
-
 static void watch_config_files(struct agent_reload *rl)
 {
     const struct agent_config *c = &rl->a->cfg;
@@ -86,17 +79,6 @@ static void log_route_changes(const struct agent_config *old, const struct agent
     }
 }
 
-static void apply_log_settings(const struct agent_config *c)
-{
-    enum log_level level = LOG_INFO;
-    enum log_format format = LOG_TEXT;
-    if (c->log_level)
-        log_level_parse(c->log_level, &level);
-    if (c->log_format)
-        log_format_parse(c->log_format, &format);
-    log_configure(level, format, NULL);
-}
-
 int agent_reload(struct agent *a, const char *trigger)
 {
     struct agent_reload *rl = a->reload;
@@ -130,7 +112,7 @@ int agent_reload(struct agent *a, const char *trigger)
         rc = -EINVAL;
         goto fail;
     }
-    if (str_differs(nc.log_file, a->cfg.log_file) && (rc = log_open(nc.log_file)) < 0) {
+    if (config_str_differs(nc.log_file, a->cfg.log_file) && (rc = log_open(nc.log_file)) < 0) {
         snprintf(err, sizeof(err), "cannot open log_file \"%s\": %s", nc.log_file, strerror(-rc));
         goto fail;
     }
@@ -144,7 +126,7 @@ int agent_reload(struct agent *a, const char *trigger)
     agent_config_free(&old);    /* sessions still connecting hold their own context reference */
     SSL_CTX_free(a->relay_ctx); /* open tunnels hold their own references */
     a->relay_ctx = relay_ctx;
-    apply_log_settings(&a->cfg);
+    log_reconfigure(a->cfg.log_level, a->cfg.log_format);
     if (relays_changed)
         agent_relays_update(a);
     watch_config_files(rl);

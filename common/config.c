@@ -725,6 +725,13 @@ void config_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
+bool config_str_differs(const char *a, const char *b)
+{
+    if (!a || !b)
+        return a != b;
+    return strcmp(a, b) != 0;
+}
+
 int config_set_optional(char **dst, const char *value)
 {
     if (value[0] == '\0') {

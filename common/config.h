@@ -59,6 +59,8 @@ int config_set_str(char **dst, const char *v);
 int config_build(const char *path, int nflags, char **flags, config_handler h,
                  int (*check)(const void *ctx, char *err), void *ctx, char *err);
 
+/* Whether two optional settings differ (NULL equals only NULL): what a reload changed. */
+bool config_str_differs(const char *a, const char *b);
 /* Helpers for daemons' key handlers (all return 0 or negative with err filled). */
 #define CONFIG_DURATION_MAX_MS (24ull * 60 * 60 * 1000) /* also fits u32 protocol fields */
 void config_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -202,25 +202,37 @@ void log_msg(enum log_level level, uint32_t tunnel, uint32_t stream, const char 
 }
 
 int log_apply(const char *level, const char *format, const char *file, const char *program,
-              char *err)
+              char *err, size_t cap)
 {
     enum log_level lv = LOG_INFO;
     enum log_format fmt = LOG_TEXT;
     if (level && log_level_parse(level, &lv) < 0) {
-        snprintf(err, 512, "log_level: unknown level \"%s\"", level);
+        snprintf(err, cap, "log_level: unknown level \"%s\"", level);
         return -EINVAL;
     }
     if (format && log_format_parse(format, &fmt) < 0) {
-        snprintf(err, 512, "log_format: unknown format \"%s\"", format);
+        snprintf(err, cap, "log_format: unknown format \"%s\"", format);
         return -EINVAL;
     }
     log_configure(lv, fmt, program);
     if (file && file[0]) {
         char why[256];
         if (open_out(file, why, sizeof(why)) < 0) {
-            snprintf(err, 512, "log_file: %s", why);
+            snprintf(err, cap, "log_file: %s", why);
             return -EINVAL;
         }
     }
     return 0;
+}
+
+void log_reconfigure(const char *level, const char *format)
+{
+    enum log_level lv = LOG_INFO;
+    enum log_format fmt = LOG_TEXT;
+
+    if (level)
+        log_level_parse(level, &lv);
+    if (format)
+        log_format_parse(format, &fmt);
+    log_configure(lv, fmt, NULL);
 }

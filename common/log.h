@@ -43,9 +43,12 @@ int log_file_open(const char *path, mode_t mode, char *err, size_t cap);
 void log_set_file_owner(uid_t uid, gid_t gid);
 bool log_enabled(enum log_level level);
 /* Configure from a daemon's settings (level/format names, optional file; NULL = default).
- * Returns 0, or -EINVAL with a sentence in err[512]. */
+ * Returns 0, or -EINVAL with a sentence in err[cap]. */
 int log_apply(const char *level, const char *format, const char *file, const char *program,
-              char *err);
+              char *err, size_t cap);
+/* A reload: level and format names already validated with the configuration (NULL = default);
+ * the program name and the file stay. */
+void log_reconfigure(const char *level, const char *format);
 
 void log_msg(enum log_level level, uint32_t tunnel, uint32_t stream, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -75,7 +75,8 @@ static int relay_main_configure(void *ctx, const struct cli_args *args, char *er
     pw = m->cfg.user && m->cfg.user[0] ? getpwnam(m->cfg.user) : NULL;
     if (pw)
         log_set_file_owner(pw->pw_uid, pw->pw_gid);
-    return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-relay", err);
+    return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-relay", err,
+                     CONFIG_ERR_MAX);
 }
 
 static void relay_main_config_free(void *ctx)

@@ -23,13 +23,6 @@
 #include "relay/relay_tls.h"
 #include "relay/tunnels.h"
 
-static bool str_differs(const char *a, const char *b)
-{
-    if (!a || !b)
-        return a != b;
-    return strcmp(a, b) != 0;
-}
-
 static void swap_str(char **a, char **b)
 {
     char *tmp = *a;
@@ -63,18 +56,6 @@ static void watch_config_files(struct relay *r)
     free(files);
 }
 
-/* Apply log_level/log_format (already validated by the config). */
-static void apply_log_settings(const struct relay_config *c)
-{
-    enum log_level level = LOG_INFO;
-    enum log_format format = LOG_TEXT;
-    if (c->log_level)
-        log_level_parse(c->log_level, &level);
-    if (c->log_format)
-        log_format_parse(c->log_format, &format);
-    log_configure(level, format, NULL);
-}
-
 int relay_reload(struct relay *r, const char *trigger)
 {
     struct reloader *rl = r->reload;
@@ -93,7 +74,7 @@ int relay_reload(struct relay *r, const char *trigger)
     rc = relay_tls_build(&nc, &tls, err);
     if (rc < 0)
         goto fail;
-    log_file_changed = str_differs(nc.log_file, r->cfg.log_file);
+    log_file_changed = config_str_differs(nc.log_file, r->cfg.log_file);
     if (log_file_changed && (rc = log_open(nc.log_file)) < 0) {
         snprintf(err, sizeof(err), "cannot open log_file \"%s\": %s", nc.log_file, strerror(-rc));
         goto fail;
@@ -107,8 +88,8 @@ int relay_reload(struct relay *r, const char *trigger)
     }
 
     /* nothing fails from here on */
-    if (str_differs(nc.listen, r->cfg.listen) ||
-        str_differs(nc.tunnel_listen, r->cfg.tunnel_listen))
+    if (config_str_differs(nc.listen, r->cfg.listen) ||
+        config_str_differs(nc.tunnel_listen, r->cfg.tunnel_listen))
         log_warn("reload: listen=%s tunnel_listen=%s differ from the addresses in use "
                  "(listen=%s tunnel_listen=%s): restart pgburrow-relay to apply them",
                  nc.listen, nc.tunnel_listen, r->cfg.listen, r->cfg.tunnel_listen);
@@ -122,7 +103,7 @@ int relay_reload(struct relay *r, const char *trigger)
     relay_config_free(&old);
     relay_tls_swap(r, &tls);
     relay_tls_free(&tls); /* open connections keep their own references */
-    apply_log_settings(&r->cfg);
+    log_reconfigure(r->cfg.log_level, r->cfg.log_format);
     relay_agents_recheck(r);
     relay_certs_recheck(r, true); /* revoked or no longer trusted certificates end now */
     watch_config_files(r);
