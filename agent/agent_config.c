@@ -73,27 +73,18 @@ static int route_get(struct agent_config *c, const char *name, struct agent_rout
     struct agent_route *r = (struct agent_route *)agent_config_route(c, name);
 
     if (!r) {
-        if (!proto_name_valid(name)) {
-            config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
-                       PROTO_NAME_MAX - 1);
-            return -EINVAL;
-        }
-        if (c->nroutes == PROTO_MAX_ROUTES) {
-            /* HELLO carries every route; more than it can carry could never be offered. */
-            config_err(err, "too many routes (max %d)", PROTO_MAX_ROUTES);
-            return -EINVAL;
-        }
         char *host = strdup(AGENT_DEFAULT_PG_HOST);
-        if (!host)
-            return -ENOMEM;
-        r = realloc(c->routes, (c->nroutes + 1) * sizeof(*r));
-        if (!r) {
+        void *routes = c->routes, *added;
+        /* HELLO carries every route; more than it can carry could never be offered. */
+        int rc = host ? config_route_append(&routes, &c->nroutes, sizeof(*r), PROTO_MAX_ROUTES,
+                                            name, &added, err)
+                      : -ENOMEM;
+        c->routes = routes;
+        if (rc < 0) {
             free(host);
-            return -ENOMEM;
+            return rc;
         }
-        c->routes = r;
-        r = &c->routes[c->nroutes++];
-        memset(r, 0, sizeof(*r));
+        r = added;
         memcpy(r->name, name, strlen(name) + 1);
         r->host = host;
         r->port = AGENT_DEFAULT_PG_PORT;

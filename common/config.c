@@ -725,6 +725,29 @@ void config_err(char *err, const char *fmt, ...)
     va_end(ap);
 }
 
+int config_route_append(void **items, size_t *n, size_t size, size_t max, const char *name,
+                        void **out, char *err)
+{
+    char *grown;
+
+    if (!proto_name_valid(name)) {
+        config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+                   PROTO_NAME_MAX - 1);
+        return -EINVAL;
+    }
+    if (*n == max) {
+        config_err(err, "too many routes (max %zu)", max);
+        return -EINVAL;
+    }
+    if (!(grown = realloc(*items, (*n + 1) * size)))
+        return -ENOMEM;
+    *items = grown;
+    *out = grown + *n * size;
+    memset(*out, 0, size);
+    (*n)++;
+    return 0;
+}
+
 bool config_str_differs(const char *a, const char *b)
 {
     if (!a || !b)

@@ -64,6 +64,11 @@ bool config_str_differs(const char *a, const char *b);
 /* Helpers for daemons' key handlers (all return 0 or negative with err filled). */
 #define CONFIG_DURATION_MAX_MS (24ull * 60 * 60 * 1000) /* also fits u32 protocol fields */
 void config_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A new [route.NAME] section: name checked (a route name, PROTO_NAME_MAX), then one zeroed
+ * element of size bytes appended to the array *items of *n (at most max). Returns it in *out,
+ * or -EINVAL with err[CONFIG_ERR_MAX], or -ENOMEM. The caller copies the name in. */
+int config_route_append(void **items, size_t *n, size_t size, size_t max, const char *name,
+                        void **out, char *err);
 /* An optional string: empty means "not set" (the default applies). */
 int config_set_optional(char **dst, const char *value);
 /* A duration from 1ms to 24h. */

@@ -106,21 +106,13 @@ static int route_get(struct relay_config *c, const char *name, struct relay_rout
     struct relay_route *r = (struct relay_route *)relay_config_route(c, name);
 
     if (!r) {
-        if (!proto_name_valid(name)) {
-            config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
-                       PROTO_NAME_MAX - 1);
-            return -EINVAL;
-        }
-        if (c->nroutes == RELAY_MAX_ROUTES) {
-            config_err(err, "too many routes (max %d)", RELAY_MAX_ROUTES);
-            return -EINVAL;
-        }
-        r = realloc(c->routes, (c->nroutes + 1) * sizeof(*r));
-        if (!r)
-            return -ENOMEM;
-        c->routes = r;
-        r = &c->routes[c->nroutes++];
-        memset(r, 0, sizeof(*r));
+        void *routes = c->routes, *added;
+        int rc = config_route_append(&routes, &c->nroutes, sizeof(*r), RELAY_MAX_ROUTES, name,
+                                     &added, err);
+        c->routes = routes;
+        if (rc < 0)
+            return rc;
+        r = added;
         memcpy(r->name, name, strlen(name) + 1);
     }
     *out = r;
