@@ -25,7 +25,11 @@ struct agent_session {
     struct conn *pg;         /* owned until handed to the stream */
     uv_getaddrinfo_t gai;
     uv_timer_t timer; /* connect timeout */
-    int refs;         /* stream + pg conn + timer + resolver */
+    /* besides the stream (s), what can still call back into the session: it is freed once the
+     * stream is done and none of these is left (session_free_if_done) */
+    bool pg_open;    /* ss->pg's close callback has yet to run (until the stream takes it) */
+    bool timer_open; /* the timer's close callback has yet to run */
+    bool gai_busy;   /* the resolver's callback has yet to run */
     bool bound;
     uint32_t tunnel_id, stream_id;
     uint64_t start_ms;
@@ -37,17 +41,20 @@ struct agent_session {
     struct cancel_key_watch *cancel; /* notes the session's cancel key once bound */
 };
 
-static void session_unref(struct agent_session *ss)
+/* Free the session once nothing that can still call back refers to it. */
+static void session_free_if_done(struct agent_session *ss)
 {
-    if (--ss->refs == 0) {
-        upstream_tls_release(&ss->up);
-        free(ss);
-    }
+    if (ss->s || ss->pg_open || ss->timer_open || ss->gai_busy)
+        return;
+    upstream_tls_release(&ss->up);
+    free(ss);
 }
 
 static void session_timer_closed(uv_handle_t *h)
 {
-    session_unref(h->data);
+    struct agent_session *ss = h->data;
+    ss->timer_open = false;
+    session_free_if_done(ss);
 }
 
 /* The events of an accepted stream (session_on_done). */
@@ -106,7 +113,7 @@ static void session_pg_ready(struct agent_session *ss, struct conn *c)
     }
     ss->pg = NULL;
     ss->bound = true;
-    ss->refs--; /* the conn's reference moves to the stream */
+    ss->pg_open = false; /* the conn is the stream's now */
     log_msg(LOG_INFO, ss->tunnel_id, ss->stream_id,
             "session open sid=%s route=%s postgres=%s postgres_tls=%s", ss->sid, ss->route,
             ss->target, tls ? tls : "off");
@@ -177,7 +184,8 @@ static void session_pg_on_close(struct conn *c)
     struct agent_session *ss = conn_data(c);
     if (ss->pg == c)
         ss->pg = NULL;
-    session_unref(ss);
+    ss->pg_open = false;
+    session_free_if_done(ss);
 }
 
 static void session_connect_timeout(uv_timer_t *timer)
@@ -195,7 +203,7 @@ static void session_connect_addr(struct agent_session *ss, const struct sockaddr
         session_fail(ss, "out of memory");
         return;
     }
-    ss->refs++;
+    ss->pg_open = true;
     rc = conn_connect_tcp(ss->pg, addr);
     if (rc < 0)
         session_fail(ss, "%s: %s", ss->target, uv_strerror(rc));
@@ -209,7 +217,8 @@ static void session_on_resolved(uv_getaddrinfo_t *req, int status, struct addrin
     else if (ss->s)
         session_fail(ss, "cannot resolve %s: %s", ss->target, uv_strerror(status));
     uv_freeaddrinfo(res);
-    session_unref(ss);
+    ss->gai_busy = false;
+    session_free_if_done(ss);
 }
 
 int agent_session_start(struct agent *a, struct tunnel *t, uint32_t id, const struct proto_open *m)
@@ -240,8 +249,8 @@ int agent_session_start(struct agent *a, struct tunnel *t, uint32_t id, const st
         free(ss);
         return -ENOMEM;
     }
-    ss->refs = 2; /* stream + timer */
     uv_timer_init(a->loop, &ss->timer);
+    ss->timer_open = true;
     ss->timer.data = ss;
     uv_timer_start(&ss->timer, session_connect_timeout, a->cfg.connect_timeout_ms, 0);
     log_msg(LOG_DEBUG, ss->tunnel_id, id, "session opening sid=%s route=%s client=%s user=%s",
@@ -254,7 +263,7 @@ int agent_session_start(struct agent *a, struct tunnel *t, uint32_t id, const st
             session_fail(ss, "out of memory");
             return 0;
         }
-        ss->refs++;
+        ss->pg_open = true;
         rc = conn_connect_pipe(ss->pg, ss->target);
         if (rc < 0)
             session_fail(ss, "%s: %s", ss->target, uv_strerror(rc));
@@ -272,10 +281,10 @@ int agent_session_start(struct agent *a, struct tunnel *t, uint32_t id, const st
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     snprintf(port, sizeof(port), "%u", route->port);
     ss->gai.data = ss;
-    ss->refs++;
+    ss->gai_busy = true;
     rc = uv_getaddrinfo(a->loop, &ss->gai, session_on_resolved, route->host, port, &hints);
     if (rc < 0) {
-        ss->refs--;
+        ss->gai_busy = false;
         session_fail(ss, "cannot resolve %s: %s", route->host, uv_strerror(rc));
     }
     return 0;
@@ -303,7 +312,7 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
     }
     uv_cancel((uv_req_t *)&ss->gai);
     uv_close((uv_handle_t *)&ss->timer, session_timer_closed);
-    session_unref(ss); /* the stream's reference */
+    session_free_if_done(ss); /* the stream was one of its holders */
 }
 
 static const struct tunnel_stream_ops session_stream_ops = {
