@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
 #include "common/log.h"
 #include "common/pgwire.h"
@@ -104,6 +105,16 @@ struct relay_client {
 
 static const struct conn_ops client_ops;
 
+/* The scanner of the server's first messages saw the cancel key: wiped, then freed. */
+static void scan_free(struct relay_client *c)
+{
+    if (!c->scan)
+        return;
+    OPENSSL_cleanse(c->scan, sizeof(*c->scan));
+    free(c->scan);
+    c->scan = NULL;
+}
+
 static void client_unlink_free(uv_handle_t *h)
 {
     struct relay_client *c = h->data;
@@ -117,7 +128,7 @@ static void client_unlink_free(uv_handle_t *h)
     r->nclients--;
     audit_stmt_free(c->stmt);
     relay_cancel_watch_free(c->keyw);
-    free(c->scan); /* a session that ended before ReadyForQuery */
+    scan_free(c); /* a session that ended before ReadyForQuery */
     X509_free(c->cert);
     sk_X509_pop_free(c->cert_chain, X509_free);
     free(c->pkt);
@@ -514,8 +525,7 @@ static bool session_from_server(void *ctx, const uint8_t *data, size_t len)
     }
     if (!c->scan->done)
         return true;
-    free(c->scan);
-    c->scan = NULL;
+    scan_free(c);
     return false;
 }
 
