@@ -251,10 +251,9 @@ static void forward_to(void *ctx, struct tunnel *t, const char *agent)
         f->nsent++;
 }
 
-void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt, size_t len)
+/* The three budgets a cancel must fit: its source, its network, the relay (cancel.h). */
+static bool cancel_admitted(struct relay *r, const char *peer)
 {
-    struct proto_cancel c;
-    uint8_t frame[PROTO_HDR_SIZE + 32 + PROTO_CANCEL_KEY_MAX];
     char more[64];
 
     if (!r->cancel_limiter) {
@@ -270,30 +269,42 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
             relay_cancel_limiter_free(r->cancel_global);
             r->cancel_limiter = r->cancel_net = r->cancel_global = NULL;
             log_warn("cancel dropped reason=out of memory client=%s", peer);
-            return;
+            return false;
         }
         relay_cancel_limiter_set_prefix(r->cancel_net, 24, 48);
     }
-    if (!relay_cancel_limiter_take(r->cancel_limiter, peer, uv_now(r->loop))) {
+    const struct {
+        struct relay_cancel_limiter *l;
+        const char *key; /* NULL: the peer */
+        const char *reason;
+        uint32_t rate, burst;
+    } levels[] = {
+        {r->cancel_limiter, NULL, "rate limited", RELAY_CANCEL_RATE, RELAY_CANCEL_BURST},
+        /* one network (many addresses of one party) cannot take the relay-wide budget alone */
+        {r->cancel_net, NULL, "rate limited for the network (IPv4 /24, IPv6 /48)",
+         RELAY_CANCEL_NET_RATE, RELAY_CANCEL_NET_BURST},
+        {r->cancel_global, "0.0.0.0:0", "relay-wide rate limit", RELAY_CANCEL_GLOBAL_RATE,
+         RELAY_CANCEL_GLOBAL_BURST},
+    };
+    for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+        if (relay_cancel_limiter_take(levels[i].l, levels[i].key ? levels[i].key : peer,
+                                      uv_now(r->loop)))
+            continue;
         if (relay_admit_log_ok(r, peer, PREAUTH_CANCEL, more, sizeof(more)))
-            log_warn("cancel dropped reason=rate limited client=%s limit=%u/s burst=%u%s", peer,
-                     RELAY_CANCEL_RATE, RELAY_CANCEL_BURST, more);
-        return;
+            log_warn("cancel dropped reason=%s client=%s limit=%u/s burst=%u%s", levels[i].reason,
+                     peer, levels[i].rate, levels[i].burst, more);
+        return false;
     }
-    /* one network (many addresses of one party) cannot take the relay-wide budget alone */
-    if (!relay_cancel_limiter_take(r->cancel_net, peer, uv_now(r->loop))) {
-        if (relay_admit_log_ok(r, peer, PREAUTH_CANCEL, more, sizeof(more)))
-            log_warn("cancel dropped reason=rate limited for the network client=%s "
-                     "limit=%u/s burst=%u per IPv4 /24 or IPv6 /48%s",
-                     peer, RELAY_CANCEL_NET_RATE, RELAY_CANCEL_NET_BURST, more);
+    return true;
+}
+
+void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt, size_t len)
+{
+    struct proto_cancel c;
+    uint8_t frame[PROTO_HDR_SIZE + 32 + PROTO_CANCEL_KEY_MAX];
+
+    if (!cancel_admitted(r, peer))
         return;
-    }
-    if (!relay_cancel_limiter_take(r->cancel_global, "0.0.0.0:0", uv_now(r->loop))) {
-        if (relay_admit_log_ok(r, peer, PREAUTH_CANCEL, more, sizeof(more)))
-            log_warn("cancel dropped reason=relay-wide rate limit client=%s limit=%u/s burst=%u%s",
-                     peer, RELAY_CANCEL_GLOBAL_RATE, RELAY_CANCEL_GLOBAL_BURST, more);
-        return;
-    }
     if (len < RELAY_CANCEL_PKT_MIN || len > RELAY_CANCEL_PKT_MAX ||
         pgwire_packet_len(pkt, len) != len) {
         log_info("cancel dropped reason=invalid length %zu client=%s", len, peer);
