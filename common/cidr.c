@@ -37,7 +37,7 @@ static int cidr_pton(const char *s, uint8_t out[16], bool *v4)
     return -EINVAL;
 }
 
-int cidr_parse(const char *s, struct cidr *out, char *err)
+int cidr_parse(const char *s, struct cidr *out, char *err, size_t cap)
 {
     char text[CIDR_TEXT_MAX];
     const char *slash;
@@ -48,14 +48,14 @@ int cidr_parse(const char *s, struct cidr *out, char *err)
     unsigned max;
 
     if (strlen(s) >= sizeof(text)) {
-        snprintf(err, CIDR_ERR_MAX, "invalid address range \"%.80s\": too long", s);
+        snprintf(err, cap, "invalid address range \"%.80s\": too long", s);
         return -EINVAL;
     }
     slash = strchr(s, '/');
     memcpy(text, s, slash ? (size_t)(slash - s) : strlen(s));
     text[slash ? (size_t)(slash - s) : strlen(s)] = '\0';
     if (cidr_pton(text, addr, &v4) < 0) {
-        snprintf(err, CIDR_ERR_MAX,
+        snprintf(err, cap,
                  "invalid address range \"%s\": expected an IPv4 or IPv6 address, optionally "
                  "with /prefix (e.g. 10.0.0.0/8, 2001:db8::/32)",
                  s);
@@ -67,8 +67,8 @@ int cidr_parse(const char *s, struct cidr *out, char *err)
         errno = 0;
         prefix = strtoul(slash + 1, &end, 10);
         if (slash[1] < '0' || slash[1] > '9' || *end != '\0' || errno || prefix > max) {
-            snprintf(err, CIDR_ERR_MAX,
-                     "invalid address range \"%s\": prefix length must be 0 to %u", s, max);
+            snprintf(err, cap, "invalid address range \"%s\": prefix length must be 0 to %u", s,
+                     max);
             return -EINVAL;
         }
     }
@@ -76,7 +76,7 @@ int cidr_parse(const char *s, struct cidr *out, char *err)
     memcpy(out->addr, addr, 16);
     for (unsigned i = out->bits; i < 128; i++) {
         if (addr[i / 8] & (0x80u >> (i % 8))) {
-            snprintf(err, CIDR_ERR_MAX,
+            snprintf(err, cap,
                      "invalid address range \"%s\": bits are set after the /%lu prefix (write the "
                      "network address, or a single address without /prefix)",
                      s, prefix);
@@ -148,13 +148,13 @@ static int cidr_list_add(void *ctx, const char *item, char *err)
 {
     struct cidr_list *l = ctx;
     struct cidr c, *v;
-    int rc = cidr_parse(item, &c, err);
+    int rc = cidr_parse(item, &c, err, PGB_ERR_MAX);
 
     if (rc < 0)
         return rc;
     v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (!v) {
-        snprintf(err, CIDR_ERR_MAX, "out of memory");
+        snprintf(err, PGB_ERR_MAX, "out of memory");
         return -ENOMEM;
     }
     l->v = v;

@@ -15,8 +15,6 @@
 #include <stdint.h>
 #include "common/err.h"
 
-#define CIDR_ERR_MAX PGB_ERR_MAX
-
 struct cidr {
     uint8_t addr[16]; /* network address, host bits zero */
     uint8_t bits;     /* prefix length in the 128-bit space */
@@ -29,8 +27,8 @@ struct cidr_list {
 
 /* "10.0.0.0/8", "192.168.1.7" (= /32), "2001:db8::/32", "::1" (= /128), "::ffff:10.0.0.0/104".
  * A range with host bits set ("10.1.2.3/8") is refused: it is almost always a typo.
- * Returns 0 or -EINVAL with a reason in err[CIDR_ERR_MAX]. */
-int cidr_parse(const char *s, struct cidr *out, char *err);
+ * Returns 0 or -EINVAL with a reason in err (cap bytes). */
+int cidr_parse(const char *s, struct cidr *out, char *err, size_t cap);
 
 /* An address alone: "10.1.2.3", "::1", also as conn_peer_addr() prints it with a port:
  * "10.1.2.3:5432", "[::1]:5432". Returns 0 or -EINVAL. */
@@ -44,7 +42,7 @@ bool cidr_match(const struct cidr *c, const uint8_t addr[16]);
  * Anything unparsable is the all-zero source, so that it is limited too. */
 void cidr_source_key(const char *peer, unsigned v4_bits, unsigned v6_bits, uint8_t key[16]);
 
-/* "a, b, c" (config_parse_list syntax). Replaces *out only on success. */
+/* "a, b, c" (config_parse_list syntax). Replaces *out only on success. err: PGB_ERR_MAX bytes. */
 int cidr_list_parse(const char *s, struct cidr_list *out, char *err);
 /* An empty list (n == 0) means "not configured" to callers; it matches nothing here. */
 bool cidr_list_match(const struct cidr_list *l, const uint8_t addr[16]);

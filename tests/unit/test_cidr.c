@@ -14,9 +14,9 @@ static bool in(const char *range, const char *addr)
 {
     struct cidr c;
     uint8_t a[16];
-    char err[CIDR_ERR_MAX];
+    char err[PGB_ERR_MAX];
 
-    assert_int_equal(cidr_parse(range, &c, err), 0);
+    assert_int_equal(cidr_parse(range, &c, err, sizeof(err)), 0);
     assert_int_equal(cidr_addr_parse(addr, a), 0);
     return cidr_match(&c, a);
 }
@@ -82,7 +82,7 @@ static void test_addr_with_port(void **state)
 static void test_parse_errors(void **state)
 {
     struct cidr c;
-    char err[CIDR_ERR_MAX];
+    char err[PGB_ERR_MAX];
     const char *bad[] = {"",
                          "10.0.0.0/33",
                          "::/129",
@@ -99,21 +99,21 @@ static void test_parse_errors(void **state)
 
     for (int i = 0; bad[i]; i++) {
         err[0] = '\0';
-        assert_int_equal(cidr_parse(bad[i], &c, err), -EINVAL);
+        assert_int_equal(cidr_parse(bad[i], &c, err, sizeof(err)), -EINVAL);
         assert_non_null(strstr(err, "invalid address range"));
     }
-    assert_int_equal(cidr_parse("10.1.2.3/8", &c, err), -EINVAL);
+    assert_int_equal(cidr_parse("10.1.2.3/8", &c, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "bits are set after the /8 prefix"));
-    assert_int_equal(cidr_parse("10.0.0.0/8", &c, err), 0);
+    assert_int_equal(cidr_parse("10.0.0.0/8", &c, err, sizeof(err)), 0);
     assert_int_equal(c.bits, 104);
-    assert_int_equal(cidr_parse("0.0.0.0/0", &c, err), 0);
+    assert_int_equal(cidr_parse("0.0.0.0/0", &c, err, sizeof(err)), 0);
     assert_int_equal(c.bits, 96);
 }
 
 static void test_list(void **state)
 {
     struct cidr_list l = {0, NULL};
-    char err[CIDR_ERR_MAX];
+    char err[PGB_ERR_MAX];
     uint8_t a[16];
 
     assert_int_equal(cidr_list_parse("10.0.0.0/8, ::1 ,192.168.0.0/16", &l, err), 0);
