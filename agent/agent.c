@@ -57,7 +57,7 @@ void agent_drain(struct agent *a)
 
 int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err)
 {
-    char terr[TLS_ERR_MAX];
+    char terr[PGB_ERR_MAX];
     memset(a, 0, sizeof(*a));
     a->loop = loop;
     a->cfg = *cfg;
@@ -74,7 +74,7 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
         return -EINVAL;
     /* The relays know this agent by its certificate's CN: one without is refused at start. */
     char name[256];
-    if (tls_cert_file_cn(a->cfg.cert, name, sizeof(name), terr) < 0) {
+    if (tls_cert_file_cn(a->cfg.cert, name, sizeof(name), terr, sizeof(terr)) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "%s", terr);
         return -EINVAL;
     }

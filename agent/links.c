@@ -485,7 +485,7 @@ void agent_links_free(struct agent *a)
 
 SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err)
 {
-    char terr[TLS_ERR_MAX];
+    char terr[PGB_ERR_MAX];
     struct tls_client_opts o = {
         .ca_file = cfg->ca,
         .cert_file = cfg->cert,
@@ -493,7 +493,7 @@ SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err)
         .min_version = TLS1_3_VERSION,
         .alpn = PROTO_ALPN,
     };
-    SSL_CTX *ctx = tls_client_ctx_new(&o, terr);
+    SSL_CTX *ctx = tls_client_ctx_new(&o, terr, sizeof(terr));
     if (!ctx)
         snprintf(err, CONFIG_ERR_MAX, "%s", terr);
     return ctx;

@@ -84,7 +84,7 @@ int agent_reload(struct agent *a, const char *trigger)
     struct agent_reload *rl = a->reload;
     struct agent_config nc, old;
     SSL_CTX *relay_ctx = NULL;
-    char err[CONFIG_ERR_MAX] = "", terr[TLS_ERR_MAX], name[256];
+    char err[CONFIG_ERR_MAX] = "", terr[PGB_ERR_MAX], name[256];
     bool relays_changed;
     int rc;
 
@@ -100,7 +100,7 @@ int agent_reload(struct agent *a, const char *trigger)
         goto fail;
     if ((rc = upstream_build_contexts(&nc, err)) < 0)
         goto fail;
-    if ((rc = tls_cert_file_cn(nc.cert, name, sizeof(name), terr)) < 0) {
+    if ((rc = tls_cert_file_cn(nc.cert, name, sizeof(name), terr, sizeof(terr))) < 0) {
         snprintf(err, sizeof(err), "%s", terr);
         goto fail;
     }
@@ -167,12 +167,12 @@ int agent_reload_start(struct agent *a, const char *config_path, int nflags, cha
                        char *err)
 {
     struct agent_reload *rl = calloc(1, sizeof(*rl));
-    char terr[TLS_ERR_MAX];
+    char terr[PGB_ERR_MAX];
 
     if (!rl)
         goto nomem;
     rl->a = a;
-    if (tls_cert_file_cn(a->cfg.cert, rl->name, sizeof(rl->name), terr) < 0) {
+    if (tls_cert_file_cn(a->cfg.cert, rl->name, sizeof(rl->name), terr, sizeof(terr)) < 0) {
         snprintf(err, CONFIG_ERR_MAX, "%s", terr);
         free(rl);
         return -EINVAL;

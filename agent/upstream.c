@@ -22,7 +22,7 @@
 
 int upstream_build_contexts(struct agent_config *cfg, char *err)
 {
-    char terr[TLS_ERR_MAX];
+    char terr[PGB_ERR_MAX];
     int rc = 0;
 
     for (size_t i = 0; i < cfg->nroutes; i++) {
@@ -35,7 +35,7 @@ int upstream_build_contexts(struct agent_config *cfg, char *err)
             .key_file = r->sslkey,
             .verify_none = r->sslmode == AGENT_SSLMODE_REQUIRE && !r->sslrootcert,
         };
-        r->ssl_ctx = tls_client_ctx_new(&o, terr);
+        r->ssl_ctx = tls_client_ctx_new(&o, terr, sizeof(terr));
         if (!r->ssl_ctx) {
             snprintf(err, CONFIG_ERR_MAX, "[route %s] upstream TLS: %s", r->name, terr);
             rc = -EINVAL;

@@ -1625,7 +1625,7 @@ int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap)
 }
 
 int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_peer_info *info,
-                         char *err)
+                         char *err, size_t cap)
 {
     X509 *cert;
 
@@ -1633,7 +1633,7 @@ int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_pee
     if (c->tls != CONN_TLS_ESTABLISHED || !(cert = SSL_get0_peer_certificate(c->ssl)))
         return -ENOENT;
     /* server side: the chain the client sent, without its leaf */
-    return tls_verify_client_cert(cert, SSL_get_peer_cert_chain(c->ssl), store, info, err);
+    return tls_verify_client_cert(cert, SSL_get_peer_cert_chain(c->ssl), store, info, err, cap);
 }
 
 int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *chain)

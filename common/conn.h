@@ -111,10 +111,10 @@ int conn_tls_peer_cn(const struct conn *c, char *buf, size_t cap);
 /* For server contexts that request certificates without verifying them in the handshake
  * (tls_server_opts.request_cert_ca_files): verify what the client sent against store now.
  * Returns 0 and fills *info (tls.h), -ENOENT when the client sent no certificate, -EACCES
- * when verification failed (the reason in err[TLS_ERR_MAX]). */
+ * when verification failed (the reason in err[cap]). */
 struct tls_peer_info;
 int conn_tls_verify_peer(const struct conn *c, X509_STORE *store, struct tls_peer_info *info,
-                         char *err);
+                         char *err, size_t cap);
 /* The certificate the peer sent and the chain that came with it (server side: without the
  * leaf; NULL when none), as new references (X509_free, sk_X509_pop_free(chain, X509_free)),
  * to verify them again later (a reload's CRL, expiry). 0, -ENOENT (no certificate), -ENOMEM. */

@@ -84,27 +84,26 @@ const char *tls_last_error(char *buf, size_t cap)
     return buf;
 }
 
-int tls_check_key_file(const char *path, char *err)
+int tls_check_key_file(const char *path, char *err, size_t cap)
 {
     struct stat st;
 
     if (!path) {
-        snprintf(err, TLS_ERR_MAX, "no private key file given");
+        snprintf(err, cap, "no private key file given");
         return -EINVAL;
     }
     if (stat(path, &st) < 0) {
         int e = errno;
 
-        snprintf(err, TLS_ERR_MAX, "could not access private key file \"%s\": %s", path,
-                 strerror(e));
+        snprintf(err, cap, "could not access private key file \"%s\": %s", path, strerror(e));
         return -e;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(err, TLS_ERR_MAX, "private key file \"%s\" is not a regular file", path);
+        snprintf(err, cap, "private key file \"%s\" is not a regular file", path);
         return -EINVAL;
     }
     if (st.st_mode & (S_IRWXG | S_IRWXO)) {
-        snprintf(err, TLS_ERR_MAX,
+        snprintf(err, cap,
                  "private key file \"%s\" has group or world access; permissions should be "
                  "u=rw (0600) or less",
                  path);
@@ -163,7 +162,7 @@ out:
     return rc;
 }
 
-int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err)
+int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err, size_t err_cap)
 {
     const size_t scheme_len = strlen(TLS_AGENT_URI_SCHEME);
     GENERAL_NAMES *sans = NULL;
@@ -175,7 +174,7 @@ int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err)
         buf[0] = '\0';
     sans = X509_get_ext_d2i(cert, NID_subject_alt_name, &crit, NULL);
     if (!sans && crit == -2) {
-        snprintf(err, TLS_ERR_MAX, "the certificate has several subjectAltName extensions");
+        snprintf(err, err_cap, "the certificate has several subjectAltName extensions");
         rc = -EINVAL;
         goto out;
     }
@@ -191,15 +190,14 @@ int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err)
         if (n < scheme_len || strncasecmp((const char *)p, TLS_AGENT_URI_SCHEME, scheme_len) != 0)
             continue;
         if (found++) {
-            snprintf(err, TLS_ERR_MAX, "the certificate has several %sNAME URIs",
-                     TLS_AGENT_URI_SCHEME);
+            snprintf(err, err_cap, "the certificate has several %sNAME URIs", TLS_AGENT_URI_SCHEME);
             rc = -EINVAL;
             goto out;
         }
         n -= scheme_len;
         p += scheme_len;
         if (n == 0 || n >= cap || memchr(p, '\0', n)) {
-            snprintf(err, TLS_ERR_MAX, "the certificate's %sNAME URI has an unusable name",
+            snprintf(err, err_cap, "the certificate's %sNAME URI has an unusable name",
                      TLS_AGENT_URI_SCHEME);
             rc = -EINVAL;
             goto out;
@@ -211,7 +209,7 @@ int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err)
         goto out;
     /* one name per agent: logs, route lists and the agent itself (its CN) must agree */
     if (tls_cert_common_name(cert, cn, sizeof(cn)) < 0 || strcmp(cn, buf) != 0) {
-        snprintf(err, TLS_ERR_MAX, "the certificate's CN is not its agent name \"%.80s\"", buf);
+        snprintf(err, err_cap, "the certificate's CN is not its agent name \"%.80s\"", buf);
         rc = -EINVAL;
         goto out;
     }
@@ -224,7 +222,7 @@ out:
     return rc;
 }
 
-int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err)
+int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err, size_t err_cap)
 {
     X509 *cert = NULL;
     FILE *f = NULL;
@@ -234,7 +232,7 @@ int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err)
         buf[0] = '\0';
     if (!(f = fopen(path, "r"))) {
         rc = -errno;
-        snprintf(err, TLS_ERR_MAX, "could not open certificate \"%s\": %s", path, strerror(-rc));
+        snprintf(err, err_cap, "could not open certificate \"%s\": %s", path, strerror(-rc));
         goto out;
     }
     ERR_clear_error();
@@ -242,14 +240,14 @@ int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err)
      * takes it */
     if (!(cert = PEM_read_X509(f, NULL, NULL, NULL))) {
         char e[256];
-        snprintf(err, TLS_ERR_MAX, "could not read certificate \"%s\": %s", path,
+        snprintf(err, err_cap, "could not read certificate \"%s\": %s", path,
                  tls_last_error(e, sizeof(e)));
         rc = -EINVAL;
         goto out;
     }
     rc = tls_cert_common_name(cert, buf, cap);
     if (rc < 0)
-        snprintf(err, TLS_ERR_MAX, "certificate \"%s\" has %s common name (CN)", path,
+        snprintf(err, err_cap, "certificate \"%s\" has %s common name (CN)", path,
                  rc == -ENOENT ? "no" : "an unusable");
 out:
     X509_free(cert);
@@ -258,43 +256,42 @@ out:
     return rc;
 }
 
-static int tls_check_readable(const char *what, const char *path, char *err)
+static int tls_check_readable(const char *what, const char *path, char *err, size_t cap)
 {
     struct stat st;
 
     if (stat(path, &st) < 0) {
         int e = errno;
 
-        snprintf(err, TLS_ERR_MAX, "could not access %s \"%s\": %s", what, path, strerror(e));
+        snprintf(err, cap, "could not access %s \"%s\": %s", what, path, strerror(e));
         return -e;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(err, TLS_ERR_MAX, "%s \"%s\" is not a regular file", what, path);
+        snprintf(err, cap, "%s \"%s\" is not a regular file", what, path);
         return -EINVAL;
     }
     return 0;
 }
 
-static int tls_ctx_common(SSL_CTX *ctx, int min_version, int max_version, char *err)
+static int tls_ctx_common(SSL_CTX *ctx, int min_version, int max_version, char *err, size_t cap)
 {
     char e[256];
     int min = min_version ? min_version : TLS1_2_VERSION;
 
     if (min < TLS1_2_VERSION || (max_version && max_version < min)) {
-        snprintf(err, TLS_ERR_MAX, "invalid TLS version range (TLSv1.2 is the oldest allowed)");
+        snprintf(err, cap, "invalid TLS version range (TLSv1.2 is the oldest allowed)");
         return -EINVAL;
     }
     if (SSL_CTX_set_min_proto_version(ctx, min) != 1 ||
         (max_version && SSL_CTX_set_max_proto_version(ctx, max_version) != 1)) {
-        snprintf(err, TLS_ERR_MAX, "could not set the TLS version range: %s",
-                 tls_last_error(e, sizeof(e)));
+        snprintf(err, cap, "could not set the TLS version range: %s", tls_last_error(e, sizeof(e)));
         return -EINVAL;
     }
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     /* OpenSSL's default TLS 1.2 list still has CBC suites with SHA-1 MACs; a server context's
      * configured tls_ciphers replaces this afterwards (tls_server_policy) */
     if (SSL_CTX_set_cipher_list(ctx, TLS_DEFAULT_CIPHERS) != 1) {
-        snprintf(err, TLS_ERR_MAX, "could not set the TLS 1.2 cipher list: %s",
+        snprintf(err, cap, "could not set the TLS 1.2 cipher list: %s",
                  tls_last_error(e, sizeof(e)));
         return -EINVAL;
     }
@@ -304,18 +301,19 @@ static int tls_ctx_common(SSL_CTX *ctx, int min_version, int max_version, char *
     return 0;
 }
 
-static int tls_load_cert_key(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err)
+static int tls_load_cert_key(SSL_CTX *ctx, const char *cert_file, const char *key_file, char *err,
+                             size_t cap)
 {
     char e[256];
     int rc;
 
-    if ((rc = tls_check_readable("certificate file", cert_file, err)) < 0)
+    if ((rc = tls_check_readable("certificate file", cert_file, err, cap)) < 0)
         return rc;
-    if ((rc = tls_check_key_file(key_file, err)) < 0)
+    if ((rc = tls_check_key_file(key_file, err, cap)) < 0)
         return rc;
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
-        snprintf(err, TLS_ERR_MAX, "could not load certificate file \"%s\": %s", cert_file,
+        snprintf(err, cap, "could not load certificate file \"%s\": %s", cert_file,
                  tls_last_error(e, sizeof(e)));
         return -EINVAL;
     }
@@ -324,18 +322,17 @@ static int tls_load_cert_key(SSL_CTX *ctx, const char *cert_file, const char *ke
 
         if (ERR_GET_LIB(first) == ERR_LIB_X509 &&
             ERR_GET_REASON(first) == X509_R_KEY_VALUES_MISMATCH) {
-            snprintf(err, TLS_ERR_MAX,
-                     "private key file \"%s\" does not match certificate file \"%s\"", key_file,
-                     cert_file);
+            snprintf(err, cap, "private key file \"%s\" does not match certificate file \"%s\"",
+                     key_file, cert_file);
             ERR_clear_error();
             return -EINVAL;
         }
-        snprintf(err, TLS_ERR_MAX, "could not load private key file \"%s\": %s", key_file,
+        snprintf(err, cap, "could not load private key file \"%s\": %s", key_file,
                  tls_last_error(e, sizeof(e)));
         return -EINVAL;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        snprintf(err, TLS_ERR_MAX, "private key file \"%s\" does not match certificate file \"%s\"",
+        snprintf(err, cap, "private key file \"%s\" does not match certificate file \"%s\"",
                  key_file, cert_file);
         ERR_clear_error();
         return -EINVAL;
@@ -343,16 +340,16 @@ static int tls_load_cert_key(SSL_CTX *ctx, const char *cert_file, const char *ke
     return 0;
 }
 
-static int tls_load_ca(SSL_CTX *ctx, const char *ca_file, char *err)
+static int tls_load_ca(SSL_CTX *ctx, const char *ca_file, char *err, size_t cap)
 {
     char e[256];
     int rc;
 
-    if ((rc = tls_check_readable("CA file", ca_file, err)) < 0)
+    if ((rc = tls_check_readable("CA file", ca_file, err, cap)) < 0)
         return rc;
     ERR_clear_error();
     if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-        snprintf(err, TLS_ERR_MAX, "could not load CA file \"%s\": %s", ca_file,
+        snprintf(err, cap, "could not load CA file \"%s\": %s", ca_file,
                  tls_last_error(e, sizeof(e)));
         return -EINVAL;
     }
@@ -420,22 +417,22 @@ static int tls_client_hello(SSL *s, int *al, void *arg)
     return SSL_CLIENT_HELLO_ERROR;
 }
 
-static int tls_server_alpn(SSL_CTX *ctx, const char *alpn, bool required, char *err)
+static int tls_server_alpn(SSL_CTX *ctx, const char *alpn, bool required, char *err, size_t cap)
 {
     struct tls_alpn *a;
     size_t n = strlen(alpn);
 
     if (n == 0 || n > 255) {
-        snprintf(err, TLS_ERR_MAX, "invalid ALPN protocol name \"%s\"", alpn);
+        snprintf(err, cap, "invalid ALPN protocol name \"%s\"", alpn);
         return -EINVAL;
     }
     if (CRYPTO_THREAD_run_once(&tls_alpn_once, tls_alpn_index_init) != 1 || tls_alpn_index < 0) {
-        snprintf(err, TLS_ERR_MAX, "could not set up ALPN");
+        snprintf(err, cap, "could not set up ALPN");
         ERR_clear_error();
         return -ENOMEM;
     }
     if (!(a = calloc(1, sizeof(*a)))) {
-        snprintf(err, TLS_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     a->required = required;
@@ -443,7 +440,7 @@ static int tls_server_alpn(SSL_CTX *ctx, const char *alpn, bool required, char *
     memcpy(a->name, alpn, n);
     if (SSL_CTX_set_ex_data(ctx, tls_alpn_index, a) != 1) {
         free(a);
-        snprintf(err, TLS_ERR_MAX, "could not set up ALPN");
+        snprintf(err, cap, "could not set up ALPN");
         ERR_clear_error();
         return -ENOMEM;
     }
@@ -454,56 +451,54 @@ static int tls_server_alpn(SSL_CTX *ctx, const char *alpn, bool required, char *
     return 0;
 }
 
-static int tls_server_policy(SSL_CTX *ctx, const struct tls_server_opts *o, char *err);
+static int tls_server_policy(SSL_CTX *ctx, const struct tls_server_opts *o, char *err, size_t cap);
 
-SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
+SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t cap)
 {
     SSL_CTX *ctx = NULL, *ret = NULL;
     char e[256];
 
     err[0] = '\0';
     if (!o->cert_file || !o->key_file) {
-        snprintf(err, TLS_ERR_MAX, "a certificate file and a private key file are required");
+        snprintf(err, cap, "a certificate file and a private key file are required");
         goto out;
     }
     if (o->require_client_cert && !o->client_ca_file) {
-        snprintf(err, TLS_ERR_MAX, "requiring client certificates needs a client CA file");
+        snprintf(err, cap, "requiring client certificates needs a client CA file");
         goto out;
     }
     if (o->nrequest_cert_ca_files && o->client_ca_file) {
-        snprintf(err, TLS_ERR_MAX,
-                 "client certificates are verified in the handshake or later, not both");
+        snprintf(err, cap, "client certificates are verified in the handshake or later, not both");
         goto out;
     }
     if (o->alpn_required && !o->alpn) {
-        snprintf(err, TLS_ERR_MAX, "requiring ALPN needs a protocol name");
+        snprintf(err, cap, "requiring ALPN needs a protocol name");
         goto out;
     }
     if (o->max_send_fragment && (o->max_send_fragment < 512 || o->max_send_fragment > 16384)) {
-        snprintf(err, TLS_ERR_MAX, "TLS max send fragment must be between 512 and 16384");
+        snprintf(err, cap, "TLS max send fragment must be between 512 and 16384");
         goto out;
     }
     ERR_clear_error();
     if (!(ctx = SSL_CTX_new(TLS_server_method()))) {
-        snprintf(err, TLS_ERR_MAX, "could not create a TLS context: %s",
-                 tls_last_error(e, sizeof(e)));
+        snprintf(err, cap, "could not create a TLS context: %s", tls_last_error(e, sizeof(e)));
         goto out;
     }
-    if (tls_ctx_common(ctx, o->min_version, o->max_version, err) < 0)
+    if (tls_ctx_common(ctx, o->min_version, o->max_version, err, cap) < 0)
         goto out;
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    if (tls_load_cert_key(ctx, o->cert_file, o->key_file, err) < 0)
+    if (tls_load_cert_key(ctx, o->cert_file, o->key_file, err, cap) < 0)
         goto out;
     if (o->client_ca_file) {
         STACK_OF(X509_NAME) * names;
 
-        if (tls_load_ca(ctx, o->client_ca_file, err) < 0)
+        if (tls_load_ca(ctx, o->client_ca_file, err, cap) < 0)
             goto out;
         /* the CA names sent in CertificateRequest let clients pick the right certificate */
         if (!(names = SSL_load_client_CA_file(o->client_ca_file))) {
-            snprintf(err, TLS_ERR_MAX, "could not read CA names from \"%s\": %s", o->client_ca_file,
+            snprintf(err, cap, "could not read CA names from \"%s\": %s", o->client_ca_file,
                      tls_last_error(e, sizeof(e)));
             goto out;
         }
@@ -511,10 +506,10 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
         if (o->client_crl_file) {
             X509_STORE *store = SSL_CTX_get_cert_store(ctx);
             X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
-            if (tls_check_readable("CRL file", o->client_crl_file, err) < 0)
+            if (tls_check_readable("CRL file", o->client_crl_file, err, cap) < 0)
                 goto out;
             if (!lookup || X509_load_crl_file(lookup, o->client_crl_file, X509_FILETYPE_PEM) <= 0) {
-                snprintf(err, TLS_ERR_MAX, "could not load CRL file \"%s\": %s", o->client_crl_file,
+                snprintf(err, cap, "could not load CRL file \"%s\": %s", o->client_crl_file,
                          tls_last_error(e, sizeof(e)));
                 goto out;
             }
@@ -526,16 +521,16 @@ SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err)
     }
     if (o->max_send_fragment &&
         SSL_CTX_set_max_send_fragment(ctx, (long)o->max_send_fragment) != 1) {
-        snprintf(err, TLS_ERR_MAX, "could not set the TLS max send fragment: %s",
+        snprintf(err, cap, "could not set the TLS max send fragment: %s",
                  tls_last_error(e, sizeof(e)));
         goto out;
     }
     /* A client's certificate chain is buffered whole before it is verified: bound it as
      * tls_guard does for plaintext handshakes (OpenSSL's default is 100 KiB). */
     SSL_CTX_set_max_cert_list(ctx, TLS_GUARD_CERT_MAX);
-    if (o->alpn && tls_server_alpn(ctx, o->alpn, o->alpn_required, err) < 0)
+    if (o->alpn && tls_server_alpn(ctx, o->alpn, o->alpn_required, err, cap) < 0)
         goto out;
-    if (tls_server_policy(ctx, o, err) < 0)
+    if (tls_server_policy(ctx, o, err, cap) < 0)
         goto out;
     ret = ctx;
     ctx = NULL;
@@ -551,36 +546,35 @@ SSL_CTX *tls_ctx_ref(SSL_CTX *ctx)
     return ctx;
 }
 
-SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
+SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err, size_t cap)
 {
     SSL_CTX *ctx = NULL, *ret = NULL;
     char e[256];
 
     err[0] = '\0';
     if (!o->ca_file && !o->verify_none) {
-        snprintf(err, TLS_ERR_MAX, "a CA file is required to verify the server");
+        snprintf(err, cap, "a CA file is required to verify the server");
         goto out;
     }
     if (!o->cert_file != !o->key_file) {
-        snprintf(err, TLS_ERR_MAX, "a client certificate and its key go together");
+        snprintf(err, cap, "a client certificate and its key go together");
         goto out;
     }
     if (o->alpn && (strlen(o->alpn) == 0 || strlen(o->alpn) > 255)) {
-        snprintf(err, TLS_ERR_MAX, "invalid ALPN protocol name \"%s\"", o->alpn);
+        snprintf(err, cap, "invalid ALPN protocol name \"%s\"", o->alpn);
         goto out;
     }
     ERR_clear_error();
     if (!(ctx = SSL_CTX_new(TLS_client_method()))) {
-        snprintf(err, TLS_ERR_MAX, "could not create a TLS context: %s",
-                 tls_last_error(e, sizeof(e)));
+        snprintf(err, cap, "could not create a TLS context: %s", tls_last_error(e, sizeof(e)));
         goto out;
     }
-    if (tls_ctx_common(ctx, o->min_version, 0, err) < 0)
+    if (tls_ctx_common(ctx, o->min_version, 0, err, cap) < 0)
         goto out;
-    if (o->ca_file && tls_load_ca(ctx, o->ca_file, err) < 0)
+    if (o->ca_file && tls_load_ca(ctx, o->ca_file, err, cap) < 0)
         goto out;
     SSL_CTX_set_verify(ctx, o->verify_none ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
-    if (o->cert_file && tls_load_cert_key(ctx, o->cert_file, o->key_file, err) < 0)
+    if (o->cert_file && tls_load_cert_key(ctx, o->cert_file, o->key_file, err, cap) < 0)
         goto out;
     if (o->alpn) {
         unsigned char wire[256];
@@ -590,7 +584,7 @@ SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err)
         memcpy(wire + 1, o->alpn, n);
         /* this one returns 0 on success */
         if (SSL_CTX_set_alpn_protos(ctx, wire, (unsigned int)(n + 1)) != 0) {
-            snprintf(err, TLS_ERR_MAX, "could not set ALPN: %s", tls_last_error(e, sizeof(e)));
+            snprintf(err, cap, "could not set ALPN: %s", tls_last_error(e, sizeof(e)));
             goto out;
         }
     }
@@ -605,7 +599,7 @@ out:
 
 /* Runs on a scratch context, so that --check-config reports the same errors as start-up. */
 static int tls_try_policy(const char *what, const char *value, int (*set)(SSL_CTX *, const char *),
-                          char *err)
+                          char *err, size_t cap)
 {
     SSL_CTX *ctx;
     char e[256];
@@ -613,12 +607,11 @@ static int tls_try_policy(const char *what, const char *value, int (*set)(SSL_CT
 
     ERR_clear_error();
     if (!(ctx = SSL_CTX_new(TLS_server_method()))) {
-        snprintf(err, TLS_ERR_MAX, "could not create a TLS context: %s",
-                 tls_last_error(e, sizeof(e)));
+        snprintf(err, cap, "could not create a TLS context: %s", tls_last_error(e, sizeof(e)));
         return -ENOMEM;
     }
     if (set(ctx, value) != 1) {
-        snprintf(err, TLS_ERR_MAX, "%s \"%.200s\" not accepted by OpenSSL: %s", what, value,
+        snprintf(err, cap, "%s \"%.200s\" not accepted by OpenSSL: %s", what, value,
                  tls_last_error(e, sizeof(e)));
         rc = -EINVAL;
     }
@@ -653,18 +646,18 @@ static int tls_set_groups(SSL_CTX *ctx, const char *v)
     return SSL_CTX_set1_groups_list(ctx, v);
 }
 
-int tls_check_ciphers(const char *ciphers, char *err)
+int tls_check_ciphers(const char *ciphers, char *err, size_t cap)
 {
-    return tls_try_policy("TLS 1.2 cipher list", ciphers, tls_set_cipher_list, err);
+    return tls_try_policy("TLS 1.2 cipher list", ciphers, tls_set_cipher_list, err, cap);
 }
 
-int tls_check_ciphersuites(const char *suites, char *err)
+int tls_check_ciphersuites(const char *suites, char *err, size_t cap)
 {
     char name[128];
     const char *p = suites;
 
     if (!suites[0]) {
-        snprintf(err, TLS_ERR_MAX, "empty TLS 1.3 cipher suite list");
+        snprintf(err, cap, "empty TLS 1.3 cipher suite list");
         return -EINVAL;
     }
     /* OpenSSL skips unknown names inside a list; a typo must not silently drop a suite. */
@@ -674,14 +667,14 @@ int tls_check_ciphersuites(const char *suites, char *err)
         int rc;
 
         if (n == 0 || n >= sizeof(name)) {
-            snprintf(err, TLS_ERR_MAX, "invalid TLS 1.3 cipher suite list \"%.200s\"", suites);
+            snprintf(err, cap, "invalid TLS 1.3 cipher suite list \"%.200s\"", suites);
             return -EINVAL;
         }
         memcpy(name, p, n);
         name[n] = '\0';
-        rc = tls_try_policy("TLS 1.3 cipher suite", name, tls_set_ciphersuites, err);
+        rc = tls_try_policy("TLS 1.3 cipher suite", name, tls_set_ciphersuites, err, cap);
         if (rc < 0) {
-            snprintf(err, TLS_ERR_MAX,
+            snprintf(err, cap,
                      "unknown TLS 1.3 cipher suite \"%.100s\" (known: TLS_AES_256_GCM_SHA384, "
                      "TLS_CHACHA20_POLY1305_SHA256, TLS_AES_128_GCM_SHA256, ...)",
                      name);
@@ -693,34 +686,35 @@ int tls_check_ciphersuites(const char *suites, char *err)
     }
 }
 
-int tls_check_groups(const char *groups, char *err)
+int tls_check_groups(const char *groups, char *err, size_t cap)
 {
-    return tls_try_policy("group list", groups, tls_set_groups, err);
+    return tls_try_policy("group list", groups, tls_set_groups, err, cap);
 }
 
-static int tls_request_client_certs(SSL_CTX *ctx, const struct tls_server_opts *o, char *err);
+static int tls_request_client_certs(SSL_CTX *ctx, const struct tls_server_opts *o, char *err,
+                                    size_t cap);
 
 /* Applies the policy fields of o to a server context (and the certificate request). */
-static int tls_server_policy(SSL_CTX *ctx, const struct tls_server_opts *o, char *err)
+static int tls_server_policy(SSL_CTX *ctx, const struct tls_server_opts *o, char *err, size_t cap)
 {
     int rc = 0;
 
     /* the checks run first so that a refused value is named in err */
-    if (o->ciphers && ((rc = tls_check_ciphers(o->ciphers, err)) < 0 ||
+    if (o->ciphers && ((rc = tls_check_ciphers(o->ciphers, err, cap)) < 0 ||
                        tls_set_cipher_list(ctx, o->ciphers) != 1))
         goto fail;
-    if (o->ciphersuites && ((rc = tls_check_ciphersuites(o->ciphersuites, err)) < 0 ||
+    if (o->ciphersuites && ((rc = tls_check_ciphersuites(o->ciphersuites, err, cap)) < 0 ||
                             SSL_CTX_set_ciphersuites(ctx, o->ciphersuites) != 1))
         goto fail;
-    if (o->groups && ((rc = tls_check_groups(o->groups, err)) < 0 ||
+    if (o->groups && ((rc = tls_check_groups(o->groups, err, cap)) < 0 ||
                       SSL_CTX_set1_groups_list(ctx, o->groups) != 1))
         goto fail;
-    if (o->nrequest_cert_ca_files && (rc = tls_request_client_certs(ctx, o, err)) < 0)
+    if (o->nrequest_cert_ca_files && (rc = tls_request_client_certs(ctx, o, err, cap)) < 0)
         goto fail;
     return 0;
 fail:
     if (rc == 0)
-        snprintf(err, TLS_ERR_MAX, "could not apply the TLS policy");
+        snprintf(err, cap, "could not apply the TLS policy");
     ERR_clear_error();
     return rc < 0 ? rc : -EINVAL;
 }
@@ -733,24 +727,25 @@ static int tls_verify_later(int ok, X509_STORE_CTX *x)
     return 1;
 }
 
-static int tls_request_client_certs(SSL_CTX *ctx, const struct tls_server_opts *o, char *err)
+static int tls_request_client_certs(SSL_CTX *ctx, const struct tls_server_opts *o, char *err,
+                                    size_t cap)
 {
     STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
     char e[256];
     int rc = -EINVAL;
 
     if (!names) {
-        snprintf(err, TLS_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     for (size_t i = 0; i < o->nrequest_cert_ca_files; i++) {
         const char *f = o->request_cert_ca_files[i];
 
-        if (tls_check_readable("CA file", f, err) < 0)
+        if (tls_check_readable("CA file", f, err, cap) < 0)
             goto out;
         ERR_clear_error();
         if (SSL_add_file_cert_subjects_to_stack(names, f) != 1) {
-            snprintf(err, TLS_ERR_MAX, "could not read CA names from \"%s\": %s", f,
+            snprintf(err, cap, "could not read CA names from \"%s\": %s", f,
                      tls_last_error(e, sizeof(e)));
             goto out;
         }
@@ -764,7 +759,7 @@ out:
     return rc;
 }
 
-X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err)
+X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err, size_t cap)
 {
     X509_STORE *store = NULL, *ret = NULL;
     X509_LOOKUP *lookup;
@@ -772,27 +767,27 @@ X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err)
 
     err[0] = '\0';
     if (!ca_file) {
-        snprintf(err, TLS_ERR_MAX, "a CA file is required");
+        snprintf(err, cap, "a CA file is required");
         goto out;
     }
-    if (tls_check_readable("CA file", ca_file, err) < 0)
+    if (tls_check_readable("CA file", ca_file, err, cap) < 0)
         goto out;
-    if (crl_file && tls_check_readable("CRL file", crl_file, err) < 0)
+    if (crl_file && tls_check_readable("CRL file", crl_file, err, cap) < 0)
         goto out;
     ERR_clear_error();
     if (!(store = X509_STORE_new()) ||
         !(lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file()))) {
-        snprintf(err, TLS_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         goto out;
     }
     if (X509_load_cert_file(lookup, ca_file, X509_FILETYPE_PEM) <= 0) {
-        snprintf(err, TLS_ERR_MAX, "could not load CA file \"%s\": %s", ca_file,
+        snprintf(err, cap, "could not load CA file \"%s\": %s", ca_file,
                  tls_last_error(e, sizeof(e)));
         goto out;
     }
     if (crl_file) {
         if (X509_load_crl_file(lookup, crl_file, X509_FILETYPE_PEM) <= 0) {
-            snprintf(err, TLS_ERR_MAX, "could not load CRL file \"%s\": %s", crl_file,
+            snprintf(err, cap, "could not load CRL file \"%s\": %s", crl_file,
                      tls_last_error(e, sizeof(e)));
             goto out;
         }
@@ -857,7 +852,7 @@ static long long tls_chain_not_after(STACK_OF(X509) * chain)
 }
 
 int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
-                           struct tls_peer_info *info, char *err)
+                           struct tls_peer_info *info, char *err, size_t cap)
 {
     X509_STORE_CTX *x = NULL;
     BIGNUM *bn = NULL;
@@ -867,12 +862,12 @@ int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store
     memset(info, 0, sizeof(*info));
     err[0] = '\0';
     if (!leaf || !store) {
-        snprintf(err, TLS_ERR_MAX, "no certificate");
+        snprintf(err, cap, "no certificate");
         return -EINVAL;
     }
     ERR_clear_error();
     if (!(x = X509_STORE_CTX_new()) || X509_STORE_CTX_init(x, store, leaf, chain) != 1) {
-        snprintf(err, TLS_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         goto out;
     }
     /* what OpenSSL checks when it verifies a client during the handshake */
@@ -881,7 +876,7 @@ int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store
     if (vr != 1) {
         int e = X509_STORE_CTX_get_error(x);
 
-        snprintf(err, TLS_ERR_MAX, "%s%s", X509_verify_cert_error_string(e),
+        snprintf(err, cap, "%s%s", X509_verify_cert_error_string(e),
                  e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
                          e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
                          e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN
@@ -891,7 +886,7 @@ int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store
         goto out;
     }
     if (tls_cert_common_name(leaf, info->cn, sizeof(info->cn)) == -EINVAL) {
-        snprintf(err, TLS_ERR_MAX, "the certificate subject has several or unusable CNs");
+        snprintf(err, cap, "the certificate subject has several or unusable CNs");
         rc = -EACCES;
         goto out;
     }
@@ -899,9 +894,10 @@ int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store
     if ((bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(leaf), NULL)) && (hex = BN_bn2hex(bn)))
         snprintf(info->serial, sizeof(info->serial), "%s", hex);
     {
-        char name[256], why[TLS_ERR_MAX];
+        char name[256], why[PGB_ERR_MAX];
 
-        info->agent_mark = tls_cert_agent_name(leaf, name, sizeof(name), why) != -ENOENT;
+        info->agent_mark =
+            tls_cert_agent_name(leaf, name, sizeof(name), why, sizeof(why)) != -ENOENT;
     }
     info->not_after = tls_chain_not_after(X509_STORE_CTX_get0_chain(x));
     rc = 0;

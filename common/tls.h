@@ -4,7 +4,7 @@
  * Builds SSL_CTX objects from files: server contexts (client listener, tunnel listener) and
  * client contexts (agent to relay, agent to an upstream PostgreSQL). Every SSL_CTX_* call of
  * the project lives here; per-connection SSL_* calls live in conn.c. Returns new contexts
- * (SSL_CTX_free them). Errors are written as a sentence into err[TLS_ERR_MAX].
+ * (SSL_CTX_free them). Errors are written as a sentence into err (cap bytes).
  */
 #ifndef PGB_TLS_H
 #define PGB_TLS_H
@@ -13,8 +13,6 @@
 #include <stddef.h>
 #include <openssl/ssl.h>
 #include "common/err.h"
-
-#define TLS_ERR_MAX PGB_ERR_MAX
 
 /* TLS 1.2 cipher list of every context unless configured: forward secrecy (ECDHE) and AEAD
  * only (Mozilla "intermediate" without DHE); no CBC, no SHA-1 MAC, no RSA key exchange.
@@ -72,14 +70,14 @@ struct tls_client_opts {
                               sslmode=require); ca_file may then be NULL */
 };
 
-SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err);
-SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err);
+SSL_CTX *tls_server_ctx_new(const struct tls_server_opts *o, char *err, size_t cap);
+SSL_CTX *tls_client_ctx_new(const struct tls_client_opts *o, char *err, size_t cap);
 /* Another reference on ctx (to hold it across a reload); release it with SSL_CTX_free. */
 SSL_CTX *tls_ctx_ref(SSL_CTX *ctx);
 
 /* Refuse a private key file that group or others can read/write (as PostgreSQL does), or
  * that is not a regular file. Returns 0 or negative with err filled. */
-int tls_check_key_file(const char *path, char *err);
+int tls_check_key_file(const char *path, char *err, size_t cap);
 
 /* "TLSv1.2" / "TLSv1.3" -> TLS1_2_VERSION...; TLSv1 and TLSv1.1 are refused. */
 int tls_parse_version(const char *s, int *out);
@@ -87,32 +85,32 @@ int tls_parse_version(const char *s, int *out);
 /* The CN of a certificate's subject into buf[cap]; 0 or -ENOENT. */
 int tls_cert_common_name(X509 *cert, char *buf, size_t cap);
 /* The CN of the first (leaf) certificate in the PEM file path into buf[cap]. Returns 0, or
- * negative with a sentence in err[TLS_ERR_MAX] (unreadable file, no or ambiguous CN). */
-int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err);
+ * negative with a sentence in err[err_cap] (unreadable file, no or ambiguous CN). */
+int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err, size_t err_cap);
 
 /* The agent name of an agent certificate: its URI SAN "pgburrow-agent:NAME" (scheme compared
  * without case), which must be the only such SAN and equal the subject CN. Returns 0 with NAME
  * in buf[cap]; -ENOENT when the certificate has no such SAN; -EINVAL (sentence in
- * err[TLS_ERR_MAX]) when it has several, an empty or NUL-bearing one, or a CN that differs. */
-int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err);
+ * err[err_cap]) when it has several, an empty or NUL-bearing one, or a CN that differs. */
+int tls_cert_agent_name(X509 *cert, char *buf, size_t cap, char *err, size_t err_cap);
 
 /* Validate TLS policy values (as --check-config does). 0 or -EINVAL with err filled.
  * ciphers: an OpenSSL cipher list that selects at least one TLS 1.2 cipher; ciphersuites:
  * TLS 1.3 suite names separated by ':', each one known; groups: group names, each known. */
-int tls_check_ciphers(const char *ciphers, char *err);
-int tls_check_ciphersuites(const char *suites, char *err);
-int tls_check_groups(const char *groups, char *err);
+int tls_check_ciphers(const char *ciphers, char *err, size_t cap);
+int tls_check_ciphersuites(const char *suites, char *err, size_t cap);
+int tls_check_groups(const char *groups, char *err, size_t cap);
 
 /* A certificate store for verifying client certificates after the handshake: the CAs of
  * ca_file, and when crl_file is not NULL its CRLs, checked for the leaf certificate
  * (X509_V_FLAG_CRL_CHECK). Returns new (X509_STORE_free), or NULL with err filled. */
-X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err);
+X509_STORE *tls_store_new(const char *ca_file, const char *crl_file, char *err, size_t cap);
 
 /* Verify leaf (with the untrusted chain the peer sent, may be NULL) against store for client
  * authentication; fill *info. Returns 0, or -EACCES with the X509 reason in err
  * ("certificate revoked"), or -EINVAL/-ENOMEM. */
 int tls_verify_client_cert(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
-                           struct tls_peer_info *info, char *err);
+                           struct tls_peer_info *info, char *err, size_t cap);
 
 /* Last OpenSSL error queue entry as text (and clears the queue). */
 const char *tls_last_error(char *buf, size_t cap);

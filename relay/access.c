@@ -28,11 +28,12 @@ struct access {
 /* ---- configuration keys ---------------------------------------------------------------- */
 
 /* An optional string: empty means "not set". */
-static int set_policy(char **dst, const char *value, int (*check)(const char *, char *), char *err)
+static int set_policy(char **dst, const char *value, int (*check)(const char *, char *, size_t),
+                      char *err)
 {
-    char terr[TLS_ERR_MAX];
+    char terr[PGB_ERR_MAX];
 
-    if (value[0] != '\0' && check(value, terr) < 0) {
+    if (value[0] != '\0' && check(value, terr, sizeof(terr)) < 0) {
         config_err(err, "%s", terr);
         return -EINVAL;
     }
@@ -409,7 +410,7 @@ out:
 struct access *access_new(const struct relay_config *c, char *err)
 {
     struct access *a = calloc(1, sizeof(*a));
-    char terr[TLS_ERR_MAX], why[CONFIG_ERR_MAX];
+    char terr[PGB_ERR_MAX], why[CONFIG_ERR_MAX];
 
     if (!a || (c->nroutes && !(a->routes = calloc(c->nroutes, sizeof(*a->routes))))) {
         config_err(err, "out of memory");
@@ -423,7 +424,7 @@ struct access *access_new(const struct relay_config *c, char *err)
         memcpy(ar->name, r->name, sizeof(ar->name));
         if (r->client_cert == RELAY_CERT_NONE)
             continue;
-        if (!(ar->store = tls_store_new(r->client_ca, r->client_crl, terr))) {
+        if (!(ar->store = tls_store_new(r->client_ca, r->client_crl, terr, sizeof(terr)))) {
             config_err(err, "[route %s] client_ca/client_crl: %s", r->name, terr);
             goto fail;
         }
@@ -495,9 +496,9 @@ static int access_check_cert(const struct access_route *ar, const struct relay_r
                              X509 *leaf, STACK_OF(X509) * chain, const char *user,
                              struct tls_peer_info *info, char *msg)
 {
-    char why[TLS_ERR_MAX], role[ACCESS_PG_NAME_MAX + 1];
+    char why[PGB_ERR_MAX], role[ACCESS_PG_NAME_MAX + 1];
 
-    if (tls_verify_client_cert(leaf, chain, ar->store, info, why) < 0) {
+    if (tls_verify_client_cert(leaf, chain, ar->store, info, why, sizeof(why)) < 0) {
         snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\": certificate verify failed: %s",
                  route->name, why);
         memset(info, 0, sizeof(*info));

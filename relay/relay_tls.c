@@ -14,7 +14,7 @@
 
 int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err)
 {
-    char terr[TLS_ERR_MAX];
+    char terr[PGB_ERR_MAX];
     int rc = -EINVAL;
 
     memset(t, 0, sizeof(*t));
@@ -29,11 +29,11 @@ int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *e
         .max_send_fragment = 8192,
     };
     access_client_tls_opts(cfg, &client, client_cas);
-    t->client_ctx = tls_server_ctx_new(&client, terr);
+    t->client_ctx = tls_server_ctx_new(&client, terr, sizeof(terr));
     if (!t->client_ctx)
         goto out;
     client.alpn_required = true;
-    t->client_direct_ctx = tls_server_ctx_new(&client, terr);
+    t->client_direct_ctx = tls_server_ctx_new(&client, terr, sizeof(terr));
     if (!t->client_direct_ctx)
         goto out;
     struct tls_server_opts tunnel = {
@@ -47,10 +47,10 @@ int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *e
         .alpn_required = true,
     };
     access_tunnel_tls_opts(cfg, &tunnel);
-    t->tunnel_ctx = tls_server_ctx_new(&tunnel, terr);
+    t->tunnel_ctx = tls_server_ctx_new(&tunnel, terr, sizeof(terr));
     if (!t->tunnel_ctx)
         goto out;
-    if (!(t->agent_store = tls_store_new(cfg->agent_ca, cfg->agent_crl, terr)))
+    if (!(t->agent_store = tls_store_new(cfg->agent_ca, cfg->agent_crl, terr, sizeof(terr))))
         goto out;
     rc = 0;
 out:

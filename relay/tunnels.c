@@ -57,12 +57,12 @@ static void relay_tunnel_on_up(struct tunnel *t)
     struct relay_agent *a = tunnel_data(t);
     struct relay *r = a->r;
     struct tls_peer_info info;
-    char name[256], why[TLS_ERR_MAX];
+    char name[256], why[PGB_ERR_MAX];
     X509 *leaf = NULL;
     STACK_OF(X509) *chain = NULL;
     int rc;
 
-    if (conn_tls_verify_peer(tunnel_conn(t), r->agent_store, &info, why) < 0) {
+    if (conn_tls_verify_peer(tunnel_conn(t), r->agent_store, &info, why, sizeof(why)) < 0) {
         log_msg(LOG_WARN, tunnel_id(t), 0, "tunnel rejected peer=%s reason=certificate: %s",
                 a->peer, why);
         tunnel_fail(t, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION,
@@ -71,7 +71,7 @@ static void relay_tunnel_on_up(struct tunnel *t)
     }
     rc = conn_tls_peer_chain(tunnel_conn(t), &leaf, &chain);
     if (rc == 0)
-        rc = tls_cert_agent_name(leaf, name, sizeof(name), why);
+        rc = tls_cert_agent_name(leaf, name, sizeof(name), why, sizeof(why));
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);
     if (rc == -ENOENT)
@@ -431,12 +431,13 @@ long long relay_tunnels_certs_recheck(struct relay *r, bool reverify, long long 
 
     for (struct relay_agent *a = r->agents; a; a = next) {
         struct tls_peer_info info;
-        char why[TLS_ERR_MAX] = "";
+        char why[PGB_ERR_MAX] = "";
 
         next = a->next;
         if (!a->handshaken || tunnel_closing(a->t))
             continue;
-        if (reverify && conn_tls_verify_peer(tunnel_conn(a->t), r->agent_store, &info, why) == 0)
+        if (reverify &&
+            conn_tls_verify_peer(tunnel_conn(a->t), r->agent_store, &info, why, sizeof(why)) == 0)
             a->not_after = info.not_after;
         if (!why[0] && a->not_after > 0 && now > a->not_after)
             snprintf(why, sizeof(why), "certificate has expired");

@@ -508,7 +508,7 @@ static void finish(struct tctx *t)
 
 static SSL_CTX *server_ctx(bool client_ca, bool require, const char *alpn, bool alpn_required)
 {
-    char err[TLS_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct tls_server_opts o = {
         .cert_file = g_srv_crt,
         .key_file = g_srv_key,
@@ -518,7 +518,7 @@ static SSL_CTX *server_ctx(bool client_ca, bool require, const char *alpn, bool 
         .alpn = alpn,
         .alpn_required = alpn_required,
     };
-    SSL_CTX *ctx = tls_server_ctx_new(&o, err);
+    SSL_CTX *ctx = tls_server_ctx_new(&o, err, sizeof(err));
 
     if (!ctx)
         fail_msg("tls_server_ctx_new: %s", err);
@@ -527,14 +527,14 @@ static SSL_CTX *server_ctx(bool client_ca, bool require, const char *alpn, bool 
 
 static SSL_CTX *client_ctx(const char *ca, bool with_cert, const char *alpn)
 {
-    char err[TLS_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct tls_client_opts o = {
         .ca_file = ca,
         .cert_file = with_cert ? g_cli_crt : NULL,
         .key_file = with_cert ? g_cli_key : NULL,
         .alpn = alpn,
     };
-    SSL_CTX *ctx = tls_client_ctx_new(&o, err);
+    SSL_CTX *ctx = tls_client_ctx_new(&o, err, sizeof(err));
 
     if (!ctx)
         fail_msg("tls_client_ctx_new: %s", err);
@@ -639,7 +639,7 @@ static void test_tls_direct_ip(void **state)
 /* TLS 1.2 with 8 KiB records, as the relay's client listener runs it. */
 static void test_tls12_small_records(void **state)
 {
-    char err[TLS_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct tls_server_opts o = {
         .cert_file = g_srv_crt,
         .key_file = g_srv_key,
@@ -650,7 +650,7 @@ static void test_tls12_small_records(void **state)
     struct tctx *t = tctx_new();
     struct peer *cli, *srv;
 
-    t->server_ctx = tls_server_ctx_new(&o, err);
+    t->server_ctx = tls_server_ctx_new(&o, err, sizeof(err));
     if (!t->server_ctx)
         fail_msg("%s", err);
     t->client_ctx = client_ctx(g_ca, false, "postgresql");
@@ -810,27 +810,27 @@ static void test_alpn(void **state)
 /* (6) key files readable by others are refused, as PostgreSQL does; helpers. */
 static void test_tls_files_and_helpers(void **state)
 {
-    char err[TLS_ERR_MAX], cn[64];
+    char err[PGB_ERR_MAX], cn[64];
     struct tls_server_opts so = {.cert_file = g_srv_crt, .key_file = g_open_key};
     struct tls_client_opts co = {.ca_file = g_ca, .cert_file = g_srv_crt, .key_file = g_open_key};
     int v = 0;
     FILE *f;
     X509 *x;
 
-    assert_null(tls_server_ctx_new(&so, err));
+    assert_null(tls_server_ctx_new(&so, err, sizeof(err)));
     assert_non_null(strstr(err, "has group or world access; permissions should be u=rw (0600)"));
     assert_non_null(strstr(err, g_open_key));
-    assert_null(tls_client_ctx_new(&co, err));
+    assert_null(tls_client_ctx_new(&co, err, sizeof(err)));
     assert_non_null(strstr(err, "has group or world access"));
-    assert_int_equal(tls_check_key_file(g_srv_key, err), 0);
-    assert_true(tls_check_key_file(g_dir, err) < 0);
-    assert_true(tls_check_key_file("/nonexistent/key", err) < 0);
+    assert_int_equal(tls_check_key_file(g_srv_key, err, sizeof(err)), 0);
+    assert_true(tls_check_key_file(g_dir, err, sizeof(err)) < 0);
+    assert_true(tls_check_key_file("/nonexistent/key", err, sizeof(err)) < 0);
     so.key_file = g_cli_key; /* a key that does not match the certificate */
-    assert_null(tls_server_ctx_new(&so, err));
+    assert_null(tls_server_ctx_new(&so, err, sizeof(err)));
     assert_non_null(strstr(err, "does not match"));
     so.key_file = g_srv_key;
     so.cert_file = "/nonexistent/cert";
-    assert_null(tls_server_ctx_new(&so, err));
+    assert_null(tls_server_ctx_new(&so, err, sizeof(err)));
     assert_non_null(strstr(err, "No such file"));
 
     assert_int_equal(tls_parse_version("TLSv1.2", &v), 0);
