@@ -494,19 +494,19 @@ static void access_pg_role_name(const char *user, char out[ACCESS_PG_NAME_MAX + 
 /* The client certificate rule of ar for leaf (and the chain the client sent). */
 static int access_check_cert(const struct access_route *ar, const struct relay_route *route,
                              X509 *leaf, STACK_OF(X509) * chain, const char *user,
-                             struct tls_peer_info *info, char *msg)
+                             struct tls_peer_info *info, char *msg, size_t cap)
 {
     char why[PGB_ERR_MAX], role[ACCESS_PG_NAME_MAX + 1];
 
     if (tls_verify_client_cert(leaf, chain, ar->store, info, why, sizeof(why)) < 0) {
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\": certificate verify failed: %s",
-                 route->name, why);
+        snprintf(msg, cap, "pgburrow: route \"%s\": certificate verify failed: %s", route->name,
+                 why);
         memset(info, 0, sizeof(*info));
         return -EACCES;
     }
     if (info->agent_mark) {
         /* an agent's key must never open sessions as a client, even from a shared CA */
-        snprintf(msg, ACCESS_MSG_MAX,
+        snprintf(msg, cap,
                  "pgburrow: route \"%s\": an agent certificate (URI %sNAME) is not a client "
                  "certificate",
                  route->name, TLS_AGENT_URI_SCHEME);
@@ -519,10 +519,9 @@ static int access_check_cert(const struct access_route *ar, const struct relay_r
         ok = ar->has_map ? access_ident_allows(&ar->map, info->cn, role)
                          : strcmp(info->cn, role) == 0;
         if (!ok) {
-            snprintf(msg, ACCESS_MSG_MAX,
-                     "pgburrow: route \"%s\": certificate CN \"%s\" %s user \"%s\"", route->name,
-                     info->cn, ar->has_map ? "is not mapped (ident_map) to" : "does not match",
-                     role);
+            snprintf(msg, cap, "pgburrow: route \"%s\": certificate CN \"%s\" %s user \"%s\"",
+                     route->name, info->cn,
+                     ar->has_map ? "is not mapped (ident_map) to" : "does not match", role);
             return -EACCES;
         }
     }
@@ -531,7 +530,7 @@ static int access_check_cert(const struct access_route *ar, const struct relay_r
 
 int access_check_session(const struct access *a, const struct relay_route *route,
                          const struct conn *conn, const char *peer, const char *user,
-                         struct tls_peer_info *info, char *msg)
+                         struct tls_peer_info *info, char *msg, size_t cap)
 {
     const struct access_route *ar;
     X509 *leaf = NULL;
@@ -540,8 +539,7 @@ int access_check_session(const struct access *a, const struct relay_route *route
 
     memset(info, 0, sizeof(*info));
     if (!access_address_allowed(&route->allow, peer)) {
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: address not allowed for route \"%s\"",
-                 route->name);
+        snprintf(msg, cap, "pgburrow: address not allowed for route \"%s\"", route->name);
         return -EACCES;
     }
     if (route->client_cert == RELAY_CERT_NONE)
@@ -549,21 +547,19 @@ int access_check_session(const struct access *a, const struct relay_route *route
     ar = access_route_find(a, route->name);
     if (!ar || !ar->store) {
         /* a route added by a reload whose certificate store was not built: fail closed */
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" cannot verify client certificates",
-                 route->name);
+        snprintf(msg, cap, "pgburrow: route \"%s\" cannot verify client certificates", route->name);
         return -EACCES;
     }
     rc = conn_tls_peer_chain(conn, &leaf, &chain);
     if (rc == -ENOENT) {
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" requires a client certificate",
-                 route->name);
+        snprintf(msg, cap, "pgburrow: route \"%s\" requires a client certificate", route->name);
         return -EACCES;
     }
     if (rc < 0) {
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: out of memory");
+        snprintf(msg, cap, "pgburrow: out of memory");
         return -EACCES;
     }
-    rc = access_check_cert(ar, route, leaf, chain, user, info, msg);
+    rc = access_check_cert(ar, route, leaf, chain, user, info, msg, cap);
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);
     return rc;
@@ -571,7 +567,7 @@ int access_check_session(const struct access *a, const struct relay_route *route
 
 int access_recheck_cert(const struct access *a, const struct relay_route *route, X509 *leaf,
                         STACK_OF(X509) * chain, const char *user, struct tls_peer_info *info,
-                        char *msg)
+                        char *msg, size_t cap)
 {
     const struct access_route *ar;
 
@@ -580,9 +576,8 @@ int access_recheck_cert(const struct access *a, const struct relay_route *route,
         return 0;
     ar = access_route_find(a, route->name);
     if (!ar || !ar->store || !leaf) {
-        snprintf(msg, ACCESS_MSG_MAX, "pgburrow: route \"%s\" cannot verify client certificates",
-                 route->name);
+        snprintf(msg, cap, "pgburrow: route \"%s\" cannot verify client certificates", route->name);
         return -EACCES;
     }
-    return access_check_cert(ar, route, leaf, chain, user, info, msg);
+    return access_check_cert(ar, route, leaf, chain, user, info, msg, cap);
 }

@@ -28,7 +28,6 @@
 #include "relay/relay_config.h"
 #include "common/err.h"
 
-#define ACCESS_MSG_MAX PGB_ERR_MAX
 #define ACCESS_IDENT_FILE_MAX (1024 * 1024)
 /* PostgreSQL's NAMEDATALEN - 1: the longest role name, to which it cuts a startup user name */
 #define ACCESS_PG_NAME_MAX 63
@@ -80,16 +79,16 @@ bool access_address_allowed(const struct cidr_list *l, const char *peer);
 
 /* The route-level checks once the route and user are known. Returns 0 (info filled when a
  * certificate was verified, else zeroed), or -EACCES with the client's FATAL message
- * (SQLSTATE 28000, starting "pgburrow: ") in msg[ACCESS_MSG_MAX]. */
+ * (SQLSTATE 28000, starting "pgburrow: ") in msg[cap]. */
 int access_check_session(const struct access *a, const struct relay_route *route,
                          const struct conn *conn, const char *peer, const char *user,
-                         struct tls_peer_info *info, char *msg);
+                         struct tls_peer_info *info, char *msg, size_t cap);
 /* The route's client certificate rule again for a running session's certificate (leaf and the
  * chain its client sent, borrowed), after a reload (new CA, CRL, ident map) or at expiry.
  * 0 (info filled; zeroed when the route no longer asks for a certificate), or -EACCES with
- * the client's FATAL message in msg[ACCESS_MSG_MAX]. */
+ * the client's FATAL message in msg[cap]. */
 int access_recheck_cert(const struct access *a, const struct relay_route *route, X509 *leaf,
                         STACK_OF(X509) * chain, const char *user, struct tls_peer_info *info,
-                        char *msg);
+                        char *msg, size_t cap);
 
 #endif

@@ -362,7 +362,7 @@ static int session_admit(struct relay_client *c, const struct pgwire_startup *su
     struct relay *r = c->r;
     const struct relay_route *route;
     struct tls_peer_info cert;
-    char msg[ACCESS_MSG_MAX];
+    char msg[PGB_ERR_MAX];
 
     if (routing_choose(r->cfg.sni_domains, r->cfg.nsni_domains, c->sni[0] ? c->sni : NULL,
                        su->options, r->cfg.default_route, rt, msg, sizeof(msg)) < 0) {
@@ -374,7 +374,8 @@ static int session_admit(struct relay_client *c, const struct pgwire_startup *su
         client_fail(c, SQLSTATE_INVALID_CATALOG_NAME, "pgburrow: unknown route \"%s\"", c->route);
         return -1;
     }
-    if (access_check_session(r->access, route, c->conn, c->peer, c->user, &cert, msg) < 0) {
+    if (access_check_session(r->access, route, c->conn, c->peer, c->user, &cert, msg, sizeof(msg)) <
+        0) {
         client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
         return -1;
     }
@@ -626,7 +627,7 @@ long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
     for (struct relay_client *c = r->clients; c; c = next) {
         const struct relay_route *route;
         struct tls_peer_info info;
-        char msg[ACCESS_MSG_MAX + 64] = "", why[ACCESS_MSG_MAX];
+        char msg[PGB_ERR_MAX + 64] = "", why[PGB_ERR_MAX];
 
         next = c->next;
         if (!c->cert || (c->state != CLIENT_OPENING && c->state != CLIENT_STREAMING))
@@ -634,8 +635,8 @@ long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
         /* a route that a reload removed: its sessions go on, as they do without certificates */
         route = relay_config_route(&r->cfg, c->route);
         if (reverify && route) {
-            if (access_recheck_cert(r->access, route, c->cert, c->cert_chain, c->user, &info, why) <
-                0)
+            if (access_recheck_cert(r->access, route, c->cert, c->cert_chain, c->user, &info, why,
+                                    sizeof(why)) < 0)
                 snprintf(msg, sizeof(msg), "%s; session ended by a configuration reload", why);
             else
                 c->cert_not_after = info.not_after; /* 0: the route asks for none any more */
