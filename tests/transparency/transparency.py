@@ -171,10 +171,15 @@ def build_tree(tree):
     log("configuring (%s; log %s)" % (" ".join(CONFIGURE_FLAGS), buildlog))
     run(["./configure"] + CONFIGURE_FLAGS, 600, "configure", cwd=tree, logpath=buildlog)
     jobs = str(os.cpu_count() or 2)
+    # PostgreSQL's makefiles generate their headers (utils/errcodes.h...) only in a top-level
+    # make (MAKELEVEL 0): under `make test` this script runs inside make, whose MAKELEVEL and
+    # MAKEFLAGS would otherwise reach the build through the environment.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
     for d in BUILD_DIRS:
         log("building %s" % d)
         run(["make", "-s", "-j" + jobs, "-C", d], 600, "make -C %s" % d, cwd=tree,
-            logpath=buildlog)
+            logpath=buildlog, env=env)
 
 
 def prepare_source():
