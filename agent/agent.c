@@ -55,7 +55,7 @@ void agent_drain(struct agent *a)
     daemon_drain_start(&a->signals, a->loop, a->cfg.drain_timeout_ms);
 }
 
-int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err)
+int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err, size_t cap)
 {
     char terr[PGB_ERR_MAX];
     memset(a, 0, sizeof(*a));
@@ -64,23 +64,23 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
     memset(cfg, 0, sizeof(*cfg));
     a->cl = conn_loop_new(loop);
     if (!a->cl) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
-    a->relay_ctx = agent_links_ctx_new(&a->cfg, err);
+    a->relay_ctx = agent_links_ctx_new(&a->cfg, err, cap);
     if (!a->relay_ctx)
         return -EINVAL;
-    if (upstream_build_contexts(&a->cfg, err) < 0)
+    if (upstream_build_contexts(&a->cfg, err, cap) < 0)
         return -EINVAL;
     /* The relays know this agent by its certificate's CN: one without is refused at start. */
     char name[256];
     if (tls_cert_file_cn(a->cfg.cert, name, sizeof(name), terr, sizeof(terr)) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        snprintf(err, cap, "%s", terr);
         return -EINVAL;
     }
     a->cancel_keys = cancel_key_map_new(loop, a->cl, a->cfg.connect_timeout_ms);
     if (!a->cancel_keys) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     if (uv_random(NULL, NULL, &a->rng, sizeof(a->rng), 0, NULL) < 0 || a->rng == 0)
@@ -88,12 +88,12 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
     return 0;
 }
 
-int agent_start(struct agent *a, char *err)
+int agent_start(struct agent *a, char *err, size_t cap)
 {
     (void)err;
     daemon_signals_start(&a->signals, a->loop, &agent_signal_ops, a);
     if (agent_relays_sync(a, true) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     log_info("started relays=%zu routes=%zu", a->cfg.nrelays, a->cfg.nroutes);

@@ -39,8 +39,8 @@ struct agent {
     bool draining; /* SIGTERM: GOAWAY sent, sessions finishing */
 };
 
-int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err);
-int agent_start(struct agent *a, char *err);
+int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err, size_t cap);
+int agent_start(struct agent *a, char *err, size_t cap);
 void agent_stop(struct agent *a);
 /* Graceful stop: GOAWAY to every relay (no new sessions), let sessions finish for
  * drain_timeout, then agent_stop. */

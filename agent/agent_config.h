@@ -73,10 +73,10 @@ struct agent_config {
 void agent_config_init(struct agent_config *c);
 void agent_config_free(struct agent_config *c);
 int agent_config_handle(void *ctx, const char *section, const char *key, const char *value,
-                        char *err);
-int agent_config_check(const struct agent_config *c, char *err);
+                        char *err, size_t cap);
+int agent_config_check(const struct agent_config *c, char *err, size_t cap);
 int agent_config_build(struct agent_config *c, const char *path, int nflags, char **flags,
-                       char *err);
+                       char *err, size_t cap);
 const struct agent_route *agent_config_route(const struct agent_config *c, const char *name);
 /* "disable", "require", "verify-ca", "verify-full". */
 const char *agent_sslmode_name(enum agent_sslmode m);

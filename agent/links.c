@@ -483,7 +483,7 @@ void agent_links_free(struct agent *a)
     }
 }
 
-SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err)
+SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err, size_t cap)
 {
     char terr[PGB_ERR_MAX];
     struct tls_client_opts o = {
@@ -495,6 +495,6 @@ SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err)
     };
     SSL_CTX *ctx = tls_client_ctx_new(&o, terr, sizeof(terr));
     if (!ctx)
-        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        snprintf(err, cap, "%s", terr);
     return ctx;
 }

@@ -43,9 +43,9 @@ void agent_links_stop(struct agent *a);
 void agent_links_free(struct agent *a);
 
 /* The TLS client context for the tunnels to relays, from cfg (start-up and reload). Returns
- * new, or NULL with err[CONFIG_ERR_MAX]. A reload replaces cfg and relay_ctx between loop
+ * new, or NULL with err[cap]. A reload replaces cfg and relay_ctx between loop
  * turns: never keep a pointer into a->cfg across turns (copy what you need). */
-SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err);
+SSL_CTX *agent_links_ctx_new(const struct agent_config *cfg, char *err, size_t cap);
 
 /* Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^attempt)] ms. Pure. */
 uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd);

@@ -31,15 +31,15 @@ struct agent_main {
     struct agent agent;
 };
 
-static int agent_main_configure(void *ctx, const struct cli_args *args, char *err)
+static int agent_main_configure(void *ctx, const struct cli_args *args, char *err, size_t cap)
 {
     struct agent_main *m = ctx;
 
     agent_config_init(&m->cfg);
-    if (agent_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err) < 0)
+    if (agent_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err, cap) < 0)
         return -EINVAL;
     return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-agent", err,
-                     CONFIG_ERR_MAX);
+                     cap);
 }
 
 static void agent_main_config_free(void *ctx)
@@ -47,19 +47,19 @@ static void agent_main_config_free(void *ctx)
     agent_config_free(&((struct agent_main *)ctx)->cfg);
 }
 
-static int agent_main_init(void *ctx, uv_loop_t *loop, char *err)
+static int agent_main_init(void *ctx, uv_loop_t *loop, char *err, size_t cap)
 {
     struct agent_main *m = ctx;
-    return agent_init(&m->agent, loop, &m->cfg, err);
+    return agent_init(&m->agent, loop, &m->cfg, err, cap);
 }
 
-static int agent_main_start(void *ctx, const struct cli_args *args, char *err)
+static int agent_main_start(void *ctx, const struct cli_args *args, char *err, size_t cap)
 {
     struct agent_main *m = ctx;
-    int rc = agent_start(&m->agent, err);
+    int rc = agent_start(&m->agent, err, cap);
 
     if (rc == 0)
-        rc = agent_reload_start(&m->agent, args->config_file, args->nflags, args->flags, err);
+        rc = agent_reload_start(&m->agent, args->config_file, args->nflags, args->flags, err, cap);
     return rc;
 }
 

@@ -84,7 +84,7 @@ int agent_reload(struct agent *a, const char *trigger)
     struct agent_reload *rl = a->reload;
     struct agent_config nc, old;
     SSL_CTX *relay_ctx = NULL;
-    char err[CONFIG_ERR_MAX] = "", terr[PGB_ERR_MAX], name[256];
+    char err[PGB_ERR_MAX] = "", terr[PGB_ERR_MAX], name[256];
     bool relays_changed;
     int rc;
 
@@ -92,13 +92,13 @@ int agent_reload(struct agent *a, const char *trigger)
         return 0;
     agent_config_init(&nc);
     rc = agent_config_build(&nc, reloader_path(rl->rl), reloader_nflags(rl->rl),
-                            reloader_flags(rl->rl), err);
+                            reloader_flags(rl->rl), err, sizeof(err));
     if (rc < 0)
         goto fail;
     rc = -EINVAL;
-    if (!(relay_ctx = agent_links_ctx_new(&nc, err)))
+    if (!(relay_ctx = agent_links_ctx_new(&nc, err, sizeof(err))))
         goto fail;
-    if ((rc = upstream_build_contexts(&nc, err)) < 0)
+    if ((rc = upstream_build_contexts(&nc, err, sizeof(err))) < 0)
         goto fail;
     if ((rc = tls_cert_file_cn(nc.cert, name, sizeof(name), terr, sizeof(terr))) < 0) {
         snprintf(err, sizeof(err), "%s", terr);
@@ -164,7 +164,7 @@ static void on_reopen(void *ctx)
 static const struct reloader_ops reload_ops = {.on_reload = on_reload, .on_reopen = on_reopen};
 
 int agent_reload_start(struct agent *a, const char *config_path, int nflags, char *const *flags,
-                       char *err)
+                       char *err, size_t cap)
 {
     struct agent_reload *rl = calloc(1, sizeof(*rl));
     char terr[PGB_ERR_MAX];
@@ -173,7 +173,7 @@ int agent_reload_start(struct agent *a, const char *config_path, int nflags, cha
         goto nomem;
     rl->a = a;
     if (tls_cert_file_cn(a->cfg.cert, rl->name, sizeof(rl->name), terr, sizeof(terr)) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        snprintf(err, cap, "%s", terr);
         free(rl);
         return -EINVAL;
     }
@@ -186,7 +186,7 @@ int agent_reload_start(struct agent *a, const char *config_path, int nflags, cha
     return 0;
 nomem:
     free(rl);
-    snprintf(err, CONFIG_ERR_MAX, "out of memory");
+    snprintf(err, cap, "out of memory");
     return -ENOMEM;
 }
 

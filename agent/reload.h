@@ -24,14 +24,16 @@
 #ifndef PGB_AGENT_RELOAD_H
 #define PGB_AGENT_RELOAD_H
 
+#include <stddef.h>
+
 struct agent;
 
 #define AGENT_RELOAD_DEBOUNCE_MS 200
 
 /* Install SIGHUP/SIGUSR1 and start watching files (after agent_start). config_path may be
- * NULL; flags are copied. 0, or negative with err[CONFIG_ERR_MAX]. */
+ * NULL; flags are copied. 0, or negative with err[cap]. */
 int agent_reload_start(struct agent *a, const char *config_path, int nflags, char *const *flags,
-                       char *err);
+                       char *err, size_t cap);
 /* Reload now; trigger names the cause in the log line. 0 or negative. */
 int agent_reload(struct agent *a, const char *trigger);
 /* Close the handles (agent_stop); NULL-tolerant and safe before agent_reload_start. */

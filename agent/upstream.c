@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "common/tls.h"
 
-int upstream_build_contexts(struct agent_config *cfg, char *err)
+int upstream_build_contexts(struct agent_config *cfg, char *err, size_t cap)
 {
     char terr[PGB_ERR_MAX];
     int rc = 0;
@@ -37,7 +37,7 @@ int upstream_build_contexts(struct agent_config *cfg, char *err)
         };
         r->ssl_ctx = tls_client_ctx_new(&o, terr, sizeof(terr));
         if (!r->ssl_ctx) {
-            snprintf(err, CONFIG_ERR_MAX, "[route %s] upstream TLS: %s", r->name, terr);
+            snprintf(err, cap, "[route %s] upstream TLS: %s", r->name, terr);
             rc = -EINVAL;
             goto out;
         }

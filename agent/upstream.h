@@ -36,8 +36,8 @@ struct upstream_tls {
 
 /* Build the context of every route of cfg whose sslmode is not disable (routes that already
  * have one keep it). Reads the CA, certificate and key files (the key is permission-checked).
- * 0, or negative with err[CONFIG_ERR_MAX] naming the route. */
-int upstream_build_contexts(struct agent_config *cfg, char *err);
+ * 0, or negative with err[cap] naming the route. */
+int upstream_build_contexts(struct agent_config *cfg, char *err, size_t cap);
 
 /* Take what the session needs from its route (a reference on its context). */
 void upstream_tls_init(struct upstream_tls *u, const struct agent_route *r);

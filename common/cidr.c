@@ -144,17 +144,17 @@ void cidr_source_key(const char *peer, unsigned v4_bits, unsigned v6_bits, uint8
     }
 }
 
-static int cidr_list_add(void *ctx, const char *item, char *err)
+static int cidr_list_add(void *ctx, const char *item, char *err, size_t cap)
 {
     struct cidr_list *l = ctx;
     struct cidr c, *v;
-    int rc = cidr_parse(item, &c, err, PGB_ERR_MAX);
+    int rc = cidr_parse(item, &c, err, cap);
 
     if (rc < 0)
         return rc;
     v = realloc(l->v, (l->n + 1) * sizeof(*v));
     if (!v) {
-        snprintf(err, PGB_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     l->v = v;
@@ -162,10 +162,10 @@ static int cidr_list_add(void *ctx, const char *item, char *err)
     return 0;
 }
 
-int cidr_list_parse(const char *s, struct cidr_list *out, char *err)
+int cidr_list_parse(const char *s, struct cidr_list *out, char *err, size_t cap)
 {
     struct cidr_list l = {0, NULL};
-    int rc = config_parse_list(s, cidr_list_add, &l, err);
+    int rc = config_parse_list(s, cidr_list_add, &l, err, cap);
 
     if (rc < 0) {
         free(l.v);

@@ -42,8 +42,8 @@ bool cidr_match(const struct cidr *c, const uint8_t addr[16]);
  * Anything unparsable is the all-zero source, so that it is limited too. */
 void cidr_source_key(const char *peer, unsigned v4_bits, unsigned v6_bits, uint8_t key[16]);
 
-/* "a, b, c" (config_parse_list syntax). Replaces *out only on success. err: PGB_ERR_MAX bytes. */
-int cidr_list_parse(const char *s, struct cidr_list *out, char *err);
+/* "a, b, c" (config_parse_list syntax). Replaces *out only on success. */
+int cidr_list_parse(const char *s, struct cidr_list *out, char *err, size_t cap);
 /* An empty list (n == 0) means "not configured" to callers; it matches nothing here. */
 bool cidr_list_match(const struct cidr_list *l, const uint8_t addr[16]);
 void cidr_list_free(struct cidr_list *l);

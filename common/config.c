@@ -40,13 +40,13 @@
 #define CONFIG_RAW_LINE_MAX 4096 /* bytes read per line before giving up on it */
 #define CONFIG_QUOTE_MAX 96      /* bytes of a bad value echoed in a message */
 
-static void errf(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-static void errf(char *err, const char *fmt, ...)
+static void errf(char *err, size_t cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
+    vsnprintf(err, cap, fmt, ap);
     va_end(ap);
 }
 
@@ -100,7 +100,7 @@ static int parse_digits(const char **p, uint64_t *out)
     return 0;
 }
 
-int config_parse_bool(const char *v, bool *out, char *err)
+int config_parse_bool(const char *v, bool *out, char *err, size_t cap)
 {
     static const char *const yes[] = {"on", "true", "yes", "1"};
     static const char *const no[] = {"off", "false", "no", "0"};
@@ -116,18 +116,19 @@ int config_parse_bool(const char *v, bool *out, char *err)
             return 0;
         }
     }
-    errf(err, "expected a boolean (on/off, true/false, yes/no, 1/0), got \"%s\"", quote(q, v));
+    errf(err, cap, "expected a boolean (on/off, true/false, yes/no, 1/0), got \"%s\"", quote(q, v));
     return -EINVAL;
 }
 
-int config_parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *out, char *err)
+int config_parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *out, char *err,
+                      size_t cap)
 {
     const char *p = v;
     uint64_t n;
     char q[CONFIG_QUOTE_MAX];
 
     if (parse_digits(&p, &n) < 0 || *p != '\0' || n < min || n > max) {
-        errf(err, "expected an integer from %" PRIu64 " to %" PRIu64 ", got \"%s\"", min, max,
+        errf(err, cap, "expected an integer from %" PRIu64 " to %" PRIu64 ", got \"%s\"", min, max,
              quote(q, v));
         return -EINVAL;
     }
@@ -156,7 +157,7 @@ static int parse_scaled(const char *v, const char *const *suffix, const uint64_t
     return -EINVAL;
 }
 
-int config_parse_duration_ms(const char *v, uint64_t *out, char *err)
+int config_parse_duration_ms(const char *v, uint64_t *out, char *err, size_t cap)
 {
     static const char *const suffix[] = {"", "ms", "s", "m", "h"};
     static const uint64_t mult[] = {1000, 1, 1000, 60 * 1000, 60 * 60 * 1000};
@@ -164,13 +165,13 @@ int config_parse_duration_ms(const char *v, uint64_t *out, char *err)
     int rc = parse_scaled(v, suffix, mult, 5, out);
 
     if (rc == -ERANGE)
-        errf(err, "duration too large: \"%s\"", quote(q, v));
+        errf(err, cap, "duration too large: \"%s\"", quote(q, v));
     else if (rc < 0)
-        errf(err, "expected a duration such as 250ms, 5s, 2m or 1h, got \"%s\"", quote(q, v));
+        errf(err, cap, "expected a duration such as 250ms, 5s, 2m or 1h, got \"%s\"", quote(q, v));
     return rc < 0 ? -EINVAL : 0;
 }
 
-int config_parse_size(const char *v, uint64_t *out, char *err)
+int config_parse_size(const char *v, uint64_t *out, char *err, size_t cap)
 {
     static const char *const suffix[] = {"", "k", "K", "m", "M", "g", "G"};
     static const uint64_t mult[] = {1, 1 << 10, 1 << 10, 1 << 20, 1 << 20, 1 << 30, 1 << 30};
@@ -178,9 +179,9 @@ int config_parse_size(const char *v, uint64_t *out, char *err)
     int rc = parse_scaled(v, suffix, mult, 7, out);
 
     if (rc == -ERANGE)
-        errf(err, "size too large: \"%s\"", quote(q, v));
+        errf(err, cap, "size too large: \"%s\"", quote(q, v));
     else if (rc < 0)
-        errf(err, "expected a size such as 4096, 64k, 16M or 1G, got \"%s\"", quote(q, v));
+        errf(err, cap, "expected a size such as 4096, 64k, 16M or 1G, got \"%s\"", quote(q, v));
     return rc < 0 ? -EINVAL : 0;
 }
 
@@ -198,7 +199,7 @@ static bool hostname_valid(const char *h, size_t len)
     return true;
 }
 
-int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err)
+int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err, size_t cap)
 {
     char q[CONFIG_QUOTE_MAX];
     char h[256];
@@ -225,7 +226,8 @@ int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err)
             goto bad_form;
         hlen = (size_t)(colon - v);
         if (memchr(v, ':', hlen)) {
-            errf(err, "expected host:port (an IPv6 address needs brackets: [::1]:5432), got \"%s\"",
+            errf(err, cap,
+                 "expected host:port (an IPv6 address needs brackets: [::1]:5432), got \"%s\"",
                  quote(q, v));
             return -EINVAL;
         }
@@ -236,7 +238,7 @@ int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err)
     }
     const char *p = colon + 1;
     if (parse_digits(&p, &n) < 0 || *p != '\0' || n < 1 || n > 65535) {
-        errf(err, "expected host:port with a port from 1 to 65535, got \"%s\"", quote(q, v));
+        errf(err, cap, "expected host:port with a port from 1 to 65535, got \"%s\"", quote(q, v));
         return -EINVAL;
     }
     memcpy(host, h, hlen + 1);
@@ -244,16 +246,17 @@ int config_parse_hostport(const char *v, char *host, uint16_t *port, char *err)
     return 0;
 
 bad_host:
-    errf(err, "expected host:port with a host name, IPv4 address, [IPv6] address or *, got \"%s\"",
+    errf(err, cap,
+         "expected host:port with a host name, IPv4 address, [IPv6] address or *, got \"%s\"",
          quote(q, v));
     return -EINVAL;
 bad_form:
-    errf(err, "expected host:port, got \"%s\"", quote(q, v));
+    errf(err, cap, "expected host:port, got \"%s\"", quote(q, v));
     return -EINVAL;
 }
 
-int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err), void *ctx,
-                      char *err)
+int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char *err, size_t cap),
+                      void *ctx, char *err, size_t cap)
 {
     char q[CONFIG_QUOTE_MAX];
     char *copy = strdup(v);
@@ -261,7 +264,7 @@ int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char
     int rc = 0;
 
     if (!copy) {
-        errf(err, "out of memory");
+        errf(err, cap, "out of memory");
         rc = -ENOMEM;
         goto out;
     }
@@ -274,11 +277,11 @@ int config_parse_list(const char *v, int (*cb)(void *ctx, const char *item, char
             end--;
         *end = '\0';
         if (*p == '\0') {
-            errf(err, "empty item in list \"%s\"", quote(q, v));
+            errf(err, cap, "empty item in list \"%s\"", quote(q, v));
             rc = -EINVAL;
             goto out;
         }
-        rc = cb(ctx, p, err);
+        rc = cb(ctx, p, err, cap);
         if (rc < 0 || !comma)
             goto out;
         p = comma + 1;
@@ -303,10 +306,10 @@ int config_set_str(char **dst, const char *v)
 
 /* Call the handler; on error write "[section] key: why" (or "[section]: why") into where. */
 static int run_handler(config_handler h, void *ctx, const char *section, const char *key,
-                       const char *value, char *where)
+                       const char *value, char *where, size_t cap)
 {
-    char why[CONFIG_ERR_MAX] = "";
-    int rc = h(ctx, section, key, value, why);
+    char why[PGB_ERR_MAX] = "";
+    int rc = h(ctx, section, key, value, why, sizeof(why));
     const char *text = why;
 
     if (rc >= 0)
@@ -316,9 +319,9 @@ static int run_handler(config_handler h, void *ctx, const char *section, const c
     else if (!why[0])
         text = strerror(-rc);
     if (key)
-        errf(where, "[%s] %s: %s", section, key, text);
+        errf(where, cap, "[%s] %s: %s", section, key, text);
     else
-        errf(where, "[%s]: %s", section, text);
+        errf(where, cap, "[%s]: %s", section, text);
     return rc;
 }
 
@@ -336,6 +339,7 @@ struct load {
     config_handler h;
     void *hctx;
     char *err;
+    size_t err_cap;
     int line;                         /* physical line last handed to inih */
     char section[CONFIG_SECTION_MAX]; /* current section, normalised; "" before the first */
     char raw[CONFIG_RAW_LINE_MAX];
@@ -351,7 +355,7 @@ static void load_fail(struct load *l, int rc, const char *fmt, ...)
 
 static void load_fail(struct load *l, int rc, const char *fmt, ...)
 {
-    char why[CONFIG_ERR_MAX];
+    char why[PGB_ERR_MAX];
     va_list ap;
 
     if (l->rc)
@@ -359,7 +363,7 @@ static void load_fail(struct load *l, int rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    errf(l->err, "%s:%d: %s", l->path, l->line, why);
+    errf(l->err, l->err_cap, "%s:%d: %s", l->path, l->line, why);
     l->rc = rc;
     l->err_line = l->line;
 }
@@ -405,7 +409,7 @@ static int load_section(struct load *l, const char *s)
     const char *p = s + 1;
     bool was_blank = false;
     char name[CONFIG_SECTION_MAX];
-    char where[CONFIG_ERR_MAX];
+    char where[PGB_ERR_MAX];
     size_t n = 0;
     int first;
 
@@ -450,7 +454,7 @@ static int load_section(struct load *l, const char *s)
         goto out;
     }
     memcpy(l->section, name, n + 1);
-    int rc = run_handler(l->h, l->hctx, name, NULL, NULL, where);
+    int rc = run_handler(l->h, l->hctx, name, NULL, NULL, where, sizeof(where));
     if (rc < 0)
         load_fail(l, rc, "%s", where);
 out:
@@ -511,7 +515,7 @@ static char *load_read_line(char *str, int num, void *stream)
         l->raw[n++] = (char)ch;
     }
     if (ferror(l->f)) {
-        errf(l->err, "%s: cannot read: %s", l->path, strerror(errno));
+        errf(l->err, l->err_cap, "%s: cannot read: %s", l->path, strerror(errno));
         l->rc = -EIO;
         l->err_line = l->line + 1;
         return NULL;
@@ -583,7 +587,7 @@ static int load_on_key(void *user, const char *inih_section, const char *key,
 {
     struct load *l = user;
     const char *value = l->value;
-    char where[CONFIG_ERR_MAX];
+    char where[PGB_ERR_MAX];
     int first, rc;
 
     (void)inih_section;
@@ -604,7 +608,7 @@ static int load_on_key(void *user, const char *inih_section, const char *key,
                   first);
         return 0;
     }
-    rc = run_handler(l->h, l->hctx, l->section, key, value, where);
+    rc = run_handler(l->h, l->hctx, l->section, key, value, where, sizeof(where));
     if (rc < 0) {
         load_fail(l, rc, "%s", where);
         return 0;
@@ -616,13 +620,13 @@ static int load_on_key(void *user, const char *inih_section, const char *key,
     return 1;
 }
 
-int config_load(const char *path, config_handler h, void *ctx, char *err)
+int config_load(const char *path, config_handler h, void *ctx, char *err, size_t cap)
 {
     struct load *l = calloc(1, sizeof(*l));
     int rc, ret;
 
     if (!l) {
-        errf(err, "%s: out of memory", path);
+        errf(err, cap, "%s: out of memory", path);
         rc = -ENOMEM;
         goto out;
     }
@@ -630,20 +634,21 @@ int config_load(const char *path, config_handler h, void *ctx, char *err)
     l->h = h;
     l->hctx = ctx;
     l->err = err;
+    l->err_cap = cap;
     l->f = fopen(path, "re");
     if (!l->f) {
         rc = -errno;
-        errf(err, "%s: cannot open: %s", path, strerror(errno));
+        errf(err, cap, "%s: cannot open: %s", path, strerror(errno));
         goto out;
     }
     ret = ini_parse_stream(load_read_line, l, load_on_key, l);
     if (l->rc && (ret <= 0 || ret >= l->err_line)) {
         rc = l->rc; /* our message, and no earlier syntax error from inih */
     } else if (ret > 0) {
-        errf(err, "%s:%d: syntax error: expected \"[section]\" or \"key = value\"", path, ret);
+        errf(err, cap, "%s:%d: syntax error: expected \"[section]\" or \"key = value\"", path, ret);
         rc = -EINVAL;
     } else if (ret < 0) {
-        errf(err, "%s: %s", path, ret == -2 ? "out of memory" : "cannot parse");
+        errf(err, cap, "%s: %s", path, ret == -2 ? "out of memory" : "cannot parse");
         rc = ret == -2 ? -ENOMEM : -EIO;
     } else {
         rc = 0;
@@ -664,10 +669,10 @@ out:
 
 /* ---- flags ------------------------------------------------------------------------------ */
 
-int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err)
+int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err, size_t cap)
 {
     char q[CONFIG_QUOTE_MAX];
-    char section[CONFIG_SECTION_MAX], key[CONFIG_KEY_MAX], where[CONFIG_ERR_MAX];
+    char section[CONFIG_SECTION_MAX], key[CONFIG_KEY_MAX], where[PGB_ERR_MAX];
     const char *head, *eq, *dot1, *dot2;
     size_t slen, mlen, klen;
     int rc;
@@ -689,7 +694,7 @@ int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err)
             goto bad;
     }
     if (slen + 1 + mlen >= sizeof(section) || klen >= sizeof(key)) {
-        errf(err, "command line: \"%s\": section or key too long", quote(q, flag));
+        errf(err, cap, "command line: \"%s\": section or key too long", quote(q, flag));
         return -EINVAL;
     }
     /* "--route.NAME.key": the section is "route NAME" (NAME may itself hold dots). */
@@ -703,40 +708,40 @@ int config_apply_flag(const char *flag, config_handler h, void *ctx, char *err)
     memcpy(key, dot2 + 1, klen);
     key[klen] = '\0';
 
-    rc = run_handler(h, ctx, section, NULL, NULL, where);
+    rc = run_handler(h, ctx, section, NULL, NULL, where, sizeof(where));
     if (rc == 0)
-        rc = run_handler(h, ctx, section, key, eq + 1, where);
+        rc = run_handler(h, ctx, section, key, eq + 1, where, sizeof(where));
     if (rc < 0)
-        errf(err, "command line: %s", where);
+        errf(err, cap, "command line: %s", where);
     return rc;
 
 bad:
-    errf(err, "command line: \"%s\": expected --section.key=value", quote(q, flag));
+    errf(err, cap, "command line: \"%s\": expected --section.key=value", quote(q, flag));
     return -EINVAL;
 }
 
 /* ---- helpers for the daemons' key handlers ------------------------------------------- */
 
-void config_err(char *err, const char *fmt, ...)
+void config_err(char *err, size_t cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, CONFIG_ERR_MAX, fmt, ap);
+    vsnprintf(err, cap, fmt, ap);
     va_end(ap);
 }
 
 int config_route_append(void **items, size_t *n, size_t size, size_t max, const char *name,
-                        void **out, char *err)
+                        void **out, char *err, size_t cap)
 {
     char *grown;
 
     if (!proto_name_valid(name)) {
-        config_err(err, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
+        config_err(err, cap, "invalid route name: expected 1 to %d of A-Z a-z 0-9 _ . -",
                    PROTO_NAME_MAX - 1);
         return -EINVAL;
     }
     if (*n == max) {
-        config_err(err, "too many routes (max %zu)", max);
+        config_err(err, cap, "too many routes (max %zu)", max);
         return -EINVAL;
     }
     if (!(grown = realloc(*items, (*n + 1) * size)))
@@ -765,76 +770,77 @@ int config_set_optional(char **dst, const char *value)
     return config_set_str(dst, value);
 }
 
-int config_set_duration(uint64_t *dst, const char *value, char *err)
+int config_set_duration(uint64_t *dst, const char *value, char *err, size_t cap)
 {
     uint64_t ms;
-    int rc = config_parse_duration_ms(value, &ms, err);
+    int rc = config_parse_duration_ms(value, &ms, err, cap);
 
     if (rc < 0)
         return rc;
     if (ms < 1 || ms > CONFIG_DURATION_MAX_MS) {
-        config_err(err, "must be from 1ms to 24h, got \"%.80s\"", value);
+        config_err(err, cap, "must be from 1ms to 24h, got \"%.80s\"", value);
         return -EINVAL;
     }
     *dst = ms;
     return 0;
 }
 
-int config_set_window(uint64_t *dst, const char *value, char *err)
+int config_set_window(uint64_t *dst, const char *value, char *err, size_t cap)
 {
     uint64_t size;
 
-    if (config_parse_size(value, &size, err) < 0)
+    if (config_parse_size(value, &size, err, cap) < 0)
         return -EINVAL;
     if (size < CONFIG_WINDOW_MIN || size > PROTO_MAX_WINDOW) {
-        config_err(err, "must be from 16k to 16M, got \"%.80s\"", value);
+        config_err(err, cap, "must be from 16k to 16M, got \"%.80s\"", value);
         return -EINVAL;
     }
     *dst = size;
     return 0;
 }
 
-int config_set_log_level(char **dst, const char *value, char *err)
+int config_set_log_level(char **dst, const char *value, char *err, size_t cap)
 {
     enum log_level level;
 
     if (log_level_parse(value, &level) < 0) {
-        config_err(err, "expected debug, info, warn or error, got \"%.80s\"", value);
+        config_err(err, cap, "expected debug, info, warn or error, got \"%.80s\"", value);
         return -EINVAL;
     }
     return config_set_str(dst, value);
 }
 
-int config_set_log_format(char **dst, const char *value, char *err)
+int config_set_log_format(char **dst, const char *value, char *err, size_t cap)
 {
     enum log_format format;
 
     if (log_format_parse(value, &format) < 0) {
-        config_err(err, "expected text or json, got \"%.80s\"", value);
+        config_err(err, cap, "expected text or json, got \"%.80s\"", value);
         return -EINVAL;
     }
     return config_set_str(dst, value);
 }
 
 int config_build(const char *path, int nflags, char **flags, config_handler h,
-                 int (*check)(const void *ctx, char *err), void *ctx, char *err)
+                 int (*check)(const void *ctx, char *err, size_t cap), void *ctx, char *err,
+                 size_t cap)
 {
-    char why[CONFIG_ERR_MAX];
+    char why[PGB_ERR_MAX];
     int rc = 0;
 
     if (path) {
-        rc = config_load(path, h, ctx, err);
+        rc = config_load(path, h, ctx, err, cap);
         if (rc < 0)
             goto out;
     }
     for (int i = 0; i < nflags; i++) {
-        rc = config_apply_flag(flags[i], h, ctx, err);
+        rc = config_apply_flag(flags[i], h, ctx, err, cap);
         if (rc < 0)
             goto out;
     }
-    rc = check(ctx, why);
+    rc = check(ctx, why, sizeof(why));
     if (rc < 0)
-        config_err(err, "%s%s%s", path ? path : "", path ? ": " : "", why);
+        config_err(err, cap, "%s%s%s", path ? path : "", path ? ": " : "", why);
 out:
     return rc;
 }

@@ -21,7 +21,7 @@ static void report(const struct daemon_role *role, const char *err, bool logged)
 int daemon_main(const struct daemon_role *role, int argc, char **argv)
 {
     struct cli_args args;
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
     int status = 1;
     uv_loop_t loop;
     struct sdnotify sn = {.started = false};
@@ -37,13 +37,13 @@ int daemon_main(const struct daemon_role *role, int argc, char **argv)
         goto out_args;
     }
     signal(SIGPIPE, SIG_IGN);
-    if (role->configure(role->ctx, &args, err) < 0) {
+    if (role->configure(role->ctx, &args, err, sizeof(err)) < 0) {
         report(role, err, false);
         role->config_free(role->ctx);
         goto out_args;
     }
     uv_loop_init(&loop);
-    if (role->init(role->ctx, &loop, err) < 0) {
+    if (role->init(role->ctx, &loop, err, sizeof(err)) < 0) {
         report(role, err, true);
         role->stop(role->ctx);
         goto out_loop;
@@ -54,7 +54,7 @@ int daemon_main(const struct daemon_role *role, int argc, char **argv)
         role->stop(role->ctx);
         goto out_loop;
     }
-    if (role->start(role->ctx, &args, err) < 0) {
+    if (role->start(role->ctx, &args, err, sizeof(err)) < 0) {
         report(role, err, true);
         role->stop(role->ctx);
         goto out_loop;

@@ -22,13 +22,13 @@ struct daemon_role {
     const char *usage; /* --help */
     void *ctx;         /* the role's own: its configuration and its context */
     /* Build the configuration (file, then flags) and apply its log settings: 0, or negative
-     * with err[CONFIG_ERR_MAX]; config_free then releases what was built. */
-    int (*configure)(void *ctx, const struct cli_args *args, char *err);
+     * with err[cap]; config_free then releases what was built. */
+    int (*configure)(void *ctx, const struct cli_args *args, char *err, size_t cap);
     void (*config_free)(void *ctx);
     /* The context on loop, taking the configuration over; stop is called when this fails. */
-    int (*init)(void *ctx, uv_loop_t *loop, char *err);
+    int (*init)(void *ctx, uv_loop_t *loop, char *err, size_t cap);
     /* Listen, dial, watch for reloads (args: the command line to build a reload from). */
-    int (*start)(void *ctx, const struct cli_args *args, char *err);
+    int (*start)(void *ctx, const struct cli_args *args, char *err, size_t cap);
     void (*stop)(void *ctx); /* close every handle: the loop then ends */
     void (*free)(void *ctx); /* after the loop ended */
 };

@@ -2,9 +2,8 @@
  * err — one size and one form for the reasons functions give when they fail.
  *
  * A function that explains a failure writes one line (no trailing period) into a buffer the
- * caller passes: as (char *err, size_t cap) in new interfaces, or as char *err of PGB_ERR_MAX
- * bytes where an older interface names its own alias of PGB_ERR_MAX (CONFIG_ERR_MAX,
- * TLS_ERR_MAX, ...). What went wrong is said apart from that, by the return value: 0, or a
+ * caller passes as (char *err, size_t cap); callers size their own buffers PGB_ERR_MAX and
+ * pass sizeof. What went wrong is said apart from that, by the return value: 0, or a
  * negative errno (-ENOMEM is this side's failure, never the peer's), or a module's own negative
  * codes (PROTO_E_* for a peer breaking the tunnel protocol).
  */

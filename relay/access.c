@@ -29,24 +29,24 @@ struct access {
 
 /* An optional string: empty means "not set". */
 static int set_policy(char **dst, const char *value, int (*check)(const char *, char *, size_t),
-                      char *err)
+                      char *err, size_t cap)
 {
     char terr[PGB_ERR_MAX];
 
     if (value[0] != '\0' && check(value, terr, sizeof(terr)) < 0) {
-        config_err(err, "%s", terr);
+        config_err(err, cap, "%s", terr);
         return -EINVAL;
     }
     return config_set_optional(dst, value);
 }
 
-static int set_allow(struct cidr_list *l, const char *value, char *err)
+static int set_allow(struct cidr_list *l, const char *value, char *err, size_t cap)
 {
     if (value[0] == '\0') {
         cidr_list_free(l);
         return 0;
     }
-    return cidr_list_parse(value, l, err);
+    return cidr_list_parse(value, l, err, cap);
 }
 
 struct domain_list {
@@ -54,47 +54,49 @@ struct domain_list {
     char **v;
 };
 
-static int domain_add(void *ctx, const char *item, char *err)
+static int domain_add(void *ctx, const char *item, char *err, size_t cap)
 {
     struct domain_list *l = ctx;
     size_t n = strlen(item), label = 0;
     char **v;
 
     if (strncmp(item, "*.", 2) == 0) {
-        config_err(err, "\"%.80s\": write the domain without \"*.\" (\"%.80s\")", item, item + 2);
+        config_err(err, cap, "\"%.80s\": write the domain without \"*.\" (\"%.80s\")", item,
+                   item + 2);
         return -EINVAL;
     }
     if (n == 0 || n > 253 || item[0] == '.' || item[n - 1] == '.') {
-        config_err(err, "invalid domain name \"%.80s\"", item);
+        config_err(err, cap, "invalid domain name \"%.80s\"", item);
         return -EINVAL;
     }
     for (size_t i = 0; i < n; i++) {
         if (item[i] == '.') {
             if (label == 0) {
-                config_err(err, "invalid domain name \"%.80s\": empty label", item);
+                config_err(err, cap, "invalid domain name \"%.80s\": empty label", item);
                 return -EINVAL;
             }
             label = 0;
         } else if (isalnum((unsigned char)item[i]) || item[i] == '-' || item[i] == '_') {
             if (++label > 63) {
-                config_err(err, "invalid domain name \"%.80s\": label longer than 63", item);
+                config_err(err, cap, "invalid domain name \"%.80s\": label longer than 63", item);
                 return -EINVAL;
             }
         } else {
-            config_err(err, "invalid domain name \"%.80s\": only A-Z a-z 0-9 - _ and dots", item);
+            config_err(err, cap, "invalid domain name \"%.80s\": only A-Z a-z 0-9 - _ and dots",
+                       item);
             return -EINVAL;
         }
     }
     for (size_t i = 0; i < l->n; i++) {
         if (strcasecmp(l->v[i], item) == 0) {
-            config_err(err, "domain \"%.80s\" listed twice", item);
+            config_err(err, cap, "domain \"%.80s\" listed twice", item);
             return -EINVAL;
         }
     }
     if (!(v = realloc(l->v, (l->n + 1) * sizeof(*v))) || !(v[l->n] = strdup(item))) {
         if (v)
             l->v = v;
-        config_err(err, "out of memory");
+        config_err(err, cap, "out of memory");
         return -ENOMEM;
     }
     l->v = v;
@@ -109,10 +111,10 @@ static void domains_free(char **v, size_t n)
     free(v);
 }
 
-static int set_domains(struct relay_config *c, const char *value, char *err)
+static int set_domains(struct relay_config *c, const char *value, char *err, size_t cap)
 {
     struct domain_list l = {0, NULL};
-    int rc = value[0] ? config_parse_list(value, domain_add, &l, err) : 0;
+    int rc = value[0] ? config_parse_list(value, domain_add, &l, err, cap) : 0;
 
     if (rc < 0) {
         domains_free(l.v, l.n);
@@ -124,26 +126,28 @@ static int set_domains(struct relay_config *c, const char *value, char *err)
     return 0;
 }
 
-int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err)
+int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err,
+                     size_t cap)
 {
     if (strcmp(key, "sni_domains") == 0)
-        return set_domains(c, value, err);
+        return set_domains(c, value, err, cap);
     if (strcmp(key, "allow") == 0)
-        return set_allow(&c->allow, value, err);
+        return set_allow(&c->allow, value, err, cap);
     if (strcmp(key, "tls_ciphers") == 0)
-        return set_policy(&c->tls_ciphers, value, tls_check_ciphers, err);
+        return set_policy(&c->tls_ciphers, value, tls_check_ciphers, err, cap);
     if (strcmp(key, "tls_ciphersuites") == 0)
-        return set_policy(&c->tls_ciphersuites, value, tls_check_ciphersuites, err);
+        return set_policy(&c->tls_ciphersuites, value, tls_check_ciphersuites, err, cap);
     if (strcmp(key, "tls_groups") == 0)
-        return set_policy(&c->tls_groups, value, tls_check_groups, err);
+        return set_policy(&c->tls_groups, value, tls_check_groups, err, cap);
     if (strcmp(key, "tunnel_ciphersuites") == 0)
-        return set_policy(&c->tunnel_ciphersuites, value, tls_check_ciphersuites, err);
+        return set_policy(&c->tunnel_ciphersuites, value, tls_check_ciphersuites, err, cap);
     if (strcmp(key, "tunnel_groups") == 0)
-        return set_policy(&c->tunnel_groups, value, tls_check_groups, err);
+        return set_policy(&c->tunnel_groups, value, tls_check_groups, err, cap);
     return -ENOENT;
 }
 
-int access_route_key(struct relay_route *r, const char *key, const char *value, char *err)
+int access_route_key(struct relay_route *r, const char *key, const char *value, char *err,
+                     size_t cap)
 {
     if (strcmp(key, "client_cert") == 0) {
         if (strcmp(value, "none") == 0 || value[0] == '\0')
@@ -153,7 +157,7 @@ int access_route_key(struct relay_route *r, const char *key, const char *value, 
         else if (strcmp(value, "verify-user") == 0)
             r->client_cert = RELAY_CERT_VERIFY_USER;
         else {
-            config_err(err, "expected none, verify or verify-user, got \"%.80s\"", value);
+            config_err(err, cap, "expected none, verify or verify-user, got \"%.80s\"", value);
             return -EINVAL;
         }
         return 0;
@@ -165,29 +169,29 @@ int access_route_key(struct relay_route *r, const char *key, const char *value, 
     if (strcmp(key, "ident_map") == 0)
         return config_set_optional(&r->ident_map, value);
     if (strcmp(key, "allow") == 0)
-        return set_allow(&r->allow, value, err);
+        return set_allow(&r->allow, value, err, cap);
     return -ENOENT;
 }
 
-int access_config_check(const struct relay_config *c, char *err)
+int access_config_check(const struct relay_config *c, char *err, size_t cap)
 {
     for (size_t i = 0; i < c->nroutes; i++) {
         const struct relay_route *r = &c->routes[i];
 
         if (r->client_cert == RELAY_CERT_NONE && (r->client_ca || r->client_crl)) {
-            config_err(err,
+            config_err(err, cap,
                        "[route %s] client_ca/client_crl are set but client_cert = none: set "
                        "client_cert = verify or verify-user (or remove them)",
                        r->name);
             return -EINVAL;
         }
         if (r->client_cert != RELAY_CERT_NONE && !r->client_ca) {
-            config_err(err, "[route %s] client_ca: required when client_cert = %s", r->name,
+            config_err(err, cap, "[route %s] client_ca: required when client_cert = %s", r->name,
                        r->client_cert == RELAY_CERT_VERIFY ? "verify" : "verify-user");
             return -EINVAL;
         }
         if (r->ident_map && r->client_cert != RELAY_CERT_VERIFY_USER) {
-            config_err(err, "[route %s] ident_map: only used with client_cert = verify-user",
+            config_err(err, cap, "[route %s] ident_map: only used with client_cert = verify-user",
                        r->name);
             return -EINVAL;
         }
@@ -291,7 +295,7 @@ static int ident_field(const char **pp, char *out, size_t cap)
     return 1;
 }
 
-int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
+int access_ident_parse(const char *text, struct access_ident_map *m, char *err, size_t cap)
 {
     struct access_ident_map l = {0, NULL};
     char cn[256], user[256], extra[8];
@@ -308,7 +312,7 @@ int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
         if (a < 0 || b < 0 || (a == 1 && b == 0) || c != 0) {
             int len = (int)strcspn(start, "\r\n");
 
-            config_err(err,
+            config_err(err, cap,
                        "line %d: expected CERT_CN PG_USER (two fields, \"quoted\" when they "
                        "hold blanks), got \"%.*s\"",
                        line, len > 60 ? 60 : len, start);
@@ -342,7 +346,7 @@ int access_ident_parse(const char *text, struct access_ident_map *m, char *err)
     l.n = 0;
     goto out;
 nomem:
-    config_err(err, "out of memory");
+    config_err(err, cap, "out of memory");
 out:
     access_ident_free(&l);
     return rc;
@@ -373,30 +377,30 @@ void access_ident_free(struct access_ident_map *m)
 /* ---- run time ------------------------------------------------------------------------------ */
 
 /* Read a whole (small) file; start-up or reload only. */
-static char *read_text_file(const char *path, char *err)
+static char *read_text_file(const char *path, char *err, size_t cap)
 {
     FILE *f = fopen(path, "r");
     char *buf = NULL;
     size_t n;
 
     if (!f) {
-        config_err(err, "cannot open \"%s\": %s", path, strerror(errno));
+        config_err(err, cap, "cannot open \"%s\": %s", path, strerror(errno));
         return NULL;
     }
     if (!(buf = malloc(ACCESS_IDENT_FILE_MAX + 1))) {
-        config_err(err, "out of memory");
+        config_err(err, cap, "out of memory");
         goto out;
     }
     n = fread(buf, 1, ACCESS_IDENT_FILE_MAX + 1, f);
     if (ferror(f) || n > ACCESS_IDENT_FILE_MAX) {
-        config_err(err, "cannot read \"%s\": %s", path,
+        config_err(err, cap, "cannot read \"%s\": %s", path,
                    ferror(f) ? "read error" : "larger than 1 MiB");
         free(buf);
         buf = NULL;
         goto out;
     }
     if (memchr(buf, '\0', n)) {
-        config_err(err, "\"%s\" is not a text file (NUL byte)", path);
+        config_err(err, cap, "\"%s\" is not a text file (NUL byte)", path);
         free(buf);
         buf = NULL;
         goto out;
@@ -407,13 +411,13 @@ out:
     return buf;
 }
 
-struct access *access_new(const struct relay_config *c, char *err)
+struct access *access_new(const struct relay_config *c, char *err, size_t cap)
 {
     struct access *a = calloc(1, sizeof(*a));
-    char terr[PGB_ERR_MAX], why[CONFIG_ERR_MAX];
+    char terr[PGB_ERR_MAX], why[PGB_ERR_MAX];
 
     if (!a || (c->nroutes && !(a->routes = calloc(c->nroutes, sizeof(*a->routes))))) {
-        config_err(err, "out of memory");
+        config_err(err, cap, "out of memory");
         goto fail;
     }
     a->nroutes = c->nroutes;
@@ -425,17 +429,17 @@ struct access *access_new(const struct relay_config *c, char *err)
         if (r->client_cert == RELAY_CERT_NONE)
             continue;
         if (!(ar->store = tls_store_new(r->client_ca, r->client_crl, terr, sizeof(terr)))) {
-            config_err(err, "[route %s] client_ca/client_crl: %s", r->name, terr);
+            config_err(err, cap, "[route %s] client_ca/client_crl: %s", r->name, terr);
             goto fail;
         }
         if (r->ident_map) {
-            char *text = read_text_file(r->ident_map, why);
+            char *text = read_text_file(r->ident_map, why, sizeof(why));
             bool was_read = text != NULL;
-            int rc = was_read ? access_ident_parse(text, &ar->map, why) : -EIO;
+            int rc = was_read ? access_ident_parse(text, &ar->map, why, sizeof(why)) : -EIO;
 
             free(text);
             if (rc < 0) {
-                config_err(err, "[route %s] ident_map: %s%s%s", r->name,
+                config_err(err, cap, "[route %s] ident_map: %s%s%s", r->name,
                            was_read ? r->ident_map : "", was_read ? ": " : "", why);
                 goto fail;
             }

@@ -35,10 +35,12 @@
 /* -- configuration ------------------------------------------------------------------------- */
 
 /* One [relay] or [route NAME] key; -ENOENT when the key is not one of these. */
-int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err);
-int access_route_key(struct relay_route *r, const char *key, const char *value, char *err);
+int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err,
+                     size_t cap);
+int access_route_key(struct relay_route *r, const char *key, const char *value, char *err,
+                     size_t cap);
 /* Cross-key checks (client_ca required with client_cert, ident_map only with verify-user). */
-int access_config_check(const struct relay_config *c, char *err);
+int access_config_check(const struct relay_config *c, char *err, size_t cap);
 /* Frees what the keys above allocated (called by relay_config_free). */
 void access_config_free(struct relay_config *c);
 
@@ -62,15 +64,15 @@ struct access_ident_map {
 /* Parse "CERT_CN PG_USER" lines: '#' starts a comment, blank lines are skipped, a field may be
  * double-quoted ("John Smith"; "" inside is one quote). One CN may map to several users.
  * Errors name the line: "line 3: expected CERT_CN PG_USER". 0 or negative. */
-int access_ident_parse(const char *text, struct access_ident_map *m, char *err);
+int access_ident_parse(const char *text, struct access_ident_map *m, char *err, size_t cap);
 bool access_ident_allows(const struct access_ident_map *m, const char *cn, const char *user);
 void access_ident_free(struct access_ident_map *m);
 
 /* -- run time -------------------------------------------------------------------------------- */
 
 struct access;
-/* Returns new (access_free), or NULL with err[CONFIG_ERR_MAX] naming the route and file. */
-struct access *access_new(const struct relay_config *c, char *err);
+/* Returns new (access_free), or NULL with err[cap] naming the route and file. */
+struct access *access_new(const struct relay_config *c, char *err, size_t cap);
 void access_free(struct access *a);
 
 /* Is peer ("ip:port", "[v6]:port" as conn_peer_addr prints it) in l? An empty list allows

@@ -91,12 +91,12 @@ static void sweep(uv_timer_t *timer)
     }
 }
 
-int relay_admit_start(struct relay *r, char *err)
+int relay_admit_start(struct relay *r, char *err, size_t cap)
 {
     struct rlimit rl;
 
     if (!r->preauth && !(r->preauth = preauth_new())) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {

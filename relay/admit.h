@@ -39,8 +39,8 @@ struct conn;
 #define ADMIT_SWEEP_MS 250
 
 /* At start (before the listeners): raise the soft file limit to the hard one (logged), note
- * the limit, create the table, start the sweep. 0 or negative with err[CONFIG_ERR_MAX]. */
-int relay_admit_start(struct relay *r, char *err);
+ * the limit, create the table, start the sweep. 0 or negative with err[cap]. */
+int relay_admit_start(struct relay *r, char *err, size_t cap);
 void relay_admit_stop(struct relay *r); /* closes the sweep timer */
 void relay_admit_free(struct relay *r);
 

@@ -31,7 +31,7 @@ static const char usage[] =
 
 /* After the listeners are bound (a port below 1024 needs root), become `user` for good: its
  * groups, then its gid, then its uid; and check that root cannot be regained. */
-static int drop_privileges(const char *user, char *err)
+static int drop_privileges(const char *user, char *err, size_t cap)
 {
     struct passwd *pw;
     if (!user || !user[0])
@@ -39,17 +39,17 @@ static int drop_privileges(const char *user, char *err)
     errno = 0;
     pw = getpwnam(user);
     if (!pw) {
-        snprintf(err, CONFIG_ERR_MAX, "user: no such user \"%s\"", user);
+        snprintf(err, cap, "user: no such user \"%s\"", user);
         return -ENOENT;
     }
     if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid) {
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
             setuid(pw->pw_uid) < 0) {
-            snprintf(err, CONFIG_ERR_MAX, "user: cannot become \"%s\": %s", user, strerror(errno));
+            snprintf(err, cap, "user: cannot become \"%s\": %s", user, strerror(errno));
             return -EPERM;
         }
         if (pw->pw_uid != 0 && (setuid(0) == 0 || seteuid(0) == 0)) {
-            snprintf(err, CONFIG_ERR_MAX, "user: could regain root after dropping to \"%s\"", user);
+            snprintf(err, cap, "user: could regain root after dropping to \"%s\"", user);
             return -EPERM;
         }
     }
@@ -63,20 +63,20 @@ struct relay_main {
     struct relay relay;
 };
 
-static int relay_main_configure(void *ctx, const struct cli_args *args, char *err)
+static int relay_main_configure(void *ctx, const struct cli_args *args, char *err, size_t cap)
 {
     struct relay_main *m = ctx;
     struct passwd *pw;
 
     relay_config_init(&m->cfg);
-    if (relay_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err) < 0)
+    if (relay_config_build(&m->cfg, args->config_file, args->nflags, args->flags, err, cap) < 0)
         return -EINVAL;
     /* log and audit files may belong to the user the relay becomes (log_file_open) */
     pw = m->cfg.user && m->cfg.user[0] ? getpwnam(m->cfg.user) : NULL;
     if (pw)
         log_set_file_owner(pw->pw_uid, pw->pw_gid);
     return log_apply(m->cfg.log_level, m->cfg.log_format, m->cfg.log_file, "pgburrow-relay", err,
-                     CONFIG_ERR_MAX);
+                     cap);
 }
 
 static void relay_main_config_free(void *ctx)
@@ -84,21 +84,21 @@ static void relay_main_config_free(void *ctx)
     relay_config_free(&((struct relay_main *)ctx)->cfg);
 }
 
-static int relay_main_init(void *ctx, uv_loop_t *loop, char *err)
+static int relay_main_init(void *ctx, uv_loop_t *loop, char *err, size_t cap)
 {
     struct relay_main *m = ctx;
-    return relay_init(&m->relay, loop, &m->cfg, err);
+    return relay_init(&m->relay, loop, &m->cfg, err, cap);
 }
 
-static int relay_main_start(void *ctx, const struct cli_args *args, char *err)
+static int relay_main_start(void *ctx, const struct cli_args *args, char *err, size_t cap)
 {
     struct relay *r = &((struct relay_main *)ctx)->relay;
-    int rc = relay_start(r, err);
+    int rc = relay_start(r, err, cap);
 
     if (rc == 0)
-        rc = relay_reload_start(r, args->config_file, args->nflags, args->flags, err);
+        rc = relay_reload_start(r, args->config_file, args->nflags, args->flags, err, cap);
     if (rc == 0)
-        rc = drop_privileges(r->cfg.user, err);
+        rc = drop_privileges(r->cfg.user, err, cap);
     return rc;
 }
 

@@ -87,11 +87,11 @@ static void client_on_connection(uv_stream_t *server, int status)
     frontdoor_accept(r, server);
 }
 
-static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, char *err)
+static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, char *err, size_t cap)
 {
     char host[256];
     uint16_t port;
-    if (config_parse_hostport(hostport, host, &port, err) < 0)
+    if (config_parse_hostport(hostport, host, &port, err, cap) < 0)
         return -EINVAL;
     if (strcmp(host, "*") == 0 || host[0] == '\0')
         return uv_ip6_addr("::", port, (struct sockaddr_in6 *)ss);
@@ -104,7 +104,7 @@ static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, cha
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc = uv_getaddrinfo(uv_default_loop(), &req, NULL, host, NULL, &hints);
     if (rc < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "cannot resolve \"%s\": %s", host, uv_strerror(rc));
+        snprintf(err, cap, "cannot resolve \"%s\": %s", host, uv_strerror(rc));
         return rc;
     }
     memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
@@ -117,12 +117,12 @@ static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, cha
 }
 
 static int listen_on(struct relay *r, uv_tcp_t *h, const char *hostport, uv_connection_cb cb,
-                     char *err)
+                     char *err, size_t cap)
 {
     struct sockaddr_storage ss;
     int rc;
     memset(&ss, 0, sizeof(ss));
-    rc = resolve_listen(hostport, &ss, err);
+    rc = resolve_listen(hostport, &ss, err, cap);
     if (rc < 0)
         return rc;
     uv_tcp_init(r->loop, h);
@@ -132,16 +132,16 @@ static int listen_on(struct relay *r, uv_tcp_t *h, const char *hostport, uv_conn
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)h, 511, cb);
     if (rc < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "cannot listen on %s: %s", hostport, uv_strerror(rc));
+        snprintf(err, cap, "cannot listen on %s: %s", hostport, uv_strerror(rc));
         return rc;
     }
     return 0;
 }
 
-int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err)
+int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err, size_t cap)
 {
     struct relay_tls tls;
-    char aerr[CONFIG_ERR_MAX];
+    char aerr[PGB_ERR_MAX];
     int rc;
 
     memset(r, 0, sizeof(*r));
@@ -152,40 +152,40 @@ int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char 
     r->route_sessions = counts_new();
     r->source_sessions = counts_new();
     if (!r->route_sessions || !r->source_sessions || keytab_init(&r->cancel_keys) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     r->audit = audit_new();
     if (!r->cl || !r->audit) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     /* checked here (--check-config), opened by relay_start */
     if ((rc = audit_check_path(r->cfg.audit_log, aerr, sizeof(aerr))) < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "%s", aerr);
+        snprintf(err, cap, "%s", aerr);
         return rc;
     }
-    rc = relay_tls_build(&r->cfg, &tls, err);
+    rc = relay_tls_build(&r->cfg, &tls, err, cap);
     if (rc < 0)
         return rc;
     relay_tls_swap(r, &tls);
     return 0;
 }
 
-int relay_start(struct relay *r, char *err)
+int relay_start(struct relay *r, char *err, size_t cap)
 {
     int rc;
     rc = audit_configure(r->audit, r->cfg.audit_log, r->cfg.audit_statements,
-                         (size_t)r->cfg.audit_statement_max, err, CONFIG_ERR_MAX);
+                         (size_t)r->cfg.audit_statement_max, err, cap);
     if (rc < 0)
         return rc;
-    rc = relay_admit_start(r, err);
+    rc = relay_admit_start(r, err, cap);
     if (rc < 0)
         return rc;
-    rc = listen_on(r, &r->client_listener, r->cfg.listen, client_on_connection, err);
+    rc = listen_on(r, &r->client_listener, r->cfg.listen, client_on_connection, err, cap);
     if (rc < 0)
         return rc;
-    rc = listen_on(r, &r->tunnel_listener, r->cfg.tunnel_listen, tunnel_on_connection, err);
+    rc = listen_on(r, &r->tunnel_listener, r->cfg.tunnel_listen, tunnel_on_connection, err, cap);
     if (rc < 0)
         return rc;
     daemon_signals_start(&r->signals, r->loop, &relay_signal_ops, r);

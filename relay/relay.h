@@ -70,8 +70,8 @@ struct relay {
     void (*cert_recheck)(struct relay *r, bool reverify);
 };
 
-int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err);
-int relay_start(struct relay *r, char *err);
+int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err, size_t cap);
+int relay_start(struct relay *r, char *err, size_t cap);
 /* Stop accepting, close every tunnel and client; the loop then ends. */
 void relay_stop(struct relay *r);
 /* Graceful stop: stop accepting, GOAWAY to agents, refuse StartupMessages still to come

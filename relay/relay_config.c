@@ -101,14 +101,15 @@ bool relay_route_allows(const struct relay_route *r, const char *agent)
 }
 
 /* Find route `name`, creating it (without agents) if it is new. */
-static int route_get(struct relay_config *c, const char *name, struct relay_route **out, char *err)
+static int route_get(struct relay_config *c, const char *name, struct relay_route **out, char *err,
+                     size_t cap)
 {
     struct relay_route *r = (struct relay_route *)relay_config_route(c, name);
 
     if (!r) {
         void *routes = c->routes, *added;
         int rc = config_route_append(&routes, &c->nroutes, sizeof(*r), RELAY_MAX_ROUTES, name,
-                                     &added, err);
+                                     &added, err, cap);
         c->routes = routes;
         if (rc < 0)
             return rc;
@@ -120,21 +121,21 @@ static int route_get(struct relay_config *c, const char *name, struct relay_rout
 }
 
 /* Collects "agents = a, b" into a scratch route, so that a bad list changes nothing. */
-static int route_add_agent(void *ctx, const char *item, char *err)
+static int route_add_agent(void *ctx, const char *item, char *err, size_t cap)
 {
     struct relay_route *r = ctx;
 
     if (!proto_name_valid(item)) {
-        config_err(err, "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -", item,
-                   PROTO_NAME_MAX - 1);
+        config_err(err, cap, "invalid agent name \"%.80s\": expected 1 to %d of A-Z a-z 0-9 _ . -",
+                   item, PROTO_NAME_MAX - 1);
         return -EINVAL;
     }
     if (relay_route_allows(r, item)) {
-        config_err(err, "agent \"%s\" listed twice", item);
+        config_err(err, cap, "agent \"%s\" listed twice", item);
         return -EINVAL;
     }
     if (r->nagents == RELAY_MAX_ROUTE_AGENTS) {
-        config_err(err, "too many agents (max %d)", RELAY_MAX_ROUTE_AGENTS);
+        config_err(err, cap, "too many agents (max %d)", RELAY_MAX_ROUTE_AGENTS);
         return -EINVAL;
     }
     memcpy(r->agents[r->nagents++], item, strlen(item) + 1);
@@ -142,21 +143,21 @@ static int route_add_agent(void *ctx, const char *item, char *err)
 }
 
 static int handle_route(struct relay_config *c, const char *name, const char *key,
-                        const char *value, char *err)
+                        const char *value, char *err, size_t cap)
 {
     struct relay_route *r;
-    int rc = route_get(c, name, &r, err);
+    int rc = route_get(c, name, &r, err, cap);
 
     if (rc < 0 || !key)
         return rc;
     if (strcmp(key, "max_sessions") == 0)
-        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &r->max_sessions, err);
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &r->max_sessions, err, cap);
     if (strcmp(key, "agents") != 0)
-        return access_route_key(r, key, value, err);
+        return access_route_key(r, key, value, err, cap);
     struct relay_route *scratch = calloc(1, sizeof(*scratch));
     if (!scratch)
         return -ENOMEM;
-    rc = config_parse_list(value, route_add_agent, scratch, err);
+    rc = config_parse_list(value, route_add_agent, scratch, err, cap);
     if (rc == 0) {
         r->nagents = scratch->nagents;
         memcpy(r->agents, scratch->agents, sizeof(r->agents));
@@ -166,16 +167,16 @@ static int handle_route(struct relay_config *c, const char *name, const char *ke
 }
 
 /* An optional string: empty means "not set" (the default applies). */
-static int set_hostport(char **dst, const char *value, char *err)
+static int set_hostport(char **dst, const char *value, char *err, size_t cap)
 {
     char host[256];
     uint16_t port;
-    int rc = config_parse_hostport(value, host, &port, err);
+    int rc = config_parse_hostport(value, host, &port, err, cap);
 
     return rc < 0 ? rc : config_set_str(dst, value);
 }
 
-static int set_tls_version(int *dst, const char *value, char *err)
+static int set_tls_version(int *dst, const char *value, char *err, size_t cap)
 {
     if (strcasecmp(value, "TLSv1.2") == 0) {
         *dst = TLS1_2_VERSION;
@@ -183,21 +184,23 @@ static int set_tls_version(int *dst, const char *value, char *err)
         *dst = TLS1_3_VERSION;
     } else if (strcasecmp(value, "TLSv1") == 0 || strcasecmp(value, "TLSv1.0") == 0 ||
                strcasecmp(value, "TLSv1.1") == 0) {
-        config_err(err, "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3", value);
+        config_err(err, cap, "%s is not allowed (obsolete, RFC 8996): use TLSv1.2 or TLSv1.3",
+                   value);
         return -EINVAL;
     } else {
-        config_err(err, "expected TLSv1.2 or TLSv1.3, got \"%.80s\"", value);
+        config_err(err, cap, "expected TLSv1.2 or TLSv1.3, got \"%.80s\"", value);
         return -EINVAL;
     }
     return 0;
 }
 
-static int set_name(char **dst, const char *value, bool optional, char *err)
+static int set_name(char **dst, const char *value, bool optional, char *err, size_t cap)
 {
     if (optional && value[0] == '\0')
         return config_set_optional(dst, value);
     if (!proto_name_valid(value)) {
-        config_err(err, "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
+        config_err(err, cap,
+                   "expected a name of 1 to %d characters A-Z a-z 0-9 _ . -, got \"%.80s\"",
                    PROTO_NAME_MAX - 1, value);
         return -EINVAL;
     }
@@ -205,15 +208,15 @@ static int set_name(char **dst, const char *value, bool optional, char *err)
 }
 
 /* Bounded so that a statement line stays a reasonable write (6 bytes per byte, escaped). */
-static int set_statement_max(uint64_t *dst, const char *value, char *err)
+static int set_statement_max(uint64_t *dst, const char *value, char *err, size_t cap)
 {
     uint64_t v;
-    int rc = config_parse_size(value, &v, err);
+    int rc = config_parse_size(value, &v, err, cap);
 
     if (rc < 0)
         return rc;
     if (v < 1 || v > 1024 * 1024) {
-        config_err(err, "must be from 1 byte to 1M, got \"%.80s\"", value);
+        config_err(err, cap, "must be from 1 byte to 1M, got \"%.80s\"", value);
         return -EINVAL;
     }
     *dst = v;
@@ -221,29 +224,29 @@ static int set_statement_max(uint64_t *dst, const char *value, char *err)
 }
 
 /* A CIDR list; empty clears it. */
-static int set_cidrs(struct cidr_list *l, const char *value, char *err)
+static int set_cidrs(struct cidr_list *l, const char *value, char *err, size_t cap)
 {
     if (value[0] == '\0') {
         cidr_list_free(l);
         return 0;
     }
-    return cidr_list_parse(value, l, err);
+    return cidr_list_parse(value, l, err, cap);
 }
 
-static int set_count(uint64_t *dst, const char *value, char *err)
+static int set_count(uint64_t *dst, const char *value, char *err, size_t cap)
 {
-    return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err);
+    return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err, cap);
 }
 
 int relay_config_handle(void *ctx, const char *section, const char *key, const char *value,
-                        char *err)
+                        char *err, size_t cap)
 {
     struct relay_config *c = ctx;
 
     if (strncmp(section, "route ", 6) == 0)
-        return handle_route(c, section + 6, key, value, err);
+        return handle_route(c, section + 6, key, value, err, cap);
     if (strcmp(section, "route") == 0) {
-        config_err(err, "a route section needs a name: [route NAME]");
+        config_err(err, cap, "a route section needs a name: [route NAME]");
         return -EINVAL;
     }
     if (strcmp(section, "relay") != 0)
@@ -254,19 +257,19 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     if (strcmp(key, "user") == 0)
         return config_set_optional(&c->user, value);
     if (strcmp(key, "name") == 0)
-        return set_name(&c->name, value, false, err);
+        return set_name(&c->name, value, false, err, cap);
     if (strcmp(key, "listen") == 0)
-        return set_hostport(&c->listen, value, err);
+        return set_hostport(&c->listen, value, err, cap);
     if (strcmp(key, "tunnel_listen") == 0)
-        return set_hostport(&c->tunnel_listen, value, err);
+        return set_hostport(&c->tunnel_listen, value, err, cap);
     if (strcmp(key, "default_route") == 0)
-        return set_name(&c->default_route, value, true, err);
+        return set_name(&c->default_route, value, true, err, cap);
     if (strcmp(key, "tls_cert") == 0)
         return config_set_optional(&c->tls_cert, value);
     if (strcmp(key, "tls_key") == 0)
         return config_set_optional(&c->tls_key, value);
     if (strcmp(key, "tls_min_version") == 0)
-        return set_tls_version(&c->tls_min_version, value, err);
+        return set_tls_version(&c->tls_min_version, value, err, cap);
     if (strcmp(key, "tunnel_cert") == 0)
         return config_set_optional(&c->tunnel_cert, value);
     if (strcmp(key, "tunnel_key") == 0)
@@ -276,101 +279,102 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
     if (strcmp(key, "agent_crl") == 0)
         return config_set_optional(&c->agent_crl, value);
     if (strcmp(key, "drain_timeout") == 0)
-        return config_set_duration(&c->drain_timeout_ms, value, err);
+        return config_set_duration(&c->drain_timeout_ms, value, err, cap);
     if (strcmp(key, "startup_timeout") == 0)
-        return config_set_duration(&c->startup_timeout_ms, value, err);
+        return config_set_duration(&c->startup_timeout_ms, value, err, cap);
     if (strcmp(key, "ping_interval") == 0)
-        return config_set_duration(&c->ping_interval_ms, value, err);
+        return config_set_duration(&c->ping_interval_ms, value, err, cap);
     if (strcmp(key, "dead_timeout") == 0)
-        return config_set_duration(&c->dead_timeout_ms, value, err);
+        return config_set_duration(&c->dead_timeout_ms, value, err, cap);
     if (strcmp(key, "max_sessions") == 0)
-        return set_count(&c->max_sessions, value, err);
+        return set_count(&c->max_sessions, value, err, cap);
     if (strcmp(key, "max_streams_per_tunnel") == 0)
-        return set_count(&c->max_streams, value, err);
+        return set_count(&c->max_streams, value, err, cap);
     if (strcmp(key, "max_sessions_per_source") == 0)
-        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_sessions_per_source, err);
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_sessions_per_source, err, cap);
     if (strcmp(key, "stream_window") == 0)
-        return config_set_window(&c->stream_window, value, err);
+        return config_set_window(&c->stream_window, value, err, cap);
     if (strcmp(key, "max_tunnels_per_agent") == 0)
-        return config_parse_uint(value, 1, 1024, &c->max_tunnels_per_agent, err);
+        return config_parse_uint(value, 1, 1024, &c->max_tunnels_per_agent, err, cap);
     if (strcmp(key, "max_pending") == 0)
-        return set_count(&c->max_pending, value, err);
+        return set_count(&c->max_pending, value, err, cap);
     if (strcmp(key, "max_pending_per_source") == 0)
-        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_pending_per_source, err);
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->max_pending_per_source, err, cap);
     if (strcmp(key, "handshake_rate") == 0)
-        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->handshake_rate, err);
+        return config_parse_uint(value, 0, RELAY_COUNT_MAX, &c->handshake_rate, err, cap);
     if (strcmp(key, "handshake_burst") == 0)
-        return set_count(&c->handshake_burst, value, err);
+        return set_count(&c->handshake_burst, value, err, cap);
     if (strcmp(key, "hello_timeout") == 0)
-        return config_set_duration(&c->hello_timeout_ms, value, err);
+        return config_set_duration(&c->hello_timeout_ms, value, err, cap);
     if (strcmp(key, "proxy_protocol_from") == 0)
-        return set_cidrs(&c->proxy_protocol_from, value, err);
+        return set_cidrs(&c->proxy_protocol_from, value, err, cap);
     if (strcmp(key, "log_level") == 0)
-        return config_set_log_level(&c->log_level, value, err);
+        return config_set_log_level(&c->log_level, value, err, cap);
     if (strcmp(key, "log_format") == 0)
-        return config_set_log_format(&c->log_format, value, err);
+        return config_set_log_format(&c->log_format, value, err, cap);
     if (strcmp(key, "log_file") == 0)
         return config_set_optional(&c->log_file, value);
     if (strcmp(key, "audit_log") == 0)
         return config_set_optional(&c->audit_log, value);
     if (strcmp(key, "audit_statements") == 0)
-        return config_parse_bool(value, &c->audit_statements, err);
+        return config_parse_bool(value, &c->audit_statements, err, cap);
     if (strcmp(key, "audit_statement_max") == 0)
-        return set_statement_max(&c->audit_statement_max, value, err);
-    return access_relay_key(c, key, value, err);
+        return set_statement_max(&c->audit_statement_max, value, err, cap);
+    return access_relay_key(c, key, value, err, cap);
 }
 
-int relay_config_check(const struct relay_config *c, char *err)
+int relay_config_check(const struct relay_config *c, char *err, size_t cap)
 {
     static const char *const required[] = {"tls_cert", "tls_key", "agent_ca"};
     const char *const values[] = {c->tls_cert, c->tls_key, c->agent_ca};
 
     if (!c->name || !c->listen || !c->tunnel_listen || !c->log_level || !c->log_format) {
-        config_err(err, "out of memory");
+        config_err(err, cap, "out of memory");
         return -ENOMEM;
     }
     for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
         if (!values[i]) {
-            config_err(err, "[relay] %s: required key is missing", required[i]);
+            config_err(err, cap, "[relay] %s: required key is missing", required[i]);
             return -EINVAL;
         }
     }
     if (!!c->tunnel_cert != !!c->tunnel_key) {
-        config_err(err,
+        config_err(err, cap,
                    "[relay] tunnel_cert and tunnel_key must be set together (or both left out)");
         return -EINVAL;
     }
     if (c->dead_timeout_ms <= c->ping_interval_ms) {
-        config_err(err, "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
+        config_err(err, cap,
+                   "[relay] dead_timeout (%llums) must be greater than ping_interval (%llums)",
                    (unsigned long long)c->dead_timeout_ms, (unsigned long long)c->ping_interval_ms);
         return -EINVAL;
     }
     if (c->nroutes == 0) {
-        config_err(err, "no route: define at least one [route NAME] section");
+        config_err(err, cap, "no route: define at least one [route NAME] section");
         return -EINVAL;
     }
     for (size_t i = 0; i < c->nroutes; i++) {
         if (c->routes[i].nagents == 0) {
-            config_err(err, "[route %s] agents: required key is missing", c->routes[i].name);
+            config_err(err, cap, "[route %s] agents: required key is missing", c->routes[i].name);
             return -EINVAL;
         }
     }
     if (c->default_route && !relay_config_route(c, c->default_route)) {
-        config_err(err,
+        config_err(err, cap,
                    "[relay] default_route: route \"%s\" is not defined (no [route %s] section)",
                    c->default_route, c->default_route);
         return -EINVAL;
     }
-    return access_config_check(c, err);
+    return access_config_check(c, err, cap);
 }
 
-static int check_any(const void *ctx, char *err)
+static int check_any(const void *ctx, char *err, size_t cap)
 {
-    return relay_config_check(ctx, err);
+    return relay_config_check(ctx, err, cap);
 }
 
 int relay_config_build(struct relay_config *c, const char *path, int nflags, char **flags,
-                       char *err)
+                       char *err, size_t cap)
 {
-    return config_build(path, nflags, flags, relay_config_handle, check_any, c, err);
+    return config_build(path, nflags, flags, relay_config_handle, check_any, c, err, cap);
 }

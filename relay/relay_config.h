@@ -88,12 +88,12 @@ void relay_config_init(struct relay_config *c); /* defaults */
 void relay_config_free(struct relay_config *c); /* accepts a zeroed or initialised config */
 /* The config_handler for relay keys (ctx = struct relay_config *). */
 int relay_config_handle(void *ctx, const char *section, const char *key, const char *value,
-                        char *err);
+                        char *err, size_t cap);
 /* Cross-key checks after file + flags (required keys present, default_route exists...). */
-int relay_config_check(const struct relay_config *c, char *err);
+int relay_config_check(const struct relay_config *c, char *err, size_t cap);
 /* Load file (may be NULL) then flags (argv-style "--x.y=z" strings), then check. */
 int relay_config_build(struct relay_config *c, const char *path, int nflags, char **flags,
-                       char *err);
+                       char *err, size_t cap);
 const struct relay_route *relay_config_route(const struct relay_config *c, const char *name);
 bool relay_route_allows(const struct relay_route *r, const char *agent);
 

@@ -12,14 +12,14 @@
 #include "relay/access.h"
 #include "relay/relay.h"
 
-int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err)
+int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err, size_t cap)
 {
     char terr[PGB_ERR_MAX];
     int rc = -EINVAL;
 
     memset(t, 0, sizeof(*t));
     const char *client_cas[RELAY_MAX_ROUTES];
-    if (!(t->access = access_new(cfg, terr)))
+    if (!(t->access = access_new(cfg, terr, sizeof(terr))))
         goto out;
     struct tls_server_opts client = {
         .cert_file = cfg->tls_cert,
@@ -55,7 +55,7 @@ int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *e
     rc = 0;
 out:
     if (rc < 0) {
-        snprintf(err, CONFIG_ERR_MAX, "%s", terr);
+        snprintf(err, cap, "%s", terr);
         relay_tls_free(t);
     }
     return rc;

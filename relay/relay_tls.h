@@ -25,8 +25,8 @@ struct relay_tls {
     X509_STORE *agent_store;
     struct access *access; /* per-route client certificate stores, ident maps (access.h) */
 };
-/* Build every context from cfg. 0, or negative with err[CONFIG_ERR_MAX] (t then empty). */
-int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err);
+/* Build every context from cfg. 0, or negative with err[cap] (t then empty). */
+int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *err, size_t cap);
 /* Exchange t with the relay's contexts (t then holds the old ones: relay_tls_free them). */
 void relay_tls_swap(struct relay *r, struct relay_tls *t);
 void relay_tls_free(struct relay_tls *t);

@@ -61,17 +61,18 @@ int relay_reload(struct relay *r, const char *trigger)
     struct reloader *rl = r->reload;
     struct relay_config nc, old;
     struct relay_tls tls = {0};
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
     bool log_file_changed;
     int rc;
 
     if (!rl || r->stopping)
         return 0;
     relay_config_init(&nc);
-    rc = relay_config_build(&nc, reloader_path(rl), reloader_nflags(rl), reloader_flags(rl), err);
+    rc = relay_config_build(&nc, reloader_path(rl), reloader_nflags(rl), reloader_flags(rl), err,
+                            sizeof(err));
     if (rc < 0)
         goto fail;
-    rc = relay_tls_build(&nc, &tls, err);
+    rc = relay_tls_build(&nc, &tls, err, sizeof(err));
     if (rc < 0)
         goto fail;
     log_file_changed = config_str_differs(nc.log_file, r->cfg.log_file);
@@ -128,7 +129,7 @@ static void on_reload(void *ctx, const char *trigger)
 static void on_reopen(void *ctx)
 {
     struct relay *r = ctx;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     int rc;
 
     if (r->cfg.log_file && (rc = log_open(r->cfg.log_file)) < 0)
@@ -145,12 +146,12 @@ static void on_reopen(void *ctx)
 static const struct reloader_ops reload_ops = {.on_reload = on_reload, .on_reopen = on_reopen};
 
 int relay_reload_start(struct relay *r, const char *config_path, int nflags, char *const *flags,
-                       char *err)
+                       char *err, size_t cap)
 {
     r->reload =
         reloader_new(r->loop, config_path, nflags, flags, RELAY_RELOAD_DEBOUNCE_MS, &reload_ops, r);
     if (!r->reload) {
-        snprintf(err, CONFIG_ERR_MAX, "out of memory");
+        snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
     watch_config_files(r);

@@ -21,6 +21,8 @@
 #ifndef PGB_RELAY_RELOAD_H
 #define PGB_RELAY_RELOAD_H
 
+#include <stddef.h>
+
 #include <stdbool.h>
 
 struct relay;
@@ -28,9 +30,9 @@ struct relay;
 #define RELAY_RELOAD_DEBOUNCE_MS 200
 
 /* Install SIGHUP/SIGUSR1 and start watching files (after relay_start). config_path may be
- * NULL (flags only); flags are copied. 0, or negative with err[CONFIG_ERR_MAX]. */
+ * NULL (flags only); flags are copied. 0, or negative with err[cap]. */
 int relay_reload_start(struct relay *r, const char *config_path, int nflags, char *const *flags,
-                       char *err);
+                       char *err, size_t cap);
 /* Reload now. trigger: for the log line ("SIGHUP", "file change PATH"). 0 or negative. */
 int relay_reload(struct relay *r, const char *trigger);
 /* Close the handles (relay_stop); NULL-tolerant and safe before relay_reload_start. */

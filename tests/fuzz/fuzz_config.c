@@ -21,7 +21,7 @@ struct fuzz_ctx {
     unsigned items;
 };
 
-static int on_item(void *ctx, const char *item, char *err)
+static int on_item(void *ctx, const char *item, char *err, size_t cap)
 {
     struct fuzz_ctx *f = ctx;
     size_t n = strlen(item);
@@ -29,14 +29,14 @@ static int on_item(void *ctx, const char *item, char *err)
     if (n == 0 || item[0] == ' ' || item[0] == '\t' || item[n - 1] == ' ' || item[n - 1] == '\t')
         abort();
     if (strcmp(item, "stop") == 0) {
-        snprintf(err, CONFIG_ERR_MAX, "stop");
+        snprintf(err, cap, "stop");
         return -EINVAL;
     }
     f->items++;
     return 0;
 }
 
-static int run_parser(struct fuzz_ctx *f, const char *key, const char *value, char *err)
+static int run_parser(struct fuzz_ctx *f, const char *key, const char *value, char *err, size_t cap)
 {
     bool b;
     uint64_t u;
@@ -44,28 +44,28 @@ static int run_parser(struct fuzz_ctx *f, const char *key, const char *value, ch
     uint16_t port;
 
     if (strcmp(key, "bool") == 0)
-        return config_parse_bool(value, &b, err);
+        return config_parse_bool(value, &b, err, cap);
     if (strcmp(key, "uint") == 0)
-        return config_parse_uint(value, 1, 65535, &u, err);
+        return config_parse_uint(value, 1, 65535, &u, err, cap);
     if (strcmp(key, "duration") == 0)
-        return config_parse_duration_ms(value, &u, err);
+        return config_parse_duration_ms(value, &u, err, cap);
     if (strcmp(key, "size") == 0)
-        return config_parse_size(value, &u, err);
+        return config_parse_size(value, &u, err, cap);
     if (strcmp(key, "hostport") == 0) {
-        int rc = config_parse_hostport(value, host, &port, err);
+        int rc = config_parse_hostport(value, host, &port, err, cap);
         if (rc == 0 && (port == 0 || host[0] == '\0' || strlen(host) > 255))
             abort();
         return rc;
     }
     if (strcmp(key, "list") == 0)
-        return config_parse_list(value, on_item, f, err);
+        return config_parse_list(value, on_item, f, err, cap);
     if (strcmp(key, "str") == 0)
         return config_set_str(&f->str, value);
     return -ENOENT;
 }
 
 static int fuzz_handle(void *ctx, const char *section, const char *key, const char *value,
-                       char *err)
+                       char *err, size_t cap)
 {
     static const char *const keys[] = {"bool", "uint", "duration", "size", "hostport", "list"};
     struct fuzz_ctx *f = ctx;
@@ -78,19 +78,19 @@ static int fuzz_handle(void *ctx, const char *section, const char *key, const ch
         return 0;
     if (strcmp(key, "unknown") == 0)
         return -ENOENT;
-    int rc = run_parser(f, key, value, err);
+    int rc = run_parser(f, key, value, err, cap);
     if (rc != -ENOENT)
         return rc;
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
-        char scratch[CONFIG_ERR_MAX];
-        (void)run_parser(f, keys[i], value, scratch);
+        char scratch[PGB_ERR_MAX];
+        (void)run_parser(f, keys[i], value, scratch, sizeof(scratch));
     }
     return 0;
 }
 
-static void check_err(int rc, const char *err)
+static void check_err(int rc, const char *err, size_t cap)
 {
-    if (rc < 0 && (memchr(err, '\0', CONFIG_ERR_MAX) == NULL || err[0] == '\0'))
+    if (rc < 0 && (memchr(err, '\0', cap) == NULL || err[0] == '\0'))
         abort();
 }
 
@@ -99,7 +99,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct fuzz_ctx f = {0};
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     char path[64];
     int fd = memfd_create("fuzz_config", MFD_CLOEXEC);
 
@@ -108,8 +108,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size && write(fd, data, size) != (ssize_t)size)
         abort();
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    int rc = config_load(path, fuzz_handle, &f, err);
-    check_err(rc, err);
+    int rc = config_load(path, fuzz_handle, &f, err, sizeof(err));
+    check_err(rc, err, sizeof(err));
     close(fd);
 
     /* Each line as a flag. */
@@ -122,8 +122,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         next = strchr(line, '\n');
         if (next)
             *next++ = '\0';
-        rc = config_apply_flag(line, fuzz_handle, &f, err);
-        check_err(rc, err);
+        rc = config_apply_flag(line, fuzz_handle, &f, err, sizeof(err));
+        check_err(rc, err, sizeof(err));
     }
     free(copy);
     free(f.str);

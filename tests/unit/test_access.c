@@ -23,7 +23,7 @@
     "agent_ca = /etc/pgburrow/ca.crt\n"
 
 /* Build a relay config from an INI text; the file is removed again. */
-static int relay_from(struct relay_config *c, const char *text, char *err)
+static int relay_from(struct relay_config *c, const char *text, char *err, size_t cap)
 {
     char path[] = "/tmp/pgburrow-access-XXXXXX";
     int fd = mkstemp(path);
@@ -31,7 +31,7 @@ static int relay_from(struct relay_config *c, const char *text, char *err)
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     assert_int_equal(close(fd), 0);
     relay_config_init(c);
-    int rc = relay_config_build(c, path, 0, NULL, err);
+    int rc = relay_config_build(c, path, 0, NULL, err, cap);
     unlink(path);
     /* the path is in the message: keep only what follows it */
     char *p = strstr(err, path);
@@ -43,7 +43,7 @@ static int relay_from(struct relay_config *c, const char *text, char *err)
 static void test_relay_keys(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
 
     assert_int_equal(relay_from(&c,
                                 RELAY_BASE
@@ -55,7 +55,7 @@ static void test_relay_keys(void **state)
                                 "tunnel_ciphersuites = TLS_CHACHA20_POLY1305_SHA256\n"
                                 "tunnel_groups = P-384\n"
                                 "[route a]\nagents = x\n",
-                                err),
+                                err, sizeof(err)),
                      0);
     assert_int_equal(c.nsni_domains, 2);
     assert_string_equal(c.sni_domains[1], "PG.example.net");
@@ -73,7 +73,7 @@ static void test_relay_keys(void **state)
     assert_int_equal(relay_from(&c,
                                 RELAY_BASE "sni_domains =\nallow =\ntls_ciphers =\n"
                                            "[route a]\nagents = x\n",
-                                err),
+                                err, sizeof(err)),
                      0);
     assert_int_equal(c.nsni_domains, 0);
     assert_int_equal(c.allow.n, 0);
@@ -86,7 +86,7 @@ static void test_relay_keys(void **state)
 static void test_relay_key_errors(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     static const struct {
         const char *line, *msg;
     } cases[] = {
@@ -112,7 +112,7 @@ static void test_relay_key_errors(void **state)
         char text[1024];
         snprintf(text, sizeof(text), RELAY_BASE "%s\n[route a]\nagents = x\n", cases[i].line);
         err[0] = '\0';
-        assert_int_equal(relay_from(&c, text, err), -EINVAL);
+        assert_int_equal(relay_from(&c, text, err, sizeof(err)), -EINVAL);
         if (!strstr(err, cases[i].msg))
             fail_msg("%s: got \"%s\", want \"%s\"", cases[i].line, err, cases[i].msg);
         assert_non_null(strstr(err, ":5: [relay] ")); /* the line and key are named */
@@ -123,7 +123,7 @@ static void test_relay_key_errors(void **state)
 static void test_route_keys(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
 
     assert_int_equal(relay_from(&c,
                                 RELAY_BASE "[route a]\nagents = x\nclient_cert = verify-user\n"
@@ -132,7 +132,7 @@ static void test_route_keys(void **state)
                                            "[route b]\nagents = y\nclient_cert = verify\n"
                                            "client_ca = /ca2.crt\n"
                                            "[route c]\nagents = z\n",
-                                err),
+                                err, sizeof(err)),
                      0);
     const struct relay_route *a = relay_config_route(&c, "a"), *b = relay_config_route(&c, "b"),
                              *cc = relay_config_route(&c, "c");
@@ -156,7 +156,7 @@ static void test_route_keys(void **state)
     relay_config_free(&c);
 
     /* no route with client_cert: nobody is asked for a certificate */
-    assert_int_equal(relay_from(&c, RELAY_BASE "[route a]\nagents = x\n", err), 0);
+    assert_int_equal(relay_from(&c, RELAY_BASE "[route a]\nagents = x\n", err, sizeof(err)), 0);
     memset(&o, 0, sizeof(o));
     access_client_tls_opts(&c, &o, files);
     assert_int_equal(o.nrequest_cert_ca_files, 0);
@@ -167,7 +167,7 @@ static void test_route_keys(void **state)
 static void test_route_key_errors(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     static const struct {
         const char *keys, *msg;
     } cases[] = {
@@ -183,7 +183,7 @@ static void test_route_key_errors(void **state)
         char text[1024];
         snprintf(text, sizeof(text), RELAY_BASE "[route a]\nagents = x\n%s\n", cases[i].keys);
         err[0] = '\0';
-        assert_int_equal(relay_from(&c, text, err), -EINVAL);
+        assert_int_equal(relay_from(&c, text, err, sizeof(err)), -EINVAL);
         if (!strstr(err, cases[i].msg))
             fail_msg("%s: got \"%s\", want \"%s\"", cases[i].keys, err, cases[i].msg);
         relay_config_free(&c);
@@ -193,7 +193,7 @@ static void test_route_key_errors(void **state)
 static void test_ident_map(void **state)
 {
     struct access_ident_map m = {0, NULL};
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
 
     assert_int_equal(access_ident_parse("# cert CN   PostgreSQL user\n"
                                         "alice  alice\n"
@@ -203,7 +203,7 @@ static void test_ident_map(void **state)
                                         "\"Bob Smith\" bob\r\n"
                                         "\"x\"\"y\" \"u v\"\n"
                                         "ops report#comment right after\n",
-                                        &m, err),
+                                        &m, err, sizeof(err)),
                      0);
     assert_int_equal(m.n, 5);
     assert_true(access_ident_allows(&m, "alice", "alice"));
@@ -216,7 +216,7 @@ static void test_ident_map(void **state)
     assert_false(access_ident_allows(&m, "ALICE", "alice")); /* exact, as PostgreSQL */
 
     /* an empty file maps nobody */
-    assert_int_equal(access_ident_parse("# nothing\n", &m, err), 0);
+    assert_int_equal(access_ident_parse("# nothing\n", &m, err, sizeof(err)), 0);
     assert_int_equal(m.n, 0);
     assert_false(access_ident_allows(&m, "alice", "alice"));
     access_ident_free(&m);
@@ -226,7 +226,7 @@ static void test_ident_map(void **state)
 static void test_ident_map_errors(void **state)
 {
     struct access_ident_map m = {0, NULL};
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     static const struct {
         const char *text, *msg;
     } cases[] = {
@@ -236,10 +236,10 @@ static void test_ident_map_errors(void **state)
         {"\"\" bob\n", "line 1:"},
         {"\"a\"b c\n", "line 1:"},
     };
-    assert_int_equal(access_ident_parse("a a\n", &m, err), 0);
+    assert_int_equal(access_ident_parse("a a\n", &m, err, sizeof(err)), 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         err[0] = '\0';
-        assert_int_equal(access_ident_parse(cases[i].text, &m, err), -EINVAL);
+        assert_int_equal(access_ident_parse(cases[i].text, &m, err, sizeof(err)), -EINVAL);
         if (!strstr(err, cases[i].msg))
             fail_msg("%s: got \"%s\", want \"%s\"", cases[i].text, err, cases[i].msg);
         /* the previous map is kept */
@@ -251,21 +251,21 @@ static void test_ident_map_errors(void **state)
 static void test_access_new_files(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
 
     assert_int_equal(relay_from(&c,
                                 RELAY_BASE "[route a]\nagents = x\nclient_cert = verify\n"
                                            "client_ca = /nonexistent/ca.crt\n",
-                                err),
+                                err, sizeof(err)),
                      0);
-    assert_null(access_new(&c, err));
+    assert_null(access_new(&c, err, sizeof(err)));
     assert_non_null(strstr(err, "[route a] client_ca/client_crl: could not access CA file "
                                 "\"/nonexistent/ca.crt\""));
     relay_config_free(&c);
 
     /* no client certificates anywhere: nothing to load */
-    assert_int_equal(relay_from(&c, RELAY_BASE "[route a]\nagents = x\n", err), 0);
-    struct access *a = access_new(&c, err);
+    assert_int_equal(relay_from(&c, RELAY_BASE "[route a]\nagents = x\n", err, sizeof(err)), 0);
+    struct access *a = access_new(&c, err, sizeof(err));
     assert_non_null(a);
     access_free(a);
     access_free(NULL);

@@ -289,26 +289,32 @@ static void check_path(void **state)
 static void config_keys(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     (void)state;
     relay_config_init(&c);
     assert_null(c.audit_log);
     assert_false(c.audit_statements);
     assert_int_equal(c.audit_statement_max, 1024);
-    assert_int_equal(relay_config_handle(&c, "relay", "audit_log", "/var/log/a.jsonl", err), 0);
+    assert_int_equal(
+        relay_config_handle(&c, "relay", "audit_log", "/var/log/a.jsonl", err, sizeof(err)), 0);
     assert_string_equal(c.audit_log, "/var/log/a.jsonl");
-    assert_int_equal(relay_config_handle(&c, "relay", "audit_log", "", err), 0);
+    assert_int_equal(relay_config_handle(&c, "relay", "audit_log", "", err, sizeof(err)), 0);
     assert_null(c.audit_log);
-    assert_int_equal(relay_config_handle(&c, "relay", "audit_statements", "on", err), 0);
+    assert_int_equal(relay_config_handle(&c, "relay", "audit_statements", "on", err, sizeof(err)),
+                     0);
     assert_true(c.audit_statements);
-    assert_int_equal(relay_config_handle(&c, "relay", "audit_statement_max", "4k", err), 0);
+    assert_int_equal(
+        relay_config_handle(&c, "relay", "audit_statement_max", "4k", err, sizeof(err)), 0);
     assert_int_equal(c.audit_statement_max, 4096);
-    assert_int_equal(relay_config_handle(&c, "relay", "audit_statement_max", "1M", err), 0);
+    assert_int_equal(
+        relay_config_handle(&c, "relay", "audit_statement_max", "1M", err, sizeof(err)), 0);
     assert_int_equal(c.audit_statement_max, 1024 * 1024);
-    assert_true(relay_config_handle(&c, "relay", "audit_statement_max", "0", err) < 0);
-    assert_true(relay_config_handle(&c, "relay", "audit_statement_max", "2M", err) < 0);
+    assert_true(relay_config_handle(&c, "relay", "audit_statement_max", "0", err, sizeof(err)) < 0);
+    assert_true(relay_config_handle(&c, "relay", "audit_statement_max", "2M", err, sizeof(err)) <
+                0);
     assert_int_equal(c.audit_statement_max, 1024 * 1024);
-    assert_true(relay_config_handle(&c, "relay", "audit_statements", "maybe", err) < 0);
+    assert_true(relay_config_handle(&c, "relay", "audit_statements", "maybe", err, sizeof(err)) <
+                0);
     relay_config_free(&c);
 }
 

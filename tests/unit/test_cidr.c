@@ -116,7 +116,7 @@ static void test_list(void **state)
     char err[PGB_ERR_MAX];
     uint8_t a[16];
 
-    assert_int_equal(cidr_list_parse("10.0.0.0/8, ::1 ,192.168.0.0/16", &l, err), 0);
+    assert_int_equal(cidr_list_parse("10.0.0.0/8, ::1 ,192.168.0.0/16", &l, err, sizeof(err)), 0);
     assert_int_equal(l.n, 3);
     assert_int_equal(cidr_addr_parse("192.168.4.4", a), 0);
     assert_true(cidr_list_match(&l, a));
@@ -125,10 +125,10 @@ static void test_list(void **state)
     assert_int_equal(cidr_addr_parse("127.0.0.1", a), 0);
     assert_false(cidr_list_match(&l, a));
     /* a bad list leaves the old one in place */
-    assert_int_equal(cidr_list_parse("10.0.0.0/8, bogus", &l, err), -EINVAL);
+    assert_int_equal(cidr_list_parse("10.0.0.0/8, bogus", &l, err, sizeof(err)), -EINVAL);
     assert_int_equal(l.n, 3);
-    assert_int_equal(cidr_list_parse("10.0.0.0/8,,::1", &l, err), -EINVAL);
-    assert_int_equal(cidr_list_parse("127.0.0.0/8", &l, err), 0);
+    assert_int_equal(cidr_list_parse("10.0.0.0/8,,::1", &l, err, sizeof(err)), -EINVAL);
+    assert_int_equal(cidr_list_parse("127.0.0.0/8", &l, err, sizeof(err)), 0);
     assert_int_equal(l.n, 1);
     assert_true(cidr_list_match(&l, a));
     cidr_list_free(&l);

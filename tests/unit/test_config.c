@@ -36,7 +36,7 @@ static void expect_err(const char *err, const char *fmt, ...) __attribute__((for
 
 static void expect_err(const char *err, const char *fmt, ...)
 {
-    char want[CONFIG_ERR_MAX + 64];
+    char want[PGB_ERR_MAX + 64];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(want, sizeof(want), fmt, ap);
@@ -60,7 +60,7 @@ static int relay_from(struct relay_config *c, const char *text, int nflags, char
 {
     const char *p = write_ini(0, text);
     relay_config_init(c);
-    int rc = relay_config_build(c, p, nflags, flags, err);
+    int rc = relay_config_build(c, p, nflags, flags, err, PGB_ERR_MAX);
     if (path)
         *path = p;
     else
@@ -73,7 +73,7 @@ static int agent_from(struct agent_config *c, const char *text, int nflags, char
 {
     const char *p = write_ini(0, text);
     agent_config_init(c);
-    int rc = agent_config_build(c, p, nflags, flags, err);
+    int rc = agent_config_build(c, p, nflags, flags, err, PGB_ERR_MAX);
     if (path)
         *path = p;
     else
@@ -87,42 +87,44 @@ static void test_parse_bool(void **state)
 {
     static const char *const yes[] = {"on", "true", "yes", "1", "ON", "True"};
     static const char *const no[] = {"off", "false", "no", "0", "OFF", "No"};
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     bool b;
     for (size_t i = 0; i < 6; i++) {
         b = false;
-        assert_int_equal(config_parse_bool(yes[i], &b, err), 0);
+        assert_int_equal(config_parse_bool(yes[i], &b, err, sizeof(err)), 0);
         assert_true(b);
         b = true;
-        assert_int_equal(config_parse_bool(no[i], &b, err), 0);
+        assert_int_equal(config_parse_bool(no[i], &b, err, sizeof(err)), 0);
         assert_false(b);
     }
-    assert_int_equal(config_parse_bool("maybe", &b, err), -EINVAL);
+    assert_int_equal(config_parse_bool("maybe", &b, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "expected a boolean (on/off, true/false, yes/no, 1/0), got \"maybe\"");
-    assert_int_equal(config_parse_bool("", &b, err), -EINVAL);
-    assert_int_equal(config_parse_bool("2", &b, err), -EINVAL);
+    assert_int_equal(config_parse_bool("", &b, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_bool("2", &b, err, sizeof(err)), -EINVAL);
 }
 
 static void test_parse_uint(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     uint64_t v = 7;
-    assert_int_equal(config_parse_uint("0", 0, 10, &v, err), 0);
+    assert_int_equal(config_parse_uint("0", 0, 10, &v, err, sizeof(err)), 0);
     assert_int_equal(v, 0);
-    assert_int_equal(config_parse_uint("10", 0, 10, &v, err), 0);
+    assert_int_equal(config_parse_uint("10", 0, 10, &v, err, sizeof(err)), 0);
     assert_int_equal(v, 10);
-    assert_int_equal(config_parse_uint("18446744073709551615", 0, UINT64_MAX, &v, err), 0);
+    assert_int_equal(config_parse_uint("18446744073709551615", 0, UINT64_MAX, &v, err, sizeof(err)),
+                     0);
     assert_true(v == UINT64_MAX);
     v = 7;
-    assert_int_equal(config_parse_uint("11", 0, 10, &v, err), -EINVAL);
+    assert_int_equal(config_parse_uint("11", 0, 10, &v, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "expected an integer from 0 to 10, got \"11\"");
-    assert_int_equal(config_parse_uint("0", 1, 10, &v, err), -EINVAL);
-    assert_int_equal(config_parse_uint("-1", 0, 10, &v, err), -EINVAL);
-    assert_int_equal(config_parse_uint("1x", 0, 10, &v, err), -EINVAL);
-    assert_int_equal(config_parse_uint("", 0, 10, &v, err), -EINVAL);
-    assert_int_equal(config_parse_uint(" 1", 0, 10, &v, err), -EINVAL);
-    assert_int_equal(config_parse_uint("0x10", 0, 100, &v, err), -EINVAL);
-    assert_int_equal(config_parse_uint("18446744073709551616", 0, UINT64_MAX, &v, err), -EINVAL);
+    assert_int_equal(config_parse_uint("0", 1, 10, &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_uint("-1", 0, 10, &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_uint("1x", 0, 10, &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_uint("", 0, 10, &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_uint(" 1", 0, 10, &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_uint("0x10", 0, 100, &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_uint("18446744073709551616", 0, UINT64_MAX, &v, err, sizeof(err)),
+                     -EINVAL);
     assert_int_equal(v, 7); /* untouched on error */
 }
 
@@ -136,43 +138,44 @@ static void test_parse_duration(void **state)
                 {"0ms", 0},     {"007s", 7000},  {"18446744073709551615ms", UINT64_MAX}};
     static const char *const bad[] = {
         "-5s", "5 s", "5sec", "1.5s", "", "s", "5S", "5ms ", "+5", "1d", "99999999999999999999"};
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     uint64_t v;
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        assert_int_equal(config_parse_duration_ms(good[i].in, &v, err), 0);
+        assert_int_equal(config_parse_duration_ms(good[i].in, &v, err, sizeof(err)), 0);
         assert_true(v == good[i].ms);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(config_parse_duration_ms(bad[i], &v, err), -EINVAL);
-    assert_int_equal(config_parse_duration_ms("5sec", &v, err), -EINVAL);
+        assert_int_equal(config_parse_duration_ms(bad[i], &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_duration_ms("5sec", &v, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "expected a duration such as 250ms, 5s, 2m or 1h, got \"5sec\"");
     /* Fits in u64 as a number, overflows once scaled. */
-    assert_int_equal(config_parse_duration_ms("18446744073709551615s", &v, err), -EINVAL);
+    assert_int_equal(config_parse_duration_ms("18446744073709551615s", &v, err, sizeof(err)),
+                     -EINVAL);
     assert_string_equal(err, "duration too large: \"18446744073709551615s\"");
-    assert_int_equal(config_parse_duration_ms("5124095576030432h", &v, err), -EINVAL);
+    assert_int_equal(config_parse_duration_ms("5124095576030432h", &v, err, sizeof(err)), -EINVAL);
 }
 
 static void test_parse_size(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     uint64_t v;
-    assert_int_equal(config_parse_size("4096", &v, err), 0);
+    assert_int_equal(config_parse_size("4096", &v, err, sizeof(err)), 0);
     assert_int_equal(v, 4096);
-    assert_int_equal(config_parse_size("64k", &v, err), 0);
+    assert_int_equal(config_parse_size("64k", &v, err, sizeof(err)), 0);
     assert_int_equal(v, 65536);
-    assert_int_equal(config_parse_size("64K", &v, err), 0);
+    assert_int_equal(config_parse_size("64K", &v, err, sizeof(err)), 0);
     assert_int_equal(v, 65536);
-    assert_int_equal(config_parse_size("16M", &v, err), 0);
+    assert_int_equal(config_parse_size("16M", &v, err, sizeof(err)), 0);
     assert_int_equal(v, 16u << 20);
-    assert_int_equal(config_parse_size("1G", &v, err), 0);
+    assert_int_equal(config_parse_size("1G", &v, err, sizeof(err)), 0);
     assert_int_equal(v, 1u << 30);
-    assert_int_equal(config_parse_size("1T", &v, err), -EINVAL);
+    assert_int_equal(config_parse_size("1T", &v, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "expected a size such as 4096, 64k, 16M or 1G, got \"1T\"");
-    assert_int_equal(config_parse_size("-1", &v, err), -EINVAL);
-    assert_int_equal(config_parse_size("k", &v, err), -EINVAL);
-    assert_int_equal(config_parse_size("1.5M", &v, err), -EINVAL);
-    assert_int_equal(config_parse_size("64 k", &v, err), -EINVAL);
-    assert_int_equal(config_parse_size("17179869184G", &v, err), -EINVAL); /* 2^64 */
+    assert_int_equal(config_parse_size("-1", &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_size("k", &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_size("1.5M", &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_size("64 k", &v, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_parse_size("17179869184G", &v, err, sizeof(err)), -EINVAL); /* 2^64 */
     assert_string_equal(err, "size too large: \"17179869184G\"");
 }
 
@@ -190,28 +193,28 @@ static void test_parse_hostport(void **state)
     static const char *const bad[] = {
         "::1:5432", "[::1]5432", "[]:1",   "[zz]:1",  "host:0", "host:65536", "host:",  ":5432",
         "host:12a", "ho st:1",   "[::1]:", "host:-1", "a/b:1",  "**:1",       "[::1:1", ""};
-    char err[CONFIG_ERR_MAX], host[256];
+    char err[PGB_ERR_MAX], host[256];
     uint16_t port;
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
-        assert_int_equal(config_parse_hostport(good[i].in, host, &port, err), 0);
+        assert_int_equal(config_parse_hostport(good[i].in, host, &port, err, sizeof(err)), 0);
         assert_string_equal(host, good[i].host);
         assert_int_equal(port, good[i].port);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         strcpy(host, "unchanged");
-        assert_int_equal(config_parse_hostport(bad[i], host, &port, err), -EINVAL);
+        assert_int_equal(config_parse_hostport(bad[i], host, &port, err, sizeof(err)), -EINVAL);
         assert_string_equal(host, "unchanged");
         assert_non_null(strstr(err, "expected host:port"));
     }
-    assert_int_equal(config_parse_hostport("7443", host, &port, err), -EINVAL);
+    assert_int_equal(config_parse_hostport("7443", host, &port, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "expected host:port, got \"7443\"");
     /* A host name longer than DNS allows. */
     char longhost[300];
     memset(longhost, 'a', 254);
     strcpy(longhost + 254, ":1");
-    assert_int_equal(config_parse_hostport(longhost, host, &port, err), -EINVAL);
+    assert_int_equal(config_parse_hostport(longhost, host, &port, err, sizeof(err)), -EINVAL);
     /* Values are echoed printable and bounded. */
-    assert_int_equal(config_parse_hostport("a\"b\x01", host, &port, err), -EINVAL);
+    assert_int_equal(config_parse_hostport("a\"b\x01", host, &port, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "expected host:port, got \"a\\\"b\\x01\"");
 }
 
@@ -220,11 +223,11 @@ struct items {
     char item[8][16];
 };
 
-static int collect(void *ctx, const char *item, char *err)
+static int collect(void *ctx, const char *item, char *err, size_t cap)
 {
     struct items *it = ctx;
     if (strcmp(item, "bad") == 0) {
-        snprintf(err, CONFIG_ERR_MAX, "bad item");
+        snprintf(err, cap, "bad item");
         return -EINVAL;
     }
     snprintf(it->item[it->n++], sizeof(it->item[0]), "%s", item);
@@ -233,26 +236,26 @@ static int collect(void *ctx, const char *item, char *err)
 
 static void test_parse_list(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct items it = {0};
-    assert_int_equal(config_parse_list("a, b ,c", collect, &it, err), 0);
+    assert_int_equal(config_parse_list("a, b ,c", collect, &it, err, sizeof(err)), 0);
     assert_int_equal(it.n, 3);
     assert_string_equal(it.item[0], "a");
     assert_string_equal(it.item[1], "b");
     assert_string_equal(it.item[2], "c");
     memset(&it, 0, sizeof(it));
-    assert_int_equal(config_parse_list(" \tone\t ", collect, &it, err), 0);
+    assert_int_equal(config_parse_list(" \tone\t ", collect, &it, err, sizeof(err)), 0);
     assert_int_equal(it.n, 1);
     assert_string_equal(it.item[0], "one");
     static const char *const bad[] = {"a,,b", "a,", ",a", "", " , ", "a, ,b"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         memset(&it, 0, sizeof(it));
-        assert_int_equal(config_parse_list(bad[i], collect, &it, err), -EINVAL);
+        assert_int_equal(config_parse_list(bad[i], collect, &it, err, sizeof(err)), -EINVAL);
     }
-    assert_int_equal(config_parse_list("a,,b", collect, &it, err), -EINVAL);
+    assert_int_equal(config_parse_list("a,,b", collect, &it, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "empty item in list \"a,,b\"");
     memset(&it, 0, sizeof(it));
-    assert_int_equal(config_parse_list("a, bad, c", collect, &it, err), -EINVAL);
+    assert_int_equal(config_parse_list("a, bad, c", collect, &it, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "bad item");
     assert_int_equal(it.n, 1); /* stops at the first failing item */
 }
@@ -278,7 +281,7 @@ struct probe {
 
 /* [t] flag (bool), size (size), name (string); sections "t" and "t X". */
 static int probe_handle(void *ctx, const char *section, const char *key, const char *value,
-                        char *err)
+                        char *err, size_t cap)
 {
     struct probe *p = ctx;
     if (strcmp(section, "t") != 0 && strncmp(section, "t ", 2) != 0)
@@ -288,9 +291,9 @@ static int probe_handle(void *ctx, const char *section, const char *key, const c
         return 0;
     }
     if (strcmp(key, "flag") == 0)
-        return config_parse_bool(value, &p->flag, err);
+        return config_parse_bool(value, &p->flag, err, cap);
     if (strcmp(key, "size") == 0)
-        return config_parse_size(value, &p->size, err);
+        return config_parse_size(value, &p->size, err, cap);
     if (strcmp(key, "name") == 0)
         return config_set_str(&p->name, value);
     return -ENOENT;
@@ -300,12 +303,12 @@ static int probe_load(struct probe *p, const char *text, char *err, const char *
 {
     memset(p, 0, sizeof(*p));
     *path = write_ini(1, text);
-    return config_load(*path, probe_handle, p, err);
+    return config_load(*path, probe_handle, p, err, PGB_ERR_MAX);
 }
 
 static void test_load_syntax(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct probe p;
     const char *path;
 
@@ -354,7 +357,7 @@ static void test_load_syntax(void **state)
 
 static void test_load_errors_name_line(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct probe p;
     const char *path;
 
@@ -392,7 +395,7 @@ static void test_load_errors_name_line(void **state)
 
 static void test_load_limits(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     char text[8192];
     struct probe p;
     const char *path;
@@ -427,21 +430,22 @@ static void test_load_limits(void **state)
     fputs("cd\n", f);
     fclose(f);
     memset(&p, 0, sizeof(p));
-    assert_int_equal(config_load(path, probe_handle, &p, err), -EINVAL);
+    assert_int_equal(config_load(path, probe_handle, &p, err, sizeof(err)), -EINVAL);
     expect_err(err, "%s:2: NUL byte in line", path);
     unlink(path);
     /* A missing file names its path. */
-    assert_int_equal(config_load("/nonexistent/relay.ini", probe_handle, &p, err), -ENOENT);
+    assert_int_equal(config_load("/nonexistent/relay.ini", probe_handle, &p, err, sizeof(err)),
+                     -ENOENT);
     assert_string_equal(err, "/nonexistent/relay.ini: cannot open: No such file or directory");
     /* A directory cannot be read. */
-    assert_true(config_load("/tmp", probe_handle, &p, err) < 0);
+    assert_true(config_load("/tmp", probe_handle, &p, err, sizeof(err)) < 0);
     assert_non_null(strstr(err, "/tmp: cannot read"));
 }
 
 static void test_load_long_section_name(void **state)
 {
     /* inih keeps only 49 bytes of a section name; ours keeps the whole of it. */
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     char text[512];
     struct relay_config c;
     char name[PROTO_NAME_MAX];
@@ -457,15 +461,15 @@ static void test_load_long_section_name(void **state)
 
 static void test_flags(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct probe p = {0};
 
-    assert_int_equal(config_apply_flag("--t.flag=yes", probe_handle, &p, err), 0);
+    assert_int_equal(config_apply_flag("--t.flag=yes", probe_handle, &p, err, sizeof(err)), 0);
     assert_true(p.flag);
     assert_int_equal(p.sections, 1);
-    assert_int_equal(config_apply_flag("--t.x.y.size=2k", probe_handle, &p, err), 0);
+    assert_int_equal(config_apply_flag("--t.x.y.size=2k", probe_handle, &p, err, sizeof(err)), 0);
     assert_int_equal(p.size, 2048);
-    assert_int_equal(config_apply_flag("--t.name=a=b", probe_handle, &p, err), 0);
+    assert_int_equal(config_apply_flag("--t.name=a=b", probe_handle, &p, err, sizeof(err)), 0);
     assert_string_equal(p.name, "a=b");
     free(p.name);
 
@@ -473,16 +477,16 @@ static void test_flags(void **state)
                                       "--.flag=1",  "--t.=1",      "--t..flag=1",
                                       "-t.flag=1",  "--t .flag=1", "--t. flag=1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        assert_int_equal(config_apply_flag(bad[i], probe_handle, &p, err), -EINVAL);
-    assert_int_equal(config_apply_flag("--t.flag", probe_handle, &p, err), -EINVAL);
+        assert_int_equal(config_apply_flag(bad[i], probe_handle, &p, err, sizeof(err)), -EINVAL);
+    assert_int_equal(config_apply_flag("--t.flag", probe_handle, &p, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "command line: \"--t.flag\": expected --section.key=value");
-    assert_int_equal(config_apply_flag("--t.flag=2", probe_handle, &p, err), -EINVAL);
+    assert_int_equal(config_apply_flag("--t.flag=2", probe_handle, &p, err, sizeof(err)), -EINVAL);
     assert_string_equal(
         err,
         "command line: [t] flag: expected a boolean (on/off, true/false, yes/no, 1/0), got \"2\"");
-    assert_int_equal(config_apply_flag("--t.flg=1", probe_handle, &p, err), -ENOENT);
+    assert_int_equal(config_apply_flag("--t.flg=1", probe_handle, &p, err, sizeof(err)), -ENOENT);
     assert_string_equal(err, "command line: [t] flg: unknown key");
-    assert_int_equal(config_apply_flag("--u.flag=1", probe_handle, &p, err), -ENOENT);
+    assert_int_equal(config_apply_flag("--u.flag=1", probe_handle, &p, err, sizeof(err)), -ENOENT);
     assert_string_equal(err, "command line: [u]: unknown section");
 }
 
@@ -518,7 +522,7 @@ static const char relay_good[] = "; pgburrow relay\n"
 static void test_relay_defaults(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
 
     relay_config_init(&c);
     assert_non_null(c.name);
@@ -554,7 +558,7 @@ static void test_relay_defaults(void **state)
 static void test_relay_good(void **state)
 {
     struct relay_config c;
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
 
     assert_int_equal(relay_from(&c, relay_good, 0, NULL, err, NULL), 0);
     assert_string_equal(c.name, "relay-1");
@@ -640,7 +644,7 @@ static void test_relay_value_errors(void **state)
          "[relay] default_route: expected a name of 1 to 63 characters A-Z a-z 0-9 _ . -, got "
          "\"a/b\""},
     };
-    char text[1024], err[CONFIG_ERR_MAX];
+    char text[1024], err[PGB_ERR_MAX];
     struct relay_config c;
     const char *path;
 
@@ -674,7 +678,7 @@ static void test_relay_route_errors(void **state)
         {"[route r]\nhost = x\n", "6: [route r] host: unknown key"},
         {"[routes r]\n", "5: [routes r]: unknown section"},
     };
-    char text[1024], err[CONFIG_ERR_MAX];
+    char text[1024], err[PGB_ERR_MAX];
     struct relay_config c;
     const char *path;
 
@@ -730,7 +734,7 @@ static void test_relay_check(void **state)
         {"[relay]\n" RELAY_TLS "tunnel_cert = t.crt\n[route r]\nagents = a\n",
          "[relay] tunnel_cert and tunnel_key must be set together (or both left out)"},
     };
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct relay_config c;
     const char *path;
 
@@ -748,18 +752,18 @@ static void test_relay_check(void **state)
     char *flags[] = {"--relay.tls_cert=c", "--relay.tls_key=k", "--relay.agent_ca=ca",
                      "--route.r.agents=a"};
     relay_config_init(&c);
-    assert_int_equal(relay_config_build(&c, NULL, 3, flags, err), -EINVAL);
+    assert_int_equal(relay_config_build(&c, NULL, 3, flags, err, sizeof(err)), -EINVAL);
     assert_string_equal(err, "no route: define at least one [route NAME] section");
     relay_config_free(&c);
     relay_config_init(&c);
-    assert_int_equal(relay_config_build(&c, NULL, 4, flags, err), 0);
+    assert_int_equal(relay_config_build(&c, NULL, 4, flags, err, sizeof(err)), 0);
     assert_true(relay_route_allows(relay_config_route(&c, "r"), "a"));
     relay_config_free(&c);
 }
 
 static void test_relay_flags_override(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct relay_config c;
     char *flags[] = {"--relay.listen=127.0.0.1:6432",
                      "--relay.log_level=warn",
@@ -802,10 +806,11 @@ static void test_relay_flags_override(void **state)
 
 static void test_relay_missing_file(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct relay_config c;
     relay_config_init(&c);
-    assert_int_equal(relay_config_build(&c, "/nonexistent/relay.ini", 0, NULL, err), -ENOENT);
+    assert_int_equal(relay_config_build(&c, "/nonexistent/relay.ini", 0, NULL, err, sizeof(err)),
+                     -ENOENT);
     assert_string_equal(err, "/nonexistent/relay.ini: cannot open: No such file or directory");
     relay_config_free(&c);
 }
@@ -814,13 +819,13 @@ static void test_relay_missing_file(void **state)
  * limits they set are the defaults they say they are. */
 static void test_sample_configs(void **state)
 {
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
     struct relay_config r, rd;
     struct agent_config a, ad;
 
     relay_config_init(&r);
     relay_config_init(&rd);
-    assert_int_equal(relay_config_build(&r, "deploy/relay.ini", 0, NULL, err), 0);
+    assert_int_equal(relay_config_build(&r, "deploy/relay.ini", 0, NULL, err, sizeof(err)), 0);
     assert_int_equal(r.startup_timeout_ms, rd.startup_timeout_ms);
     assert_int_equal(r.drain_timeout_ms, rd.drain_timeout_ms);
     assert_int_equal(r.ping_interval_ms, rd.ping_interval_ms);
@@ -840,7 +845,7 @@ static void test_sample_configs(void **state)
 
     agent_config_init(&a);
     agent_config_init(&ad);
-    assert_int_equal(agent_config_build(&a, "deploy/agent.ini", 0, NULL, err), 0);
+    assert_int_equal(agent_config_build(&a, "deploy/agent.ini", 0, NULL, err, sizeof(err)), 0);
     assert_int_equal(a.reconnect_min_ms, ad.reconnect_min_ms);
     assert_int_equal(a.reconnect_max_ms, ad.reconnect_max_ms);
     assert_int_equal(a.connect_timeout_ms, ad.connect_timeout_ms);
@@ -899,7 +904,7 @@ static void test_agent_defaults(void **state)
 static void test_agent_good(void **state)
 {
     struct agent_config c;
-    char err[CONFIG_ERR_MAX] = "";
+    char err[PGB_ERR_MAX] = "";
 
     assert_int_equal(agent_from(&c, agent_good, 0, NULL, err, NULL), 0);
     assert_int_equal(c.nrelays, 3);
@@ -980,7 +985,7 @@ static void test_agent_errors(void **state)
          ":2: [route r] port: expected an integer from 1 to 65535, got \"0\""},
         {"[route r]\nagents = a\n", ":2: [route r] agents: unknown key"},
     };
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct agent_config c;
     const char *path;
 
@@ -1012,7 +1017,7 @@ static void test_agent_errors(void **state)
 
 static void test_agent_flags(void **state)
 {
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     struct agent_config c;
     char *flags[] = {"--agent.relay=other:9000", "--route.demo.port=6000",
                      "--route.extra.host=10.1.2.3", "--agent.reconnect_max=2m"};

@@ -19,24 +19,24 @@
         "--agent.key=agent.key"
 
 /* Build an agent config from flags only; returns rc, the message in err. */
-static int agent_flags(struct agent_config *c, char **flags, int n, char *err)
+static int agent_flags(struct agent_config *c, char **flags, int n, char *err, size_t cap)
 {
     agent_config_init(c);
     err[0] = '\0';
-    return agent_config_build(c, NULL, n, flags, err);
+    return agent_config_build(c, NULL, n, flags, err, cap);
 }
 
 #define BUILD(c, err, ...)                                                                         \
     do {                                                                                           \
         char *flags_[] = {BASE, __VA_ARGS__};                                                      \
-        rc = agent_flags(c, flags_, (int)(sizeof(flags_) / sizeof(flags_[0])), err);               \
+        rc = agent_flags(c, flags_, (int)(sizeof(flags_) / sizeof(flags_[0])), err, sizeof(err));  \
     } while (0)
 
 static void test_sslmode_values(void **state)
 {
     (void)state;
     struct agent_config c;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     int rc;
 
     BUILD(&c, err, "--route.db.host=db.example.com");
@@ -69,8 +69,8 @@ static void test_sslmode_values(void **state)
 static void expect_error(char **flags, int n, const char *want)
 {
     struct agent_config c;
-    char err[CONFIG_ERR_MAX];
-    int rc = agent_flags(&c, flags, n, err);
+    char err[PGB_ERR_MAX];
+    int rc = agent_flags(&c, flags, n, err, sizeof(err));
 
     assert_int_equal(rc, -EINVAL);
     if (!strstr(err, want))
@@ -108,13 +108,13 @@ static void test_build_contexts(void **state)
 {
     (void)state;
     struct agent_config c;
-    char err[CONFIG_ERR_MAX];
+    char err[PGB_ERR_MAX];
     int rc;
 
     /* require without a CA: a context that verifies nothing */
     BUILD(&c, err, "--route.a.host=db", "--route.a.sslmode=require", "--route.b.host=/tmp");
     assert_int_equal(rc, 0);
-    assert_int_equal(upstream_build_contexts(&c, err), 0);
+    assert_int_equal(upstream_build_contexts(&c, err, sizeof(err)), 0);
     assert_non_null(c.routes[0].ssl_ctx);
     assert_int_equal(SSL_CTX_get_verify_mode(c.routes[0].ssl_ctx), SSL_VERIFY_NONE);
     assert_null(c.routes[1].ssl_ctx); /* disable: none */
@@ -137,7 +137,7 @@ static void test_build_contexts(void **state)
     BUILD(&c, err, "--route.r.host=db", "--route.r.sslmode=verify-full",
           "--route.r.sslrootcert=/nonexistent/ca.crt");
     assert_int_equal(rc, 0);
-    assert_int_equal(upstream_build_contexts(&c, err), -EINVAL);
+    assert_int_equal(upstream_build_contexts(&c, err, sizeof(err)), -EINVAL);
     assert_non_null(strstr(err, "[route r] upstream TLS: could not access CA file"));
     agent_config_free(&c);
 }
