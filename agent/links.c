@@ -106,9 +106,12 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
     struct agent_link *l = tunnel_data(t);
     struct proto_welcome w;
     struct proto_goaway g;
+    int rc;
 
     if (hdr->type == PROTO_WELCOME && l->state == LINK_HANDSHAKE) {
-        if (proto_decode_welcome(body, hdr->length, &w) < 0 || w.ver_major != PROTO_VERSION_MAJOR) {
+        if ((rc = proto_decode_welcome(body, hdr->length, &w)) < 0)
+            return tunnel_fail_decode(t, "WELCOME", rc);
+        if (w.ver_major != PROTO_VERSION_MAJOR) {
             tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad WELCOME");
             return -EPROTO;
         }
@@ -150,10 +153,8 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
     if (hdr->type == PROTO_CANCEL && l->state == LINK_UP)
         return cancel_key_on_frame(l->a->cancel_keys, t, body, hdr->length);
     if (hdr->type == PROTO_GOAWAY) {
-        if (proto_decode_goaway(body, hdr->length, &g) < 0) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad GOAWAY");
-            return -EPROTO;
-        }
+        if ((rc = proto_decode_goaway(body, hdr->length, &g)) < 0)
+            return tunnel_fail_decode(t, "GOAWAY", rc);
         /* a duplicate tunnel (reached over another address of the same name, e.g. IPv4 and
          * IPv6) is not an error to shout about */
         l->duplicate = sqlstate_goaway_is_duplicate_tunnel(g.code);

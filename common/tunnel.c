@@ -563,7 +563,7 @@ static int on_open(struct tunnel *t, const struct proto_hdr *h, const uint8_t *b
     t->max_stream_id = h->stream_id;
     rc = proto_decode_open(body, h->length, &m);
     if (rc < 0)
-        return violation(t, "bad OPEN: %s", proto_strerror(rc));
+        return tunnel_fail_decode(t, "OPEN", rc);
     if (t->goaway_sent) {
         send_error_frame(t, PROTO_OPEN_FAIL, h->stream_id, SQLSTATE_CANNOT_CONNECT_NOW,
                          "agent is shutting down");
@@ -596,7 +596,7 @@ static int on_open_ok(struct tunnel *t, struct tunnel_stream *s, const struct pr
         return violation(t, "unexpected OPEN_OK on stream %u", s->id);
     rc = proto_decode_open_ok(body, h->length);
     if (rc < 0)
-        return violation(t, "bad OPEN_OK: %s", proto_strerror(rc));
+        return tunnel_fail_decode(t, "OPEN_OK", rc);
     s->state = ST_OPEN;
     if (s->sops->on_open_result)
         s->sops->on_open_result(s, NULL);
@@ -614,7 +614,7 @@ static int on_open_fail(struct tunnel *t, struct tunnel_stream *s, const struct 
         return violation(t, "unexpected OPEN_FAIL on stream %u", s->id);
     rc = proto_decode_error(body, h->length, &e);
     if (rc < 0)
-        return violation(t, "bad OPEN_FAIL: %s", proto_strerror(rc));
+        return tunnel_fail_decode(t, "OPEN_FAIL", rc);
     if (s->sops->on_open_result)
         s->sops->on_open_result(s, &e);
     stream_finish(s, e.message);
@@ -626,8 +626,11 @@ static int on_window(struct tunnel *t, struct tunnel_stream *s, const struct pro
                      const uint8_t *body)
 {
     uint32_t inc;
+    int rc = proto_decode_window(body, h->length, &inc);
 
-    if (proto_decode_window(body, h->length, &inc) < 0 || s->send_credit + inc > PROTO_MAX_WINDOW)
+    if (rc < 0)
+        return tunnel_fail_decode(t, "WINDOW", rc);
+    if (s->send_credit + inc > PROTO_MAX_WINDOW)
         return violation(t, "stream %u: bad WINDOW increment", s->id);
     s->send_credit += inc;
     local_resume(s);
@@ -663,7 +666,7 @@ static int on_reset(struct tunnel *t, struct tunnel_stream *s, const struct prot
 
     rc = proto_decode_error(body, h->length, &e);
     if (rc < 0)
-        return violation(t, "bad RESET: %s", proto_strerror(rc));
+        return tunnel_fail_decode(t, "RESET", rc);
     snprintf(msg, sizeof(msg), "reset by peer: %s", e.message);
     if (s->state == ST_OPENING && s->sops->on_open_result)
         s->sops->on_open_result(s, &e);
@@ -973,6 +976,16 @@ void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
         tunnel_send(t, t->scratch, (size_t)n);
     snprintf(t->close_reason, sizeof(t->close_reason), "%s (%s)", g.message, code);
     tunnel_teardown(t, t->close_reason, true);
+}
+
+int tunnel_fail_decode(struct tunnel *t, const char *what, int rc)
+{
+    if (proto_is_violation(rc))
+        tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad %s: %s", what, proto_strerror(rc));
+    else
+        tunnel_fail(t, sqlstate_of_failure(rc), "could not decode %s: %s", what,
+                    proto_strerror(rc));
+    return -EPROTO;
 }
 
 void tunnel_close(struct tunnel *t, const char *reason)

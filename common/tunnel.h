@@ -89,6 +89,11 @@ void tunnel_goaway(struct tunnel *t, const char *msg);
 /* Send GOAWAY(code, msg) and close the tunnel after it is flushed. */
 void tunnel_fail(struct tunnel *t, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A peer's message `what` ("WELCOME", "OPEN", ...) could not be decoded, rc from
+ * proto_decode_*: GOAWAY 08P01 "bad WHAT: why" when the peer broke the protocol
+ * (proto_is_violation), 53200 "could not decode WHAT: why" when this side ran out of memory;
+ * then close. Returns -EPROTO for a frame handler to return. */
+int tunnel_fail_decode(struct tunnel *t, const char *what, int rc);
 /* Close now; every stream ends with `reason`. */
 void tunnel_close(struct tunnel *t, const char *reason);
 

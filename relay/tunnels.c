@@ -145,11 +145,8 @@ static int relay_tunnel_on_hello(struct relay_agent *a, const uint8_t *body, uin
     int rc;
 
     rc = proto_decode_hello(body, len, &h);
-    if (rc < 0) {
-        tunnel_fail(t, sqlstate_of_failure(rc), "%s HELLO: %s",
-                    proto_is_violation(rc) ? "bad" : "could not decode", proto_strerror(rc));
-        return -EPROTO;
-    }
+    if (rc < 0)
+        return tunnel_fail_decode(t, "HELLO", rc);
     if (h.ver_major != PROTO_VERSION_MAJOR) {
         log_msg(LOG_WARN, tunnel_id(t), 0,
                 "tunnel rejected agent=%s peer=%s reason=protocol version %u.%u not supported",
@@ -213,6 +210,7 @@ static int relay_tunnel_on_control(struct tunnel *t, const struct proto_hdr *h, 
 {
     struct relay_agent *a = tunnel_data(t);
     struct proto_goaway g;
+    int rc;
 
     switch (h->type) {
     case PROTO_HELLO:
@@ -222,10 +220,8 @@ static int relay_tunnel_on_control(struct tunnel *t, const struct proto_hdr *h, 
         }
         return relay_tunnel_on_hello(a, body, h->length);
     case PROTO_GOAWAY:
-        if (proto_decode_goaway(body, h->length, &g) < 0) {
-            tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "bad GOAWAY");
-            return -EPROTO;
-        }
+        if ((rc = proto_decode_goaway(body, h->length, &g)) < 0)
+            return tunnel_fail_decode(t, "GOAWAY", rc);
         a->draining = true;
         log_msg(LOG_INFO, tunnel_id(t), 0, "tunnel draining agent=%s code=%s reason=%s", a->name,
                 g.code, g.message);
