@@ -238,22 +238,11 @@ static int set_count(uint64_t *dst, const char *value, char *err, size_t cap)
     return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err, cap);
 }
 
-int relay_config_handle(void *ctx, const char *section, const char *key, const char *value,
-                        char *err, size_t cap)
+/* [relay] keys naming the relay, its listeners and its certificates; -ENOENT when key is not one of
+ * them. */
+static int relay_key_endpoints(struct relay_config *c, const char *key, const char *value,
+                               char *err, size_t cap)
 {
-    struct relay_config *c = ctx;
-
-    if (strncmp(section, "route ", 6) == 0)
-        return handle_route(c, section + 6, key, value, err, cap);
-    if (strcmp(section, "route") == 0) {
-        config_err(err, cap, "a route section needs a name: [route NAME]");
-        return -EINVAL;
-    }
-    if (strcmp(section, "relay") != 0)
-        return -ENOENT;
-    if (!key)
-        return 0;
-
     if (strcmp(key, "user") == 0)
         return config_set_optional(&c->user, value);
     if (strcmp(key, "name") == 0)
@@ -278,6 +267,14 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return config_set_optional(&c->agent_ca, value);
     if (strcmp(key, "agent_crl") == 0)
         return config_set_optional(&c->agent_crl, value);
+    return -ENOENT;
+}
+
+/* [relay] keys for timeouts, counts, windows and trusted PROXY sources; -ENOENT when key is not one
+ * of them. */
+static int relay_key_limits(struct relay_config *c, const char *key, const char *value, char *err,
+                            size_t cap)
+{
     if (strcmp(key, "drain_timeout") == 0)
         return config_set_duration(&c->drain_timeout_ms, value, err, cap);
     if (strcmp(key, "startup_timeout") == 0)
@@ -308,6 +305,13 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return config_set_duration(&c->hello_timeout_ms, value, err, cap);
     if (strcmp(key, "proxy_protocol_from") == 0)
         return set_cidrs(&c->proxy_protocol_from, value, err, cap);
+    return -ENOENT;
+}
+
+/* [relay] keys for the log and the audit log; -ENOENT when key is not one of them. */
+static int relay_key_logs(struct relay_config *c, const char *key, const char *value, char *err,
+                          size_t cap)
+{
     if (strcmp(key, "log_level") == 0)
         return config_set_log_level(&c->log_level, value, err, cap);
     if (strcmp(key, "log_format") == 0)
@@ -320,7 +324,34 @@ int relay_config_handle(void *ctx, const char *section, const char *key, const c
         return config_parse_bool(value, &c->audit_statements, err, cap);
     if (strcmp(key, "audit_statement_max") == 0)
         return set_statement_max(&c->audit_statement_max, value, err, cap);
-    return access_relay_key(c, key, value, err, cap);
+    return -ENOENT;
+}
+
+int relay_config_handle(void *ctx, const char *section, const char *key, const char *value,
+                        char *err, size_t cap)
+{
+    struct relay_config *c = ctx;
+    int rc;
+
+    if (strncmp(section, "route ", 6) == 0)
+        return handle_route(c, section + 6, key, value, err, cap);
+    if (strcmp(section, "route") == 0) {
+        config_err(err, cap, "a route section needs a name: [route NAME]");
+        return -EINVAL;
+    }
+    if (strcmp(section, "relay") != 0)
+        return -ENOENT;
+    if (!key)
+        return 0;
+
+    rc = relay_key_endpoints(c, key, value, err, cap);
+    if (rc == -ENOENT)
+        rc = relay_key_limits(c, key, value, err, cap);
+    if (rc == -ENOENT)
+        rc = relay_key_logs(c, key, value, err, cap);
+    if (rc == -ENOENT)
+        rc = access_relay_key(c, key, value, err, cap);
+    return rc;
 }
 
 int relay_config_check(const struct relay_config *c, char *err, size_t cap)
