@@ -1074,6 +1074,29 @@ static void test_open_ok_body(void **state)
     teardown(x);
 }
 
+/* A message that cannot be decoded ends the tunnel with a code that says whose fault it was:
+ * 53200 when this side ran out of memory, 08P01 when the peer broke the protocol. */
+static void test_fail_decode_codes(void **state)
+{
+    static const struct {
+        int rc;
+        const char *code, *reason;
+    } cases[] = {
+        {-ENOMEM, "53200", "could not decode WELCOME"},
+        {PROTO_E_TYPE, "08P01", "bad WELCOME"},
+    };
+
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        struct tctx *x = setup(64 * KIB);
+
+        assert_int_equal(tunnel_fail_decode(x->t[AGENT], "WELCOME", cases[k].rc), -EPROTO);
+        RUN_UNTIL(x, x->tunnel_dones[RELAY] && x->tunnel_dones[AGENT]);
+        assert_non_null(strstr(x->reason[AGENT], cases[k].reason));
+        assert_string_equal(x->goaway_code[RELAY], cases[k].code);
+        teardown(x);
+    }
+}
+
 /* A tunnel whose conn backs up (the peer does not read) pauses the local reads of every
  * stream, holding at most about its high watermark; once it drains, every paused stream
  * resumes. The windows here are large: only the tunnel's backlog can stop the streams. */
@@ -1196,6 +1219,7 @@ int main(void)
         cmocka_unit_test(test_frames_for_closed_ids),
         cmocka_unit_test(test_stream_id_and_window_violations),
         cmocka_unit_test(test_open_ok_body),
+        cmocka_unit_test(test_fail_decode_codes),
         cmocka_unit_test(test_tunnel_backlog_pause_resume),
         cmocka_unit_test(test_stalled_stream_stops_only_itself),
         cmocka_unit_test(test_stream_done_during_teardown),
