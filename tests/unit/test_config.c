@@ -56,11 +56,11 @@ static void expect_err(const char *err, const char *fmt, ...)
 
 /* Build a relay config from text (and flags); returns rc, config in *c, message in err. */
 static int relay_from(struct relay_config *c, const char *text, int nflags, char **flags, char *err,
-                      const char **path)
+                      size_t cap, const char **path)
 {
     const char *p = write_ini(0, text);
     relay_config_init(c);
-    int rc = relay_config_build(c, p, nflags, flags, err, PGB_ERR_MAX);
+    int rc = relay_config_build(c, p, nflags, flags, err, cap);
     if (path)
         *path = p;
     else
@@ -69,11 +69,11 @@ static int relay_from(struct relay_config *c, const char *text, int nflags, char
 }
 
 static int agent_from(struct agent_config *c, const char *text, int nflags, char **flags, char *err,
-                      const char **path)
+                      size_t cap, const char **path)
 {
     const char *p = write_ini(0, text);
     agent_config_init(c);
-    int rc = agent_config_build(c, p, nflags, flags, err, PGB_ERR_MAX);
+    int rc = agent_config_build(c, p, nflags, flags, err, cap);
     if (path)
         *path = p;
     else
@@ -299,11 +299,11 @@ static int probe_handle(void *ctx, const char *section, const char *key, const c
     return -ENOENT;
 }
 
-static int probe_load(struct probe *p, const char *text, char *err, const char **path)
+static int probe_load(struct probe *p, const char *text, char *err, size_t cap, const char **path)
 {
     memset(p, 0, sizeof(*p));
     *path = write_ini(1, text);
-    return config_load(*path, probe_handle, p, err, PGB_ERR_MAX);
+    return config_load(*path, probe_handle, p, err, cap);
 }
 
 static void test_load_syntax(void **state)
@@ -321,7 +321,7 @@ static void test_load_syntax(void **state)
                                 "   flag = yes ; inline comment\r\n"
                                 "size: 64k\n"
                                 "name = a;b\n",
-                                err, &path),
+                                err, sizeof(err), &path),
                      0);
     assert_true(p.flag);
     assert_int_equal(p.size, 65536);
@@ -330,27 +330,28 @@ static void test_load_syntax(void **state)
     free(p.name);
     unlink(path);
 
-    assert_int_equal(probe_load(&p, "[t]\nflag = on\njunk line\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t]\nflag = on\njunk line\n", err, sizeof(err), &path),
+                     -EINVAL);
     expect_err(err, "%s:3: syntax error: expected \"[section]\" or \"key = value\"", path);
     unlink(path);
     /* An indented line is not a continuation of the previous value. */
-    assert_int_equal(probe_load(&p, "[t]\nname = a\n    b\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t]\nname = a\n    b\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:3: syntax error: expected \"[section]\" or \"key = value\"", path);
     free(p.name);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t\nflag = on\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t\nflag = on\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:1: syntax error: expected \"[section]\"", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t] flag = on\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t] flag = on\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:1: syntax error: unexpected text after \"]\"", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[ ]\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[ ]\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:1: syntax error: empty section name", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t]\n= on\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t]\n= on\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:2: syntax error: expected \"key = value\"", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "flag = on\n[t]\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "flag = on\n[t]\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:1: flag: key outside any [section]", path);
     unlink(path);
 }
@@ -361,34 +362,38 @@ static void test_load_errors_name_line(void **state)
     struct probe p;
     const char *path;
 
-    assert_int_equal(probe_load(&p, "[t]\n\nflag = maybe\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t]\n\nflag = maybe\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err,
                "%s:3: [t] flag: expected a boolean (on/off, true/false, yes/no, 1/0), got "
                "\"maybe\"",
                path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t]\nsize = 12X\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t]\nsize = 12X\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:2: [t] size: expected a size such as 4096, 64k, 16M or 1G, got \"12X\"",
                path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t]\nflag = on\nflg = on\n", err, &path), -ENOENT);
+    assert_int_equal(probe_load(&p, "[t]\nflag = on\nflg = on\n", err, sizeof(err), &path),
+                     -ENOENT);
     expect_err(err, "%s:3: [t] flg: unknown key", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t]\n[u]\nflag = on\n", err, &path), -ENOENT);
+    assert_int_equal(probe_load(&p, "[t]\n[u]\nflag = on\n", err, sizeof(err), &path), -ENOENT);
     expect_err(err, "%s:2: [u]: unknown section", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t]\nflag = on\nsize = 1\nflag = off\n", err, &path), -EINVAL);
+    assert_int_equal(
+        probe_load(&p, "[t]\nflag = on\nsize = 1\nflag = off\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:4: [t] flag: duplicate key (first set on line 2)", path);
     unlink(path);
-    assert_int_equal(probe_load(&p, "[t x]\n[t]\n[t  x]\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t x]\n[t]\n[t  x]\n", err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:3: [t x]: duplicate section (first on line 1)", path);
     unlink(path);
     /* The first error wins; nothing after it is applied. */
-    assert_int_equal(probe_load(&p, "[t]\nflag = bad\nsize = 1\n", err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, "[t]\nflag = bad\nsize = 1\n", err, sizeof(err), &path),
+                     -EINVAL);
     assert_int_equal(p.size, 0);
     unlink(path);
     /* The same key in two sections is fine. */
-    assert_int_equal(probe_load(&p, "[t a]\nflag = on\n[t b]\nflag = off\n", err, &path), 0);
+    assert_int_equal(
+        probe_load(&p, "[t a]\nflag = on\n[t b]\nflag = off\n", err, sizeof(err), &path), 0);
     assert_int_equal(p.sections, 2);
     unlink(path);
 }
@@ -404,7 +409,7 @@ static void test_load_limits(void **state)
     int n = snprintf(text, sizeof(text), "; %0*d\n[t]\nname = ", 1000, 0);
     memset(text + n, 'v', 3000);
     strcpy(text + n + 3000, " ; comment\n");
-    assert_int_equal(probe_load(&p, text, err, &path), 0);
+    assert_int_equal(probe_load(&p, text, err, sizeof(err), &path), 0);
     assert_int_equal(strlen(p.name), 3000);
     assert_int_equal(strspn(p.name, "v"), 3000);
     free(p.name);
@@ -413,13 +418,13 @@ static void test_load_limits(void **state)
     n = snprintf(text, sizeof(text), "[t]\nname = ");
     memset(text + n, 'v', 5000);
     strcpy(text + n + 5000, "\nflag = x\n");
-    assert_int_equal(probe_load(&p, text, err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, text, err, sizeof(err), &path), -EINVAL);
     assert_null(p.name);
     expect_err(err, "%s:2: line too long (max 4095 bytes)", path);
     unlink(path);
     /* Keys are short. */
     n = snprintf(text, sizeof(text), "[t]\n%0*d = 1\n", 64, 0);
-    assert_int_equal(probe_load(&p, text, err, &path), -EINVAL);
+    assert_int_equal(probe_load(&p, text, err, sizeof(err), &path), -EINVAL);
     expect_err(err, "%s:2: key too long (max 63 bytes)", path);
     unlink(path);
     /* NUL bytes are refused, not silently cut. */
@@ -453,7 +458,7 @@ static void test_load_long_section_name(void **state)
     name[PROTO_NAME_MAX - 1] = '\0';
     snprintf(text, sizeof(text),
              "[relay]\n" RELAY_TLS "default_route = %s\n[route %s]\nagents = a\n", name, name);
-    assert_int_equal(relay_from(&c, text, 0, NULL, err, NULL), 0);
+    assert_int_equal(relay_from(&c, text, 0, NULL, err, sizeof(err), NULL), 0);
     assert_int_equal(c.nroutes, 1);
     assert_string_equal(c.routes[0].name, name);
     relay_config_free(&c);
@@ -547,8 +552,9 @@ static void test_relay_defaults(void **state)
     relay_config_free(&c); /* twice is safe */
     relay_config_free(NULL);
 
-    assert_int_equal(
-        relay_from(&c, "[relay]\n" RELAY_TLS "[route r]\nagents = a\n", 0, NULL, err, NULL), 0);
+    assert_int_equal(relay_from(&c, "[relay]\n" RELAY_TLS "[route r]\nagents = a\n", 0, NULL, err,
+                                sizeof(err), NULL),
+                     0);
     assert_string_equal(c.listen, "*:5432");
     assert_null(c.tunnel_cert);
     assert_int_equal(c.tls_min_version, TLS1_2_VERSION);
@@ -560,7 +566,7 @@ static void test_relay_good(void **state)
     struct relay_config c;
     char err[PGB_ERR_MAX] = "";
 
-    assert_int_equal(relay_from(&c, relay_good, 0, NULL, err, NULL), 0);
+    assert_int_equal(relay_from(&c, relay_good, 0, NULL, err, sizeof(err), NULL), 0);
     assert_string_equal(c.name, "relay-1");
     assert_string_equal(c.listen, "0.0.0.0:6432");
     assert_string_equal(c.tunnel_listen, "[::]:7443");
@@ -652,7 +658,7 @@ static void test_relay_value_errors(void **state)
         /* The bad line is line 5: after "[relay]" and the three TLS lines. */
         snprintf(text, sizeof(text), "[relay]\n" RELAY_TLS "%s\n[route r]\nagents = a\n",
                  cases[i].line);
-        assert_true(relay_from(&c, text, 0, NULL, err, &path) < 0);
+        assert_true(relay_from(&c, text, 0, NULL, err, sizeof(err), &path) < 0);
         expect_err(err, "%s:5: %s", path, cases[i].why);
         unlink(path);
         relay_config_free(&c);
@@ -684,7 +690,7 @@ static void test_relay_route_errors(void **state)
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         snprintf(text, sizeof(text), "[relay]\n" RELAY_TLS "%s", cases[i].text);
-        assert_true(relay_from(&c, text, 0, NULL, err, &path) < 0);
+        assert_true(relay_from(&c, text, 0, NULL, err, sizeof(err), &path) < 0);
         expect_err(err, "%s:%s", path, cases[i].why);
         unlink(path);
         relay_config_free(&c);
@@ -696,15 +702,15 @@ static void test_relay_route_errors(void **state)
     for (int i = 0; i < RELAY_MAX_ROUTE_AGENTS; i++)
         n += (size_t)snprintf(list + n, sizeof(list) - n, "%sa%d", i ? "," : "", i);
     snprintf(text, sizeof(text), "[relay]\n" RELAY_TLS "[route r]\nagents = %s\n", list);
-    assert_int_equal(relay_from(&c, text, 0, NULL, err, NULL), 0);
+    assert_int_equal(relay_from(&c, text, 0, NULL, err, sizeof(err), NULL), 0);
     assert_int_equal(c.routes[0].nagents, RELAY_MAX_ROUTE_AGENTS);
     relay_config_free(&c);
     char flag[600];
     snprintf(flag, sizeof(flag), "--route.r.agents=%s,one-more", list);
     char *flags[] = {flag};
-    assert_int_equal(
-        relay_from(&c, "[relay]\n" RELAY_TLS "[route r]\nagents = x\n", 1, flags, err, NULL),
-        -EINVAL);
+    assert_int_equal(relay_from(&c, "[relay]\n" RELAY_TLS "[route r]\nagents = x\n", 1, flags, err,
+                                sizeof(err), NULL),
+                     -EINVAL);
     assert_string_equal(err, "command line: [route r] agents: too many agents (max 64)");
     /* A failed list leaves the previous value intact. */
     assert_int_equal(c.routes[0].nagents, 1);
@@ -739,7 +745,7 @@ static void test_relay_check(void **state)
     const char *path;
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        assert_true(relay_from(&c, cases[i].text, 0, NULL, err, &path) < 0);
+        assert_true(relay_from(&c, cases[i].text, 0, NULL, err, sizeof(err), &path) < 0);
         if (cases[i].why)
             expect_err(err, "%s: %s", path, cases[i].why);
         else
@@ -773,7 +779,7 @@ static void test_relay_flags_override(void **state)
                      "--relay.default_route=new",
                      "--relay.log_file="};
 
-    assert_int_equal(relay_from(&c, relay_good, 7, flags, err, NULL), 0);
+    assert_int_equal(relay_from(&c, relay_good, 7, flags, err, sizeof(err), NULL), 0);
     assert_string_equal(c.listen, "127.0.0.1:6432");
     assert_string_equal(c.log_level, "warn");
     assert_string_equal(c.default_route, "new");
@@ -789,15 +795,15 @@ static void test_relay_flags_override(void **state)
     relay_config_free(&c);
 
     char *bad[] = {"--relay.listen=7443"};
-    assert_int_equal(relay_from(&c, relay_good, 1, bad, err, NULL), -EINVAL);
+    assert_int_equal(relay_from(&c, relay_good, 1, bad, err, sizeof(err), NULL), -EINVAL);
     assert_string_equal(err, "command line: [relay] listen: expected host:port, got \"7443\"");
     relay_config_free(&c);
     char *unknown[] = {"--relay.listn=*:1"};
-    assert_int_equal(relay_from(&c, relay_good, 1, unknown, err, NULL), -ENOENT);
+    assert_int_equal(relay_from(&c, relay_good, 1, unknown, err, sizeof(err), NULL), -ENOENT);
     assert_string_equal(err, "command line: [relay] listn: unknown key");
     relay_config_free(&c);
     char *badroute[] = {"--route.a/b.agents=x"};
-    assert_int_equal(relay_from(&c, relay_good, 1, badroute, err, NULL), -EINVAL);
+    assert_int_equal(relay_from(&c, relay_good, 1, badroute, err, sizeof(err), NULL), -EINVAL);
     assert_string_equal(
         err,
         "command line: [route a/b]: invalid route name: expected 1 to 63 of A-Z a-z 0-9 _ . -");
@@ -906,7 +912,7 @@ static void test_agent_good(void **state)
     struct agent_config c;
     char err[PGB_ERR_MAX] = "";
 
-    assert_int_equal(agent_from(&c, agent_good, 0, NULL, err, NULL), 0);
+    assert_int_equal(agent_from(&c, agent_good, 0, NULL, err, sizeof(err), NULL), 0);
     assert_int_equal(c.nrelays, 3);
     assert_string_equal(c.relays[0].host, "relay1.example.com");
     assert_int_equal(c.relays[0].port, 7443);
@@ -990,7 +996,7 @@ static void test_agent_errors(void **state)
     const char *path;
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        assert_true(agent_from(&c, cases[i].text, 0, NULL, err, &path) < 0);
+        assert_true(agent_from(&c, cases[i].text, 0, NULL, err, sizeof(err), &path) < 0);
         expect_err(err, "%s%s", path, cases[i].why);
         unlink(path);
         agent_config_free(&c);
@@ -1005,11 +1011,11 @@ static void test_agent_errors(void **state)
     snprintf(flag, sizeof(flag), "--agent.relay=%s", list);
     char *flags[] = {flag};
     snprintf(text, sizeof(text), "[agent]\nrelay = r:1\n" AGENT_TLS "[route r]\n");
-    assert_int_equal(agent_from(&c, text, 1, flags, err, NULL), 0);
+    assert_int_equal(agent_from(&c, text, 1, flags, err, sizeof(err), NULL), 0);
     assert_int_equal(c.nrelays, AGENT_MAX_RELAYS);
     agent_config_free(&c);
     snprintf(flag, sizeof(flag), "--agent.relay=%s,x:1", list);
-    assert_int_equal(agent_from(&c, text, 1, flags, err, NULL), -EINVAL);
+    assert_int_equal(agent_from(&c, text, 1, flags, err, sizeof(err), NULL), -EINVAL);
     assert_string_equal(err, "command line: [agent] relay: too many relays (max 64)");
     assert_int_equal(c.nrelays, 1); /* a failed list leaves the previous value intact */
     agent_config_free(&c);
@@ -1022,7 +1028,7 @@ static void test_agent_flags(void **state)
     char *flags[] = {"--agent.relay=other:9000", "--route.demo.port=6000",
                      "--route.extra.host=10.1.2.3", "--agent.reconnect_max=2m"};
 
-    assert_int_equal(agent_from(&c, agent_good, 4, flags, err, NULL), 0);
+    assert_int_equal(agent_from(&c, agent_good, 4, flags, err, sizeof(err), NULL), 0);
     assert_int_equal(c.nrelays, 1);
     assert_string_equal(c.relays[0].host, "other");
     assert_int_equal(c.relays[0].port, 9000);
