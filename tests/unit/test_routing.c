@@ -189,9 +189,9 @@ static void test_startup_rebuild_duplicates(void **state)
 }
 
 static int choose(const char *sni_name, const char *options, const char *def,
-                  struct routing_result *r, char *msg)
+                  struct routing_result *r, char *msg, size_t cap)
 {
-    return routing_choose(domains, 2, sni_name, options, def, r, msg, PGB_ERR_MAX);
+    return routing_choose(domains, 2, sni_name, options, def, r, msg, cap);
 }
 
 static void test_choose(void **state)
@@ -199,37 +199,38 @@ static void test_choose(void **state)
     static struct routing_result r;
     char msg[PGB_ERR_MAX];
 
-    assert_int_equal(choose("orders.db.example.com", NULL, "main", &r, msg), 0);
+    assert_int_equal(choose("orders.db.example.com", NULL, "main", &r, msg, sizeof(msg)), 0);
     assert_string_equal(r.route, "orders");
     assert_int_equal(r.source, ROUTING_SNI);
     assert_false(r.options_changed);
 
     /* SNI outside the domains is ignored */
-    assert_int_equal(choose("localhost", "-c pgburrow.route=b", "main", &r, msg), 0);
+    assert_int_equal(choose("localhost", "-c pgburrow.route=b", "main", &r, msg, sizeof(msg)), 0);
     assert_string_equal(r.route, "b");
     assert_int_equal(r.source, ROUTING_OPTIONS);
     assert_false(r.options_changed);
 
-    assert_int_equal(choose(NULL, "endpoint=c -c x.y=1", "main", &r, msg), 0);
+    assert_int_equal(choose(NULL, "endpoint=c -c x.y=1", "main", &r, msg, sizeof(msg)), 0);
     assert_string_equal(r.route, "c");
     assert_int_equal(r.source, ROUTING_OPTIONS);
     assert_true(r.options_changed);
     assert_string_equal(r.options, "-c x.y=1");
 
-    assert_int_equal(choose(NULL, "-c x.y=1", "main", &r, msg), 0);
+    assert_int_equal(choose(NULL, "-c x.y=1", "main", &r, msg, sizeof(msg)), 0);
     assert_string_equal(r.route, "main");
     assert_int_equal(r.source, ROUTING_DEFAULT);
-    assert_int_equal(choose(NULL, NULL, "main", &r, msg), 0);
+    assert_int_equal(choose(NULL, NULL, "main", &r, msg, sizeof(msg)), 0);
     assert_string_equal(r.route, "main");
 
     /* endpoint= is removed even when SNI chose the route (same route) */
-    assert_int_equal(choose("orders.db.example.com", "endpoint=orders", NULL, &r, msg), 0);
+    assert_int_equal(choose("orders.db.example.com", "endpoint=orders", NULL, &r, msg, sizeof(msg)),
+                     0);
     assert_string_equal(r.route, "orders");
     assert_true(r.options_changed);
     assert_string_equal(r.options, "");
 
     /* both options forms naming the same route are fine */
-    assert_int_equal(choose(NULL, "endpoint=d -c pgburrow.route=d", NULL, &r, msg), 0);
+    assert_int_equal(choose(NULL, "endpoint=d -c pgburrow.route=d", NULL, &r, msg, sizeof(msg)), 0);
     assert_string_equal(r.route, "d");
 }
 
@@ -238,19 +239,21 @@ static void test_choose_errors(void **state)
     static struct routing_result r;
     char msg[PGB_ERR_MAX];
 
-    assert_int_equal(choose(NULL, NULL, NULL, &r, msg), -EINVAL);
+    assert_int_equal(choose(NULL, NULL, NULL, &r, msg, sizeof(msg)), -EINVAL);
     assert_string_equal(msg, "pgburrow: no route given and no default_route");
-    assert_int_equal(choose(NULL, "", "", &r, msg), -EINVAL);
-    assert_int_equal(choose("a.b.db.example.com", NULL, "main", &r, msg), -EINVAL);
+    assert_int_equal(choose(NULL, "", "", &r, msg, sizeof(msg)), -EINVAL);
+    assert_int_equal(choose("a.b.db.example.com", NULL, "main", &r, msg, sizeof(msg)), -EINVAL);
     assert_non_null(strstr(msg, "server name \"a.b.db.example.com\" does not name a route"));
-    assert_int_equal(choose(NULL, "-c pgburrow.route=a/b", "main", &r, msg), -EINVAL);
+    assert_int_equal(choose(NULL, "-c pgburrow.route=a/b", "main", &r, msg, sizeof(msg)), -EINVAL);
     assert_string_equal(msg, "pgburrow: invalid route name in options");
-    assert_int_equal(choose(NULL, "endpoint=a/b", "main", &r, msg), -EINVAL);
+    assert_int_equal(choose(NULL, "endpoint=a/b", "main", &r, msg, sizeof(msg)), -EINVAL);
     assert_non_null(strstr(msg, "invalid route name in options"));
-    assert_int_equal(choose(NULL, "endpoint=x -c pgburrow.route=y", "main", &r, msg), -EINVAL);
-    assert_non_null(strstr(msg, "options name two routes"));
-    assert_int_equal(choose("orders.db.example.com", "-c pgburrow.route=y", NULL, &r, msg),
+    assert_int_equal(choose(NULL, "endpoint=x -c pgburrow.route=y", "main", &r, msg, sizeof(msg)),
                      -EINVAL);
+    assert_non_null(strstr(msg, "options name two routes"));
+    assert_int_equal(
+        choose("orders.db.example.com", "-c pgburrow.route=y", NULL, &r, msg, sizeof(msg)),
+        -EINVAL);
     assert_non_null(strstr(msg, "the server name names route \"orders\""));
     assert_int_equal(strncmp(msg, "pgburrow: ", 10), 0);
 }
