@@ -49,7 +49,6 @@ from harness import PG_BIN, REPO, Certs, free_port  # noqa: E402
 
 STATE = os.path.join(REPO, "build", "transparency")
 PACKAGE = "postgresql-15"
-MIRROR = "http://deb.debian.org/debian"
 SUITE_NAME = "bookworm"
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 CONFIGURE_FLAGS = ["--without-readline", "--without-zlib", "--without-icu", "--with-openssl",
@@ -117,17 +116,51 @@ def apt_options(aptdir):
             "-o", "Dir::Cache=%s" % os.path.join(aptdir, "cache")]
 
 
+def debian_mirror():
+    """The mirror the system's own apt uses for SUITE_NAME main (deb822 .sources files or the
+    one-line sources.list): the source package comes from where the binary packages come."""
+    candidates = []
+    parts = "/etc/apt/sources.list.d"
+    for name in sorted(os.listdir(parts)) if os.path.isdir(parts) else []:
+        if name.endswith(".sources"):
+            with open(os.path.join(parts, name)) as f:
+                for stanza in f.read().split("\n\n"):
+                    keys = {}
+                    for line in stanza.splitlines():
+                        if ":" in line and not line.lstrip().startswith("#"):
+                            k, v = line.split(":", 1)
+                            keys[k.strip().lower()] = v.split()
+                    candidates += [(keys.get("types", []), u, keys.get("suites", []),
+                                    keys.get("components", [])) for u in keys.get("uris", [])]
+    lists = ["/etc/apt/sources.list"]
+    if os.path.isdir(parts):
+        lists += [os.path.join(parts, n) for n in sorted(os.listdir(parts)) if n.endswith(".list")]
+    for path in lists:
+        if os.path.exists(path):
+            with open(path) as f:
+                for line in f:
+                    w = line.split("#", 1)[0].split()
+                    w = [x for x in w if not x.startswith("[")]  # [signed-by=...] options
+                    if len(w) >= 4:
+                        candidates.append(([w[0]], w[1], [w[2]], w[3:]))
+    for types, uri, suites, comps in candidates:
+        if "deb" in types and SUITE_NAME in suites and "main" in comps:
+            return uri.rstrip("/")
+    raise Fatal("no Debian mirror for %s main in the system's apt sources" % SUITE_NAME)
+
+
 def fetch_source():
     """Download and unpack Debian's source package; returns (version, tree). apt checks the
     signed Release file, the Sources index and every file's checksum, as apt-get source does."""
+    mirror = debian_mirror()
     aptdir = os.path.join(STATE, "apt")
     for d in ("parts", "lists/partial", "cache/archives/partial"):
         os.makedirs(os.path.join(aptdir, d), exist_ok=True)
     with open(os.path.join(aptdir, "parts", "src.sources"), "w") as f:
         f.write("Types: deb-src\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n" % (
-            MIRROR, SUITE_NAME, KEYRING))
+            mirror, SUITE_NAME, KEYRING))
     opts = apt_options(aptdir)
-    what = "fetching Debian's source package %s from %s (%s main)" % (PACKAGE, MIRROR, SUITE_NAME)
+    what = "fetching Debian's source package %s from %s (%s main)" % (PACKAGE, mirror, SUITE_NAME)
     try:
         out = run(["apt-get"] + opts + ["-q", "update"], 300, what)
         # apt-get update exits 0 when a mirror cannot be reached; no Sources index then.
@@ -152,7 +185,7 @@ def fetch_source():
             600, what, cwd=download)
     except Fatal as e:
         raise Fatal("%s\nThe transparency check needs Debian's source package once (it is then "
-                    "cached in %s); check the network access to %s." % (e, STATE, MIRROR))
+                    "cached in %s); check the network access to %s." % (e, STATE, mirror))
     dscs = [f for f in os.listdir(download) if f.endswith(".dsc")]
     if len(dscs) != 1:
         raise Fatal("%s: expected one .dsc in %s, found %s" % (what, download, dscs))
