@@ -36,6 +36,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,9 +54,13 @@
 #define CONN_PLAIN_BUF (64 * 1024)        /* plaintext gathered from several records per on_read */
 #define CONN_RECORD (16 * 1024)           /* largest TLS record payload; the coalescing threshold */
 #define CONN_BUF_SIZE (CONN_RECORD + 512) /* a full record's ciphertext fits in one chunk */
-#define CONN_WRITE_BUFS 4 /* chunks per uv_write: libuv keeps up to 4 bufs without malloc */
-#define CONN_TRY_BUFS 16  /* chunks per uv_try_write (one writev, nothing kept) */
-#define CONN_POOL_MAX 64  /* free chunks kept per loop (about 1 MiB) */
+#define CONN_WRITE_BUFS 4       /* chunks per uv_write: libuv keeps up to 4 bufs without malloc */
+#define CONN_TRY_BUFS 16        /* chunks per uv_try_write (one writev, nothing kept) */
+#define CONN_POOL_MAX 64        /* free chunks kept per loop (about 1 MiB) */
+#define CONN_POOL_IDLE 4        /* ... and once the loop has been quiet (conn_loop_trim) */
+#define CONN_TRIM_AFTER 64      /* conns freed since the last trim before one is planned */
+#define CONN_TRIM_QUIET_MS 1000 /* the trim runs this long after the last free ... */
+#define CONN_TRIM_MAX_WAIT_MS 10000 /* ... or this long after it was first planned */
 #define CONN_END_TIMEOUT_MS 5000
 #define CONN_KEEPALIVE_S 30
 #define CONN_LOW_DEFAULT (64 * 1024)
@@ -98,6 +103,9 @@ struct conn_loop {
                              conn_loop_close so that a shutdown never waits for them */
     struct conn_buf *pool;
     unsigned pool_len;
+    uv_timer_t trim;        /* gives memory back after a wave of conns is gone */
+    uint64_t freed;         /* conns freed since the last trim */
+    uint64_t trim_first_ms; /* when the pending trim was first planned (0: none) */
     BIO_METHOD *bio_method;
     bool closing;
     uint8_t rbuf[CONN_READ_BUF];
@@ -359,8 +367,45 @@ static void conn_ssl_reason(const struct conn *c, int ssl_err, char *buf, size_t
 
 /* ---- closing and errors ------------------------------------------------------------------- */
 
+/* Memory. glibc keeps what a wave of sessions freed (each held an SSL, buffers, a stream),
+ * so after one an idle daemon would sit on its peak. Once CONN_TRIM_AFTER conns are gone and
+ * the loop has freed none for CONN_TRIM_QUIET_MS (or CONN_TRIM_MAX_WAIT_MS have passed under
+ * a steady trickle), the chunk pool shrinks and malloc_trim returns free pages to the kernel.
+ * It costs one heap walk per wave, never one per conn. */
+static void conn_loop_trim(uv_timer_t *t)
+{
+    struct conn_loop *cl = t->data;
+
+    while (cl->pool_len > CONN_POOL_IDLE) {
+        struct conn_buf *b = cl->pool;
+
+        cl->pool = b->next;
+        cl->pool_len--;
+        free(b);
+    }
+    cl->freed = 0;
+    cl->trim_first_ms = 0;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
+static void conn_loop_freed_one(struct conn_loop *cl)
+{
+    uint64_t now;
+
+    if (++cl->freed < CONN_TRIM_AFTER || cl->closing)
+        return;
+    now = uv_now(cl->loop);
+    if (!cl->trim_first_ms)
+        cl->trim_first_ms = now;
+    if (now - cl->trim_first_ms < CONN_TRIM_MAX_WAIT_MS)
+        uv_timer_start(&cl->trim, conn_loop_trim, CONN_TRIM_QUIET_MS, 0);
+}
+
 static void conn_free(struct conn *c)
 {
+    conn_loop_freed_one(c->cl);
     SSL_free(c->ssl);
     conn_chain_release(c->cl, &c->plain);
     conn_chain_release(c->cl, &c->out);
@@ -1206,6 +1251,9 @@ struct conn_loop *conn_loop_new(uv_loop_t *loop)
     uv_prepare_init(loop, &cl->prepare);
     uv_check_init(loop, &cl->check);
     uv_idle_init(loop, &cl->idle);
+    uv_timer_init(loop, &cl->trim);
+    uv_unref((uv_handle_t *)&cl->trim); /* never what keeps a loop alive */
+    cl->trim.data = cl;
     cl->prepare.data = cl;
     cl->check.data = cl;
     cl->idle.data = cl;
@@ -1222,6 +1270,7 @@ void conn_loop_close(struct conn_loop *cl)
     uv_close((uv_handle_t *)&cl->prepare, NULL);
     uv_close((uv_handle_t *)&cl->check, NULL);
     uv_close((uv_handle_t *)&cl->idle, NULL);
+    uv_close((uv_handle_t *)&cl->trim, NULL);
 }
 
 void conn_loop_free(struct conn_loop *cl)

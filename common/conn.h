@@ -26,7 +26,8 @@
  * watermark: bounding is the owner's job (flow-control windows), the watermark is its signal.
  *
  * Memory. Idle conns hold no read buffer: reads use per-loop buffers (struct conn_loop), so an
- * idle conn costs its handle, its SSL and this struct.
+ * idle conn costs its handle, its SSL and this struct. Once 64 conns are gone and the loop has
+ * freed none for a second, the loop gives free memory back to the kernel (malloc_trim).
  */
 #ifndef PGB_CONN_H
 #define PGB_CONN_H

@@ -5,7 +5,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -15,7 +14,6 @@
 #include "relay/relay.h"
 
 #define ACCEPT_FAIL_LOG_MS 1000
-#define TRIM_AFTER_PENDING 64 /* return memory once this many accepts are all gone */
 
 static struct preauth_limits limits_of(const struct relay *r)
 {
@@ -83,11 +81,6 @@ static void sweep(uv_timer_t *timer)
                  (unsigned long long)(now - r->accept_fail_ms));
         r->accept_fail_suppressed = 0;
         r->accept_fail_ms = now;
-    }
-    if (r->pending_peak >= TRIM_AFTER_PENDING && preauth_pending(r->preauth) == 0) {
-        /* a flood of pending connections is gone: give its memory back (glibc keeps it) */
-        malloc_trim(0);
-        r->pending_peak = 0;
     }
 }
 
@@ -201,7 +194,6 @@ int relay_admit(struct relay *r, struct preauth_slot *slot, const char *peer, st
     if (from_balancer(r, peer))
         lim.max_pending_per_source = 0;
     rc = preauth_hold(r->preauth, slot, peer, &lim, uv_now(r->loop));
-    r->pending_peak++; /* connections accepted since the last trim */
     if (rc < 0) {
         log_hold_refused(r, peer, listener, rc);
         return rc;

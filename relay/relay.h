@@ -50,9 +50,8 @@ struct relay {
     uint64_t session_counter;
     /* unauthenticated connections: pending slots, buckets, descriptors (admit.h) */
     struct preauth *preauth;
-    uint64_t fd_limit;     /* RLIMIT_NOFILE in force */
-    uint64_t fd_base;      /* descriptors open before the first connection */
-    uint64_t pending_peak; /* connections accepted since the last memory trim */
+    uint64_t fd_limit; /* RLIMIT_NOFILE in force */
+    uint64_t fd_base;  /* descriptors open before the first connection */
     uv_timer_t admit_timer;
     uint64_t accept_fail_ms, accept_fail_suppressed;
     struct admit_spare client_spare, tunnel_spare; /* listeners' spare handles (admit.h) */

@@ -192,9 +192,13 @@ def test_pending_rss_per_connection(burrow_env):
     finally:
         close_all(socks)
     harness.wait_until(lambda: fd_count(relay.pid) < 50, t(10), "connections closed")
-    time.sleep(1.0)  # the sweep trims memory once the flood is gone
-    rss2 = harness.rss_kib(relay.pid)
-    print("after they closed: relay RSS %d KiB" % rss2)
+    if harness.SANITIZER or harness.VALGRIND:
+        return  # their allocators keep freed memory on purpose
+    # Once the flood is gone and the loop has been quiet for a second, the relay returns what
+    # it freed (conn.c: the chunk pool shrinks, malloc_trim): back within 1 MiB of before.
+    harness.wait_until(lambda: harness.rss_kib(relay.pid) - rss0 < 1024, t(10),
+                       "relay RSS back within 1 MiB of %d KiB" % rss0)
+    print("after they closed: relay RSS %d KiB" % harness.rss_kib(relay.pid))
 
 
 def test_emfile_sheds_heaviest_keeps_tunnel_and_sessions(burrow_env):
