@@ -11,8 +11,9 @@
  *   input       IN_OPEN --FIN behind held input--> IN_FIN_HELD --delivered--> IN_EOF
  *               IN_OPEN --FIN / close_notify--> IN_EOF / IN_EOF_CLEAN (no more reads)
  *   write side  conn_write --> pending plaintext (dirty list)
- *               --end of turn, or 16 KiB pending--> [SSL_write --> ciphertext chunks]
- *               --> uv_try_write, the rest uv_write --> chunks back to the pool
+ *               --16 KiB pending, or end of turn--> [SSL_write --> ciphertext chunks]
+ *               --end of turn, or 16 chunks--> uv_try_write (one writev), the rest
+ *               uv_write --> chunks back to the pool
  *   shut        SHUT_NONE --conn_shutdown--> SHUT_REQUESTED --after pending writes:
  *               close_notify, uv_shutdown--> SHUT_ISSUED --FIN out--> SHUT_DONE
  *   life        ACTIVE --conn_end--> ENDING: owner callbacks muted; flush, shut down, then
@@ -54,12 +55,13 @@
 #define CONN_PLAIN_BUF (64 * 1024)        /* plaintext gathered from several records per on_read */
 #define CONN_RECORD (16 * 1024)           /* largest TLS record payload; the coalescing threshold */
 #define CONN_BUF_SIZE (CONN_RECORD + 512) /* a full record's ciphertext fits in one chunk */
-#define CONN_WRITE_BUFS 4       /* chunks per uv_write: libuv keeps up to 4 bufs without malloc */
-#define CONN_TRY_BUFS 16        /* chunks per uv_try_write (one writev, nothing kept) */
-#define CONN_POOL_MAX 64        /* free chunks kept per loop (about 1 MiB) */
-#define CONN_POOL_IDLE 4        /* ... and once the loop has been quiet (conn_loop_trim) */
-#define CONN_TRIM_AFTER 64      /* conns freed since the last trim before one is planned */
-#define CONN_TRIM_QUIET_MS 1000 /* the trim runs this long after the last free ... */
+#define CONN_WRITE_BUFS 4 /* chunks per uv_write: libuv keeps up to 4 bufs without malloc */
+#define CONN_TRY_BUFS 16  /* chunks per uv_try_write (one writev, nothing kept) */
+#define CONN_SUBMIT_BYTES (CONN_TRY_BUFS * CONN_RECORD) /* sent before the end of the turn */
+#define CONN_POOL_MAX 64            /* free chunks kept per loop (about 1 MiB) */
+#define CONN_POOL_IDLE 4            /* ... and once the loop has been quiet (conn_loop_trim) */
+#define CONN_TRIM_AFTER 64          /* conns freed since the last trim before one is planned */
+#define CONN_TRIM_QUIET_MS 1000     /* the trim runs this long after the last free ... */
 #define CONN_TRIM_MAX_WAIT_MS 10000 /* ... or this long after it was first planned */
 #define CONN_END_TIMEOUT_MS 5000
 #define CONN_KEEPALIVE_S 30
@@ -722,6 +724,18 @@ static int conn_flush_out(struct conn *c)
     return conn_submit(c, &c->out);
 }
 
+/* True when a chain holds CONN_TRY_BUFS chunks or more: one writev's worth, sent at once rather
+ * than at the end of the turn (which bounds what a turn can queue per conn). */
+static bool conn_chain_full(const struct conn_chain *ch)
+{
+    const struct conn_buf *b = ch->head;
+    unsigned n = 0;
+
+    for (; b && n < CONN_TRY_BUFS; b = b->next)
+        n++;
+    return n >= CONN_TRY_BUFS;
+}
+
 static int conn_ssl_write(struct conn *c, const uint8_t *p, size_t n)
 {
     char reason[300];
@@ -768,7 +782,7 @@ static int conn_flush(struct conn *c)
 {
     int rc;
 
-    if (c->life == CONN_CLOSING || c->net != CONN_NET_CONNECTED || !c->plain.head)
+    if (c->life == CONN_CLOSING || c->net != CONN_NET_CONNECTED || (!c->plain.head && !c->out.head))
         return 0;
     if (c->ssl) {
         if (c->tls != CONN_TLS_ESTABLISHED)
@@ -783,7 +797,8 @@ static int conn_flush(struct conn *c)
 
 /* Established TLS: tops up the pending record; full records are encrypted at once (straight
  * from the caller's bytes when nothing is pending), a tail below 16 KiB waits for the end of
- * the turn so that small writes share a record. */
+ * the turn so that small writes share a record. The ciphertext waits for the end of the turn
+ * too, so that the records of a turn leave in one writev (up to CONN_TRY_BUFS of them). */
 static int conn_tls_write(struct conn *c, const uint8_t *p, size_t len)
 {
     int rc;
@@ -813,7 +828,7 @@ static int conn_tls_write(struct conn *c, const uint8_t *p, size_t len)
             return rc;
         c->plain_len += len;
     }
-    return conn_flush_out(c);
+    return conn_chain_full(&c->out) ? conn_flush_out(c) : 0;
 }
 
 /* ---- reading ------------------------------------------------------------------------------ */
@@ -1503,14 +1518,14 @@ int conn_write(struct conn *c, const void *data, size_t len)
         rc = conn_chain_append(c->cl, &c->plain, p, len);
         if (rc == 0) {
             c->plain_len += len;
-            if (!c->ssl && c->net == CONN_NET_CONNECTED && c->plain_len >= CONN_RECORD)
+            if (!c->ssl && c->net == CONN_NET_CONNECTED && c->plain_len >= CONN_SUBMIT_BYTES)
                 rc = conn_flush(c);
         }
     }
     if (rc == 0 && c->life == CONN_CLOSING)
         rc = UV_EPIPE;
     if (rc == 0) {
-        if (c->plain_len > 0 && c->net == CONN_NET_CONNECTED &&
+        if ((c->plain_len > 0 || c->out.head) && c->net == CONN_NET_CONNECTED &&
             (c->tls == CONN_TLS_NONE || c->tls == CONN_TLS_ESTABLISHED))
             conn_mark_dirty(c);
         if (conn_backlog(c) >= c->high)

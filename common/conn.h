@@ -19,11 +19,13 @@
  * called again (from a later loop turn, never re-entrantly).
  *
  * Writing. conn_write() copies the bytes and never writes partially. Small writes made in the
- * same loop turn are coalesced (one TLS record where they fit, flushed before the loop next
- * blocks, or at once when 16 KiB are pending). conn_backlog() is what has not yet been taken
- * by the kernel; when it reaches the high watermark conn_writable() turns false, and on_drain
- * fires once it falls to the low watermark. Writing is never refused for being over the
- * watermark: bounding is the owner's job (flow-control windows), the watermark is its signal.
+ * same loop turn are coalesced (one TLS record where they fit, encrypted at once when 16 KiB
+ * are pending); what a turn wrote leaves in one writev at the end of the turn, or as soon as
+ * 256 KiB are ready. conn_backlog() is the plaintext not yet encrypted plus what libuv queued
+ * (ciphertext of the current turn not yet handed to the kernel is not counted); when it
+ * reaches the high watermark conn_writable() turns false, and on_drain fires once it falls to
+ * the low watermark. Writing is never refused for being over the watermark: bounding is the
+ * owner's job (flow-control windows), the watermark is its signal.
  *
  * Memory. Idle conns hold no read buffer: reads use per-loop buffers (struct conn_loop), so an
  * idle conn costs its handle, its SSL and this struct. Once 64 conns are gone and the loop has
