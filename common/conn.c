@@ -1481,6 +1481,12 @@ int conn_tls_client_sni(struct conn *c, SSL_CTX *ctx, const char *server_name, b
     return conn_tls_begin(c);
 }
 
+void conn_tls_keep_buffers(struct conn *c)
+{
+    if (c->ssl)
+        SSL_clear_mode(c->ssl, SSL_MODE_RELEASE_BUFFERS);
+}
+
 int conn_read_start(struct conn *c)
 {
     if (c->life == CONN_CLOSING)

@@ -75,6 +75,10 @@ int conn_tls_client(struct conn *c, SSL_CTX *ctx, const char *server_name);
 /* The same, with the name sent as SNI but checked against the certificate only when
  * verify_name (PostgreSQL's sslmode=require/verify-ca send SNI and check no name). */
 int conn_tls_client_sni(struct conn *c, SSL_CTX *ctx, const char *server_name, bool verify_name);
+/* Every TLS conn releases OpenSSL's 16 KiB+ read and write buffers whenever they empty, so
+ * that an idle one costs little; a conn that is busy and alone of its kind (a tunnel) keeps
+ * them instead: no allocation and free per record. Call once its handshake is done. */
+void conn_tls_keep_buffers(struct conn *c);
 
 int conn_read_start(struct conn *c);
 int conn_read_stop(struct conn *c);

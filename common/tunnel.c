@@ -750,7 +750,9 @@ static size_t tunnel_on_read(struct conn *c, const uint8_t *data, size_t len)
 static void tunnel_on_handshake(struct conn *c)
 {
     struct tunnel *t = conn_data(c);
+
     t->last_rx_ms = uv_now(t->loop);
+    conn_tls_keep_buffers(c); /* one per agent and relay, busy: no allocation per record */
     if (t->ops->on_up)
         t->ops->on_up(t);
 }
