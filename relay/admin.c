@@ -71,7 +71,7 @@ static const struct conn_ops admin_conn_ops;
 size_t admin_stats_collect(const struct relay *r, struct admin_stat *v, size_t cap)
 {
     const struct admin_stat all[] = {
-        {"sessions", r->nsessions},     {"sessions_opened", r->session_counter},
+        {"sessions", r->nsessions},     {"sessions_routed", r->session_counter},
         {"clients", r->nclients},       {"pending", preauth_pending(r->preauth)},
         {"tunnels", r->nagents},        {"routes", r->cfg.nroutes},
         {"admin_sessions", r->nadmins}, {"draining", r->draining ? 1 : 0},
