@@ -455,9 +455,11 @@ struct reader {
 
 static int get_cstr(struct reader *r, const char **s)
 {
-    const uint8_t *nul = memchr(r->p + r->off, '\0', r->len - r->off);
+    const uint8_t *nul;
 
-    if (!nul)
+    if (r->off >= r->len) /* an empty body has no buffer at all */
+        return -EINVAL;
+    if (!(nul = memchr(r->p + r->off, '\0', r->len - r->off)))
         return -EINVAL;
     *s = (const char *)(r->p + r->off);
     r->off = (size_t)(nul - r->p) + 1;

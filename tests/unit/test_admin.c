@@ -213,6 +213,13 @@ static void test_read_frontend(void **state)
     assert_int_equal(admin_read_execute((const uint8_t *)"\0\0\0\0\0", 5, &name), 0);
     assert_string_equal(name, "");
     assert_int_equal(admin_read_execute((const uint8_t *)"\0\0\0", 3, &name), -EINVAL);
+    /* a message with an empty body comes without a buffer */
+    assert_int_equal(admin_read_query(NULL, 0, &name), -EINVAL);
+    assert_int_equal(admin_read_parse(NULL, 0, &p), -EINVAL);
+    assert_int_equal(admin_read_bind(NULL, 0, &b), -EINVAL);
+    assert_int_equal(admin_read_execute(NULL, 0, &name), -EINVAL);
+    assert_int_equal(admin_read_target(NULL, 0, &kind, &name), -EINVAL);
+    assert_int_equal(admin_read_query((const uint8_t *)"SHOW", 4, &name), -EINVAL);
 }
 
 int main(void)
