@@ -383,9 +383,8 @@ def run_ok(b, pki):
         return False
 
 
-def test_pipelined_queries_answered(console, pki):
-    """Queries sent right behind the StartupMessage are answered (nothing dropped)."""
-    b = console
+def raw_admin(b, pki, after_startup=b""):
+    """A console session over a raw TLS socket (admin-alice's certificate)."""
     sock = harness.raw_connect(b.client_port)
     sock.sendall(harness.ssl_request())
     assert harness.recv_exact(sock, 1) == b"S"
@@ -394,12 +393,40 @@ def test_pipelined_queries_answered(console, pki):
     ctx.load_cert_chain(kw["sslcert"], kw["sslkey"])
     tls = ctx.wrap_socket(sock, server_hostname="localhost")
     tls.sendall(harness.startup_message({"user": "admin-alice", "database": "pgburrow"}) +
-                harness.query_message("SHOW VERSION") + harness.query_message("SHOW STATS"))
-    reader = harness.MessageReader(tls)
+                after_startup)
+    return tls, harness.MessageReader(tls)
+
+
+def test_pipelined_queries_answered(console, pki):
+    """Queries sent right behind the StartupMessage are answered (nothing dropped)."""
+    b = console
+    tls, reader = raw_admin(b, pki, harness.query_message("SHOW VERSION") +
+                            harness.query_message("SHOW STATS"))
     seen = []
     while seen.count("Z") < 3:
         typ, _ = reader.read()
         seen.append(typ)
     assert seen.count("C") == 2 and "E" not in seen, seen
     tls.sendall(harness.TERMINATE)
-    tls.close()
+    harness.expect_closed(tls, t(5))
+
+
+@pytest.mark.parametrize("message, reason", [
+    (b"Q\0\0\0\4", "invalid Query message"),  # no text, not even its NUL
+    (b"Q\0\0\0\3", "invalid message length"),
+    (b"y\0\0\0\4", "invalid frontend message type"),
+    (b"Q\x7f\0\0\0", "message too long"),  # refused on its header, before any buffering
+])
+def test_hostile_messages(console, pki, message, reason):
+    b = console
+    tls, reader = raw_admin(b, pki)
+    while reader.read()[0] != "Z":
+        pass
+    tls.sendall(message)
+    typ, body = reader.read()
+    fields = harness.parse_error_response(body)
+    assert typ == "E" and fields["S"] == "FATAL" and fields["C"] == "08P01", fields
+    assert reason in fields["M"], fields
+    harness.expect_closed(tls, t(5))
+    with admin(b, pki) as a:  # the relay goes on
+        assert rows(a, "SHOW VERSION")
