@@ -176,6 +176,10 @@ def test_route_named_pgburrow_refused(burrow_env, pki, binaries):
     r = subprocess.run([os.path.join(binaries, "pgburrow-relay"), "-c", ini, "--check-config"],
                        capture_output=True, text=True, timeout=t(30))
     assert r.returncode != 0 and "admin_ca: required when admin_users is set" in r.stderr, r.stderr
+    ini = b.write_relay_ini(admin_users="admin-alice", admin_ca=os.path.join(b.dir, "missing.crt"))
+    r = subprocess.run([os.path.join(binaries, "pgburrow-relay"), "-c", ini, "--check-config"],
+                       capture_output=True, text=True, timeout=t(30))
+    assert r.returncode != 0 and "[relay] admin_ca/admin_crl:" in r.stderr, r.stderr
 
 
 # ---- clients ------------------------------------------------------------------------------------
@@ -328,6 +332,19 @@ def test_reload(console, pki):
         assert rows(a, "SHOW VERSION")  # still usable
     results = [x["result"] for x in audit_lines(b) if x["command"] == "RELOAD"]
     assert results[0] == "ok" and "reload failed" in results[1], results
+
+
+def test_reload_changes_admin_users(console, pki):
+    """admin_users is reloadable: new console connections follow it, open ones go on."""
+    b = console
+    with admin(b, pki, cn="admin-alice") as a:
+        b.write_relay_ini(**dict(admin_keys(pki, b.audit), admin_users="admin-bob"))
+        a.execute("RELOAD")
+        msg = refused(b, pki, cn="admin-alice")
+        assert 'certificate CN "admin-alice" is not in admin_users' in msg, msg
+        with admin(b, pki, cn="admin-bob") as bob:
+            assert rows(bob, "SHOW CONFIG")
+        assert rows(a, "SHOW VERSION")  # the open session goes on
 
 
 def test_show_contents(console, pki):
