@@ -9,6 +9,7 @@
  *     |  --anything else--> FATAL 08P01                       OPEN_FAIL: FATAL <code> <-+
  *                                                             OPEN_OK: StartupMessage sent,
  *                                                                      conn bound --> STREAMING
+ *   STARTUP --dbname=pgburrow, console on, admin certificate--> conn handed to admin.c
  *
  * Until STREAMING the client conn belongs to struct relay_client; from then on to the tunnel
  * stream, and the client struct only waits for the stream's end to log it.

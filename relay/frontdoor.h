@@ -2,7 +2,9 @@
  * frontdoor — the relay's PostgreSQL client connections: the first bytes (SSLRequest,
  * GSSENCRequest, CancelRequest, direct TLS), TLS, the StartupMessage, routing and access
  * checks, then the session streamed through an agent's tunnel (the state machine is drawn at
- * the top of frontdoor.c).
+ * the top of frontdoor.c); or, for dbname=pgburrow with the admin console on, the admin
+ * certificate checked and the conn handed to the console (r->open_admin, admin.h). What the
+ * console sees of the sessions, and KILL SESSION, are at the end.
  *
  * Each client is a struct relay_client on r->clients, owned by the relay and freed in its
  * connection's last close callback; the stream it opens is its own (tunnel_stream_ops).
