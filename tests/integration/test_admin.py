@@ -148,6 +148,33 @@ def test_refusals(console, pki):
         assert rows(a, "show version")[0]["version"].startswith("pgburrow-relay ")
 
 
+def test_admin_crl_and_agent_certificates(burrow_env, certs):
+    """A revoked certificate (admin_crl) and an agent's certificate never get in, CN listed or
+    not."""
+    from test_access import ClientPKI
+
+    cpki = ClientPKI(certs.root).make()
+    b = burrow_env
+    b.audit = os.path.join(b.dir, "audit.jsonl")
+    b.start_relay(admin_users="revoked, postgres", admin_ca=cpki.ca, admin_crl=cpki.crl,
+                  audit_log=b.audit)
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(b.dsn(dbname="pgburrow", **cpki.cert_kw("revoked"))).close()
+    assert "admin console: certificate verify failed: certificate revoked" in str(e.value)
+    with psycopg.connect(b.dsn(dbname="pgburrow", **cpki.cert_kw("postgres")),
+                         autocommit=True) as a:
+        assert rows(a, "SHOW VERSION")
+    b.write_relay_ini(admin_users="agent-a", admin_ca=certs.ca, audit_log=b.audit)
+    with psycopg.connect(b.dsn(dbname="pgburrow", **cpki.cert_kw("postgres")),
+                         autocommit=True) as a:
+        a.execute("RELOAD")
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(b.dsn(dbname="pgburrow", sslcert=certs.agent_crt("agent-a"),
+                              sslkey=certs.agent_key("agent-a"))).close()
+    assert "an agent certificate (URI pgburrow-agent:NAME) is not a client certificate" in str(
+        e.value), str(e.value)
+
+
 def test_allow_applies_to_the_console(burrow_env, pki):
     b = burrow_env
     b.audit = os.path.join(b.dir, "audit.jsonl")
