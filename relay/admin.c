@@ -326,12 +326,48 @@ static void config_u64(struct result *res, const char *key, uint64_t value)
     config_row(res, key, num);
 }
 
+/* A CIDR list as the configuration writes it ("10.0.0.0/8,2001:db8::/32"); IPv4 ranges are
+ * kept as IPv4-mapped IPv6 (cidr.h). */
+static int cidrs_add(struct names *l, const struct cidr_list *cl)
+{
+    static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    char addr[64], item[80];
+    int rc = 0;
+
+    for (size_t i = 0; i < cl->n && rc == 0; i++) {
+        const struct cidr *c = &cl->v[i];
+        bool v4 = c->bits >= 96 && memcmp(c->addr, v4_mapped, sizeof(v4_mapped)) == 0;
+
+        if (v4)
+            uv_inet_ntop(AF_INET, c->addr + 12, addr, sizeof(addr));
+        else
+            uv_inet_ntop(AF_INET6, c->addr, addr, sizeof(addr));
+        snprintf(item, sizeof(item), "%s/%u", addr, v4 ? c->bits - 96u : (unsigned)c->bits);
+        rc = names_add(l, item);
+    }
+    return rc;
+}
+
+/* A list key's row: "" when empty. */
+static int config_list(struct result *res, const char *key, const struct cidr_list *cl,
+                       char *const *v, size_t n)
+{
+    struct names l = {0};
+    int rc = cl ? cidrs_add(&l, cl) : 0;
+
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = names_add(&l, v[i]);
+    if (rc == 0)
+        config_row(res, key, l.s ? l.s : "");
+    free(l.s);
+    return rc;
+}
+
 /* The [relay] keys in force, and each route's: paths and settings, never a key's contents. */
 static int show_config(struct result *res)
 {
     const struct relay_config *c = &res->a->r->cfg;
-    struct names users = {0};
-    int rc = 0;
+    int rc;
 
     config_row(res, "name", c->name);
     config_row(res, "listen", c->listen);
@@ -371,12 +407,15 @@ static int show_config(struct result *res)
     config_row(res, "tls_groups", c->tls_groups);
     config_row(res, "tunnel_ciphersuites", c->tunnel_ciphersuites);
     config_row(res, "tunnel_groups", c->tunnel_groups);
-    for (size_t i = 0; i < c->nadmin_users && rc == 0; i++)
-        rc = names_add(&users, c->admin_users[i]);
-    config_row(res, "admin_users", users.s ? users.s : "");
+    rc = config_list(res, "sni_domains", NULL, c->sni_domains, c->nsni_domains);
+    if (rc == 0)
+        rc = config_list(res, "allow", &c->allow, NULL, 0);
+    if (rc == 0)
+        rc = config_list(res, "proxy_protocol_from", &c->proxy_protocol_from, NULL, 0);
+    if (rc == 0)
+        rc = config_list(res, "admin_users", NULL, c->admin_users, c->nadmin_users);
     config_row(res, "admin_ca", c->admin_ca);
     config_row(res, "admin_crl", c->admin_crl);
-    free(users.s);
     for (size_t i = 0; i < c->nroutes && rc == 0; i++) {
         const struct relay_route *rt = &c->routes[i];
         static const char *const certs[] = {"none", "verify", "verify-user"};
@@ -398,6 +437,9 @@ static int show_config(struct result *res)
         config_row(res, key, rt->client_crl);
         snprintf(key, sizeof(key), "route.%s.ident_map", rt->name);
         config_row(res, key, rt->ident_map);
+        snprintf(key, sizeof(key), "route.%s.allow", rt->name);
+        if (rc == 0)
+            rc = config_list(res, key, &rt->allow, NULL, 0);
     }
     return rc;
 }

@@ -365,8 +365,12 @@ def test_reload_changes_admin_users(console, pki):
     """admin_users is reloadable: new console connections follow it, open ones go on."""
     b = console
     with admin(b, pki, cn="admin-alice") as a:
-        b.write_relay_ini(**dict(admin_keys(pki, b.audit), admin_users="admin-bob"))
+        b.write_relay_ini(**dict(admin_keys(pki, b.audit), admin_users="admin-bob",
+                                 allow="127.0.0.0/8, ::1/128, 2001:db8::/32"))
         a.execute("RELOAD")
+        config = dict((r["key"], r["value"]) for r in rows(a, "SHOW CONFIG"))
+        assert config["allow"] == "127.0.0.0/8,::1/128,2001:db8::/32", config
+        assert config["admin_users"] == "admin-bob" and config["route.a.allow"] == "", config
         msg = refused(b, pki, cn="admin-alice")
         assert 'certificate CN "admin-alice" is not in admin_users' in msg, msg
         with admin(b, pki, cn="admin-bob") as bob:
