@@ -24,6 +24,8 @@
 
 #include "common/log.h"
 #include "common/sqlstate.h"
+#include "common/tls.h"
+#include "relay/access.h"
 #include "relay/admin_wire.h"
 #include "relay/audit.h"
 #include "relay/frontdoor.h"
@@ -472,6 +474,24 @@ static void admin_error(struct admin_session *a, const char *sqlstate, const cha
     admin_put_error(&a->out, "ERROR", sqlstate, msg);
 }
 
+static void admin_fatal(struct admin_session *a, const char *sqlstate, const char *msg);
+
+/* The console's rule again, with the configuration in force: a reload may have removed the CN
+ * from admin_users or revoked the certificate, and the certificate may have expired. An admin
+ * no longer allowed runs nothing more: FATAL 28000, and the session ends. */
+static int admin_still_allowed(struct admin_session *a, const char *text)
+{
+    struct tls_peer_info info;
+    char msg[PGB_ERR_MAX], why[PGB_ERR_MAX + 64];
+
+    if (access_check_admin(a->r->access, &a->r->cfg, a->conn, &info, msg, sizeof(msg)) == 0)
+        return 0;
+    snprintf(why, sizeof(why), "%s; session ended", msg);
+    admin_record(a, text, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, why);
+    admin_fatal(a, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, why);
+    return -1;
+}
+
 /*
  * Run cmd (text: as the client sent it, for the log and the audit), its rows formatted as
  * formats say. describe: send the RowDescription first (simple query). 0, or -1 after an
@@ -491,6 +511,8 @@ static int admin_run(struct admin_session *a, const struct admin_cmd *cmd, const
         admin_put_empty(&a->out, 'I');
         return 0;
     }
+    if (admin_still_allowed(a, text) < 0)
+        return -1;
     res.cols = admin_cmd_columns(cmd->kind, &res.ncols);
     if (describe && res.ncols)
         admin_put_row_description(&a->out, res.cols, res.ncols, formats, nformats);
@@ -783,7 +805,8 @@ static void on_query(struct admin_session *a, const uint8_t *body, uint32_t len)
     }
     if (admin_parse_cmd(a, text, &cmd) == 0)
         admin_run(a, &cmd, text, true, NULL, 0);
-    admin_put_ready(&a->out);
+    if (!a->closing)
+        admin_put_ready(&a->out);
 }
 
 static void admin_message(struct admin_session *a, char type, const uint8_t *body, uint32_t len)

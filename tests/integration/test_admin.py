@@ -362,20 +362,25 @@ def test_reload(console, pki):
 
 
 def test_reload_changes_admin_users(console, pki):
-    """admin_users is reloadable: new console connections follow it, open ones go on."""
+    """admin_users is reloadable: new console connections follow it, and an open session of an
+    admin no longer listed runs no further command."""
     b = console
     with admin(b, pki, cn="admin-alice") as a:
         b.write_relay_ini(**dict(admin_keys(pki, b.audit), admin_users="admin-bob",
                                  allow="127.0.0.0/8, ::1/128, 2001:db8::/32"))
         a.execute("RELOAD")
-        config = dict((r["key"], r["value"]) for r in rows(a, "SHOW CONFIG"))
-        assert config["allow"] == "127.0.0.0/8,::1/128,2001:db8::/32", config
-        assert config["admin_users"] == "admin-bob" and config["route.a.allow"] == "", config
         msg = refused(b, pki, cn="admin-alice")
         assert 'certificate CN "admin-alice" is not in admin_users' in msg, msg
         with admin(b, pki, cn="admin-bob") as bob:
-            assert rows(bob, "SHOW CONFIG")
-        assert rows(a, "SHOW VERSION")  # the open session goes on
+            config = dict((r["key"], r["value"]) for r in rows(bob, "SHOW CONFIG"))
+        assert config["allow"] == "127.0.0.0/8,::1/128,2001:db8::/32", config
+        assert config["admin_users"] == "admin-bob" and config["route.a.allow"] == "", config
+        with pytest.raises(psycopg.OperationalError) as e:
+            a.execute("SHOW VERSION")
+        assert 'certificate CN "admin-alice" is not in admin_users; session ended' in str(
+            e.value), str(e.value)
+    line = audit_lines(b)[-1]
+    assert line["command"] == "SHOW VERSION" and line["sqlstate"] == "28000", line
 
 
 def test_show_contents(console, pki):
