@@ -21,12 +21,18 @@
 #define SQLSTATE_PROTOCOL_VIOLATION "08P01"                  /* any breach of a protocol */
 #define SQLSTATE_FEATURE_NOT_SUPPORTED "0A000"               /* protocol version not supported */
 #define SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION "28000" /* identity or address refused */
+#define SQLSTATE_INVALID_SQL_STATEMENT_NAME "26000"          /* admin console: no such statement */
+#define SQLSTATE_INVALID_CURSOR_NAME "34000"                 /* admin console: no such portal */
 #define SQLSTATE_INVALID_CATALOG_NAME "3D000"                /* unknown or malformed route */
+#define SQLSTATE_SYNTAX_ERROR "42601"                        /* admin console: bad command */
+#define SQLSTATE_UNDEFINED_OBJECT "42704"                    /* admin console: no such target */
 #define SQLSTATE_OUT_OF_MEMORY "53200"
 #define SQLSTATE_TOO_MANY_CONNECTIONS "53300"         /* session, stream or tunnel limit */
 #define SQLSTATE_CONFIGURATION_LIMIT_EXCEEDED "53400" /* peer's limits above ours */
+#define SQLSTATE_PROGRAM_LIMIT_EXCEEDED "54000"       /* admin console: a result too large */
 #define SQLSTATE_ADMIN_SHUTDOWN "57P01"               /* the relay is shutting down */
 #define SQLSTATE_CANNOT_CONNECT_NOW "57P03"           /* route not served here now */
+#define SQLSTATE_CONFIG_FILE_ERROR "F0000"            /* admin console: RELOAD failed */
 
 /* Characters in a SQLSTATE, and the size of a buffer holding one with its NUL. */
 #define SQLSTATE_LEN 5

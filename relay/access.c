@@ -23,6 +23,7 @@ struct access_route {
 struct access {
     size_t nroutes;
     struct access_route *routes;
+    X509_STORE *admin_store; /* admin_ca + admin_crl; NULL: the console is off */
 };
 
 /* ---- configuration keys ---------------------------------------------------------------- */
@@ -126,6 +127,59 @@ static int set_domains(struct relay_config *c, const char *value, char *err, siz
     return 0;
 }
 
+/* One admin_users item: a certificate CN, as tls_peer_info prints it (no control bytes). */
+static int admin_user_add(void *ctx, const char *item, char *err, size_t cap)
+{
+    struct domain_list *l = ctx;
+    size_t n = strlen(item);
+    char **v;
+
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)item[i] < 0x20 || item[i] == 0x7f) {
+            config_err(err, cap, "invalid CN \"%.80s\": control character", item);
+            return -EINVAL;
+        }
+    }
+    if (n > ACCESS_ADMIN_CN_MAX) {
+        config_err(err, cap, "CN \"%.80s...\" longer than %d bytes", item, ACCESS_ADMIN_CN_MAX);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        if (strcmp(l->v[i], item) == 0) {
+            config_err(err, cap, "CN \"%.80s\" listed twice", item);
+            return -EINVAL;
+        }
+    }
+    if (l->n == ACCESS_ADMIN_USERS_MAX) {
+        config_err(err, cap, "too many admin users (max %d)", ACCESS_ADMIN_USERS_MAX);
+        return -EINVAL;
+    }
+    if (!(v = realloc(l->v, (l->n + 1) * sizeof(*v))) || !(v[l->n] = strdup(item))) {
+        if (v)
+            l->v = v;
+        config_err(err, cap, "out of memory");
+        return -ENOMEM;
+    }
+    l->v = v;
+    l->n++;
+    return 0;
+}
+
+static int set_admin_users(struct relay_config *c, const char *value, char *err, size_t cap)
+{
+    struct domain_list l = {0, NULL};
+    int rc = value[0] ? config_parse_list(value, admin_user_add, &l, err, cap) : 0;
+
+    if (rc < 0) {
+        domains_free(l.v, l.n);
+        return rc;
+    }
+    domains_free(c->admin_users, c->nadmin_users);
+    c->admin_users = l.v;
+    c->nadmin_users = l.n;
+    return 0;
+}
+
 int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err,
                      size_t cap)
 {
@@ -143,6 +197,12 @@ int access_relay_key(struct relay_config *c, const char *key, const char *value,
         return set_policy(&c->tunnel_ciphersuites, value, tls_check_ciphersuites, err, cap);
     if (strcmp(key, "tunnel_groups") == 0)
         return set_policy(&c->tunnel_groups, value, tls_check_groups, err, cap);
+    if (strcmp(key, "admin_users") == 0)
+        return set_admin_users(c, value, err, cap);
+    if (strcmp(key, "admin_ca") == 0)
+        return config_set_optional(&c->admin_ca, value);
+    if (strcmp(key, "admin_crl") == 0)
+        return config_set_optional(&c->admin_crl, value);
     return -ENOENT;
 }
 
@@ -173,6 +233,35 @@ int access_route_key(struct relay_route *r, const char *key, const char *value, 
     return -ENOENT;
 }
 
+/* The admin console's keys: a CA with the users, nothing without them, and the database name
+ * it answers to is no route's name. */
+static int access_admin_check(const struct relay_config *c, char *err, size_t cap)
+{
+    if (c->nadmin_users == 0) {
+        if (c->admin_ca || c->admin_crl) {
+            config_err(err, cap,
+                       "[relay] admin_ca/admin_crl are set but admin_users is empty: list the "
+                       "admins' certificate CNs in admin_users (or remove them)");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!c->admin_ca) {
+        config_err(err, cap, "[relay] admin_ca: required when admin_users is set");
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < c->nroutes; i++) {
+        if (strcmp(c->routes[i].name, ACCESS_ADMIN_DATABASE) != 0)
+            continue;
+        config_err(err, cap,
+                   "[route %s]: a route may not be named \"%s\" while the admin console is on "
+                   "(admin_users): rename the route",
+                   ACCESS_ADMIN_DATABASE, ACCESS_ADMIN_DATABASE);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int access_config_check(const struct relay_config *c, char *err, size_t cap)
 {
     for (size_t i = 0; i < c->nroutes; i++) {
@@ -196,7 +285,7 @@ int access_config_check(const struct relay_config *c, char *err, size_t cap)
             return -EINVAL;
         }
     }
-    return 0;
+    return access_admin_check(c, err, cap);
 }
 
 void access_config_free(struct relay_config *c)
@@ -214,6 +303,12 @@ void access_config_free(struct relay_config *c)
     c->sni_domains = NULL;
     c->nsni_domains = 0;
     cidr_list_free(&c->allow);
+    domains_free(c->admin_users, c->nadmin_users);
+    c->admin_users = NULL;
+    c->nadmin_users = 0;
+    free(c->admin_ca);
+    free(c->admin_crl);
+    c->admin_ca = c->admin_crl = NULL;
     free(c->tls_ciphers);
     free(c->tls_ciphersuites);
     free(c->tls_groups);
@@ -241,6 +336,14 @@ void access_client_tls_opts(const struct relay_config *c, struct tls_server_opts
             dup = strcmp(files[k], ca) == 0;
         if (!dup)
             files[n++] = ca;
+    }
+    if (c->nadmin_users && c->admin_ca) {
+        bool dup = false;
+
+        for (size_t k = 0; k < n && !dup; k++)
+            dup = strcmp(files[k], c->admin_ca) == 0;
+        if (!dup)
+            files[n++] = c->admin_ca;
     }
     o->request_cert_ca_files = n ? files : NULL;
     o->nrequest_cert_ca_files = n;
@@ -446,6 +549,11 @@ struct access *access_new(const struct relay_config *c, char *err, size_t cap)
             ar->has_map = true;
         }
     }
+    if (c->nadmin_users &&
+        !(a->admin_store = tls_store_new(c->admin_ca, c->admin_crl, terr, sizeof(terr)))) {
+        config_err(err, cap, "[relay] admin_ca/admin_crl: %s", terr);
+        goto fail;
+    }
     return a;
 fail:
     access_free(a);
@@ -461,6 +569,7 @@ void access_free(struct access *a)
         access_ident_free(&a->routes[i].map);
     }
     free(a->routes);
+    X509_STORE_free(a->admin_store);
     free(a);
 }
 
@@ -584,4 +693,46 @@ int access_recheck_cert(const struct access *a, const struct relay_route *route,
         return -EACCES;
     }
     return access_check_cert(ar, route, leaf, chain, user, info, msg, cap);
+}
+
+bool access_admin_requested(const struct relay_config *c, const char *database)
+{
+    return c->nadmin_users > 0 && database && strcmp(database, ACCESS_ADMIN_DATABASE) == 0;
+}
+
+int access_check_admin(const struct access *a, const struct relay_config *c,
+                       const struct conn *conn, struct tls_peer_info *info, char *msg, size_t cap)
+{
+    char why[PGB_ERR_MAX];
+    int rc;
+
+    memset(info, 0, sizeof(*info));
+    if (!a->admin_store) {
+        snprintf(msg, cap, "pgburrow: the admin console cannot verify client certificates");
+        return -EACCES;
+    }
+    rc = conn_tls_verify_peer(conn, a->admin_store, info, why, sizeof(why));
+    if (rc == -ENOENT) {
+        snprintf(msg, cap, "pgburrow: the admin console requires a client certificate");
+        return -EACCES;
+    }
+    if (rc < 0) {
+        snprintf(msg, cap, "pgburrow: admin console: certificate verify failed: %s", why);
+        memset(info, 0, sizeof(*info));
+        return -EACCES;
+    }
+    if (info->agent_mark) {
+        snprintf(msg, cap,
+                 "pgburrow: admin console: an agent certificate (URI %sNAME) is not a client "
+                 "certificate",
+                 TLS_AGENT_URI_SCHEME);
+        return -EACCES;
+    }
+    for (size_t i = 0; i < c->nadmin_users; i++) {
+        if (strcmp(c->admin_users[i], info->cn) == 0)
+            return 0;
+    }
+    snprintf(msg, cap, "pgburrow: admin console: certificate CN \"%s\" is not in admin_users",
+             info->cn);
+    return -EACCES;
 }

@@ -15,6 +15,9 @@
  *     verify-user = and its CN equals the PostgreSQL user or maps to it in ident_map (the user
  *     cut to 63 bytes, as PostgreSQL names the role); an agent certificate (URI SAN
  *     pgburrow-agent:NAME) is never accepted as a client certificate.
+ *   - the admin console (dbname=pgburrow when admin_users is set): a client certificate from
+ *     admin_ca (not revoked in admin_crl, never an agent certificate) whose CN is listed in
+ *     admin_users.
  * A struct access borrows nothing from the config it was built from.
  */
 #ifndef PGB_ACCESS_H
@@ -31,6 +34,10 @@
 #define ACCESS_IDENT_FILE_MAX (1024 * 1024)
 /* PostgreSQL's NAMEDATALEN - 1: the longest role name, to which it cuts a startup user name */
 #define ACCESS_PG_NAME_MAX 63
+/* The admin console (relay/admin.h): the database name it answers to, and its users' bounds */
+#define ACCESS_ADMIN_DATABASE "pgburrow"
+#define ACCESS_ADMIN_USERS_MAX 64
+#define ACCESS_ADMIN_CN_MAX 255
 
 /* -- configuration ------------------------------------------------------------------------- */
 
@@ -44,9 +51,10 @@ int access_config_check(const struct relay_config *c, char *err, size_t cap);
 /* Frees what the keys above allocated (called by relay_config_free). */
 void access_config_free(struct relay_config *c);
 
-/* The policy fields of the client listener's TLS options; when a route wants client
- * certificates, every client is asked for one (request_cert_ca_files = the routes' CA files,
- * without duplicates, in files[RELAY_MAX_ROUTES], which must outlive o). */
+/* The policy fields of the client listener's TLS options; when a route or the admin console
+ * wants client certificates, every client is asked for one (request_cert_ca_files = the routes'
+ * CA files and admin_ca, without duplicates, in files[RELAY_MAX_ROUTES + 1], which must outlive
+ * o). */
 void access_client_tls_opts(const struct relay_config *c, struct tls_server_opts *o,
                             const char **files);
 void access_tunnel_tls_opts(const struct relay_config *c, struct tls_server_opts *o);
@@ -92,5 +100,13 @@ int access_check_session(const struct access *a, const struct relay_route *route
 int access_recheck_cert(const struct access *a, const struct relay_route *route, X509 *leaf,
                         STACK_OF(X509) * chain, const char *user, struct tls_peer_info *info,
                         char *msg, size_t cap);
+
+/* Does this StartupMessage database ask for the admin console (console on, dbname=pgburrow)? */
+bool access_admin_requested(const struct relay_config *c, const char *database);
+/* The admin console's rule for the client's certificate (c: the config a was built from).
+ * 0 (info filled), or -EACCES with the client's FATAL message (SQLSTATE 28000, starting
+ * "pgburrow: ") in msg[cap]. */
+int access_check_admin(const struct access *a, const struct relay_config *c,
+                       const struct conn *conn, struct tls_peer_info *info, char *msg, size_t cap);
 
 #endif

@@ -401,6 +401,25 @@ void audit_refused(struct audit *a, const char *relay, const char *client, const
     line_write(a, &w);
 }
 
+void audit_admin(struct audit *a, const struct audit_admin_command *ac)
+{
+    struct json_writer w;
+    if (!audit_enabled(a))
+        return;
+    if (!line_begin(a, &w, "admin_command", ac->relay,
+                    slen(ac->admin) + slen(ac->client) + slen(ac->user) + slen(ac->command) +
+                        slen(ac->sqlstate) + slen(ac->result)))
+        return;
+    json_str(&w, "admin", ac->admin);
+    json_str(&w, "cert_serial", ac->cert_serial);
+    put_client(&w, ac->client);
+    json_str(&w, "claimed_user", ac->user);
+    json_str(&w, "command", ac->command);
+    json_str(&w, "sqlstate", ac->sqlstate);
+    json_str(&w, "result", ac->result);
+    line_write(a, &w);
+}
+
 /* ---- statements ------------------------------------------------------------------------- */
 
 struct audit_stmt *audit_stmt_new(struct audit *a, const char *relay, const char *sid,

@@ -2,7 +2,8 @@
  * audit — the relay's audit log: one JSON object per line, to a file or stdout.
  *
  * Events: session_start, session_authenticated, auth_failed, session_end, tunnel_up,
- * tunnel_down, refused, and (audit_statements = on) statement: the text of every Simple Query
+ * tunnel_down, refused, admin_command (every command of the admin console, admin.h), and
+ * (audit_statements = on) statement: the text of every Simple Query
  * ('Q') and extended-protocol Parse ('P') message a client sends, cut to audit_statement_max
  * bytes. Statements are read by a tunnel filter on the client -> server direction
  * (audit_stmt_filter): an incremental parser of the message stream (type byte, int32 length,
@@ -90,6 +91,19 @@ void audit_tunnel(struct audit *a, const char *event, const char *relay, const c
 /* A refused client; sqlstate NULL when the client got no ErrorResponse (TLS failure...). */
 void audit_refused(struct audit *a, const char *relay, const char *client, const char *sqlstate,
                    const char *reason);
+
+/* One admin console command; NULL strings are written as null. */
+struct audit_admin_command {
+    const char *relay;
+    const char *admin; /* the verified certificate's CN */
+    const char *cert_serial;
+    const char *client;   /* "ip:port": written as client_addr, client_port */
+    const char *user;     /* the StartupMessage user, a claim: written as claimed_user */
+    const char *command;  /* its text as sent (cut at ADMIN_CMD_TEXT_MAX) */
+    const char *sqlstate; /* NULL when it succeeded */
+    const char *result;   /* "ok", "ok: ..." or the error message */
+};
+void audit_admin(struct audit *a, const struct audit_admin_command *ac);
 
 /* Statement logging for one session. Returns new, or NULL (statements off, or no memory).
  * Copies the strings. Use audit_stmt_filter as the tunnel filter with it as ctx. Statements

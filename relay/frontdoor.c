@@ -9,6 +9,7 @@
  *     |  --anything else--> FATAL 08P01                       OPEN_FAIL: FATAL <code> <-+
  *                                                             OPEN_OK: StartupMessage sent,
  *                                                                      conn bound --> STREAMING
+ *   STARTUP --dbname=pgburrow, console on, admin certificate--> conn handed to admin.c
  *
  * Until STREAMING the client conn belongs to struct relay_client; from then on to the tunnel
  * stream, and the client struct only waits for the stream's end to log it.
@@ -575,11 +576,11 @@ static void session_on_open_result(struct tunnel_stream *s, const struct proto_e
     c->stmt = audit_stmt_new(c->r->audit, c->r->cfg.name, c->sid, c->route, c->user);
     if (c->stmt)
         tunnel_stream_set_filter(s, TUNNEL_TO_PEER, audit_stmt_filter, c->stmt);
-    if (c->cert) {
-        if (tunnel_stream_set_filter(s, TUNNEL_TO_LOCAL, edge_filter, &c->edge) < 0)
-            c->edge.lost = true;
+    /* message boundaries, for a FATAL of our own: a revoked certificate, KILL SESSION */
+    if (tunnel_stream_set_filter(s, TUNNEL_TO_LOCAL, edge_filter, &c->edge) < 0)
+        c->edge.lost = true;
+    if (c->cert)
         relay_cert_expiry_note(c->r, c->cert_not_after);
-    }
 }
 
 /* ---- certificates of running sessions: revocation and expiry --------------------------- */
@@ -591,7 +592,17 @@ static void session_on_open_result(struct tunnel_stream *s, const struct proto_e
  * boundary; in the middle of a server message an ErrorResponse would corrupt the stream, so the
  * client then only sees the connection end.
  */
+static void session_end_fatal(struct relay_client *c, const char *sqlstate, const char *msg,
+                              const char *what);
+
 static void session_revoke(struct relay_client *c, const char *msg)
+{
+    session_end_fatal(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, msg, "revoked");
+}
+
+/* End a routed session with FATAL sqlstate msg (logged as "session WHAT ..."). */
+static void session_end_fatal(struct relay_client *c, const char *sqlstate, const char *msg,
+                              const char *what)
 {
     const char *reason = strncmp(msg, "pgburrow: ", 10) == 0 ? msg + 10 : msg;
     struct tunnel_stream *s = c->s;
@@ -600,23 +611,20 @@ static void session_revoke(struct relay_client *c, const char *msg)
     int n = 0;
 
     if (c->state == CLIENT_OPENING) {
-        client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
+        client_fail(c, sqlstate, "%s", msg);
         return;
     }
     if (c->state != CLIENT_STREAMING || !s)
         return;
     log_msg(LOG_WARN, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
-            "session revoked sid=%s route=%s client=%s user=%s cert_subject=%s cert_serial=%s "
+            "session %s sid=%s route=%s client=%s user=%s cert_subject=%s cert_serial=%s "
             "sqlstate=%s reason=%s%s",
-            c->sid, c->route, c->peer, c->user, c->cert_subject, c->cert_serial,
-            SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, reason,
+            what, c->sid, c->route, c->peer, c->user, c->cert_subject[0] ? c->cert_subject : "-",
+            c->cert_serial[0] ? c->cert_serial : "-", sqlstate, reason,
             at_edge ? "" : " (in the middle of a server message: closed without ErrorResponse)");
-    if (at_edge &&
-        (n = pgwire_error_response(buf, sizeof(buf), "FATAL",
-                                   SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, msg)) < 0)
+    if (at_edge && (n = pgwire_error_response(buf, sizeof(buf), "FATAL", sqlstate, msg)) < 0)
         n = 0;
-    tunnel_stream_end_local(s, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, reason, buf,
-                            (size_t)n);
+    tunnel_stream_end_local(s, sqlstate, reason, buf, (size_t)n);
 }
 
 long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
@@ -884,6 +892,9 @@ static size_t read_first(struct relay_client *c, const uint8_t *data, size_t len
     return len;
 }
 
+static void client_to_admin(struct relay_client *c, const struct pgwire_startup *su,
+                            const uint8_t *rest, size_t rest_len);
+
 static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t len)
 {
     size_t used = 0;
@@ -937,9 +948,60 @@ static size_t read_startup(struct relay_client *c, const uint8_t *data, size_t l
         client_fail(c, SQLSTATE_PROTOCOL_VIOLATION, "pgburrow: invalid startup packet: %s", err);
         return len;
     }
+    if (access_admin_requested(&c->r->cfg, su.database)) {
+        client_to_admin(c, &su, data + used, len - used);
+        return len;
+    }
     session_start(c, &su);
     /* anything the client sent after the StartupMessage waits in the conn until bound */
     return c->state == CLIENT_OPENING ? used : len;
+}
+
+/*
+ * dbname=pgburrow with the admin console on: no route, no stream. The client's certificate is
+ * checked here (access.h), then its conn (and what it sent after the StartupMessage) goes to the
+ * console (r->open_admin, admin.h) and this client struct is released.
+ */
+static void client_to_admin(struct relay_client *c, const struct pgwire_startup *su,
+                            const uint8_t *rest, size_t rest_len)
+{
+    struct relay *r = c->r;
+    struct tls_peer_info cert;
+    char msg[PGB_ERR_MAX];
+    struct relay_admin_login login = {
+        .peer = c->peer,
+        .cn = cert.cn,
+        .cert_subject = cert.subject,
+        .cert_serial = cert.serial,
+        .user = su->user,
+        .application_name = su->application_name,
+        .tls_version = c->tls_version,
+    };
+    struct conn *conn = c->conn;
+
+    snprintf(c->user, sizeof(c->user), "%s", su->user);
+    snprintf(c->database, sizeof(c->database), "%s", su->database);
+    if (r->draining) {
+        client_fail(c, SQLSTATE_ADMIN_SHUTDOWN,
+                    "pgburrow: the relay is shutting down; connect again");
+        return;
+    }
+    if (access_check_admin(r->access, &r->cfg, conn, &cert, msg, sizeof(msg)) < 0) {
+        client_fail(c, SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION, "%s", msg);
+        return;
+    }
+    if (!r->open_admin) {
+        client_fail(c, SQLSTATE_CANNOT_CONNECT_NOW, "pgburrow: the admin console is not ready");
+        return;
+    }
+    if (r->open_admin(r, conn, &login, rest, rest_len, msg, sizeof(msg)) < 0) {
+        client_fail(c, SQLSTATE_TOO_MANY_CONNECTIONS, "%s", msg);
+        return;
+    }
+    c->conn = NULL; /* the console's now */
+    c->state = CLIENT_ENDING;
+    uv_timer_stop(&c->timer);
+    client_release(c);
 }
 
 /* proxy_protocol_from: the balancer's header comes first (proxied.h). Returns how much of
@@ -1130,4 +1192,51 @@ void frontdoor_close_all(struct relay *r)
             conn_close(c->conn);
         }
     }
+}
+
+/* ---- the admin console's view (frontdoor.h) ------------------------------------------------ */
+
+void frontdoor_sessions_list(struct relay *r, frontdoor_session_fn fn, void *ctx)
+{
+    uint64_t now = uv_now(r->loop);
+
+    for (struct relay_client *c = r->clients; c; c = c->next) {
+        struct frontdoor_session_info si = {
+            .sid = c->sid,
+            .state = c->state == CLIENT_OPENING ? "opening" : "streaming",
+            .route = c->route,
+            .agent = c->agent,
+            .client = c->peer,
+            .user = c->user,
+            .database = c->database,
+            .application_name = c->application_name[0] ? c->application_name : NULL,
+            .cert_subject = c->cert_subject[0] ? c->cert_subject : NULL,
+            .tls_version = c->tls_version[0] ? c->tls_version : NULL,
+            .authenticated = c->authenticated,
+            .duration_ms = now - c->start_ms,
+        };
+
+        if (c->state != CLIENT_OPENING && c->state != CLIENT_STREAMING)
+            continue;
+        if (c->s) {
+            si.bytes_in = tunnel_stream_bytes_out(c->s);
+            si.bytes_out = tunnel_stream_bytes_in(c->s);
+        }
+        fn(ctx, &si);
+    }
+}
+
+int frontdoor_kill_session(struct relay *r, const char *sid, const char *by)
+{
+    for (struct relay_client *c = r->clients; c; c = c->next) {
+        if ((c->state != CLIENT_OPENING && c->state != CLIENT_STREAMING) ||
+            strcmp(c->sid, sid) != 0)
+            continue;
+        log_info("session kill sid=%s by=%s", c->sid, by);
+        session_end_fatal(c, SQLSTATE_ADMIN_SHUTDOWN,
+                          "pgburrow: terminating connection due to administrator command",
+                          "killed");
+        return 0;
+    }
+    return -ENOENT;
 }

@@ -13,6 +13,7 @@
 
 #include "common/daemon.h"
 #include "common/log.h"
+#include "relay/admin.h"
 #include "relay/admit.h"
 #include "relay/audit.h"
 #include "relay/cancel.h"
@@ -194,6 +195,10 @@ int relay_start(struct relay *r, char *err, size_t cap)
     r->cert_timer.data = r;
     r->cert_recheck = relay_certs_recheck;
     r->open_handles++;
+    uv_timer_init(r->loop, &r->drain_timer);
+    r->drain_timer.data = r;
+    r->open_handles++;
+    r->open_admin = admin_session_open;
     log_info("listening clients=%s tunnels=%s", r->cfg.listen, r->cfg.tunnel_listen);
     return 0;
 }
@@ -211,8 +216,11 @@ void relay_stop(struct relay *r)
     daemon_signals_close(&r->signals, handle_closed);
     if (r->cert_timer.loop)
         uv_close((uv_handle_t *)&r->cert_timer, handle_closed);
+    if (r->drain_timer.loop)
+        uv_close((uv_handle_t *)&r->drain_timer, handle_closed);
     relay_reload_stop(r);
     frontdoor_close_all(r);
+    admin_close_all(r);
     relay_tunnels_close_all(r, "relay shutting down");
     conn_loop_close(r->cl);
 }

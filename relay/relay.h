@@ -21,11 +21,23 @@
 #include "relay/admit.h"
 #include "relay/relay_config.h"
 
-struct relay_agent;  /* one accepted agent tunnel */
-struct relay_client; /* one PostgreSQL client connection */
-struct reloader;     /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
-struct audit;        /* the audit log (audit.h) */
-struct access;       /* allowlists and client certificate checks (access.h) */
+struct relay_agent;   /* one accepted agent tunnel */
+struct relay_client;  /* one PostgreSQL client connection */
+struct reloader;      /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
+struct audit;         /* the audit log (audit.h) */
+struct access;        /* allowlists and client certificate checks (access.h) */
+struct admin_session; /* one admin console connection (admin.h) */
+
+/* Who logged in to the admin console, as the front door checked it (admin.h). */
+struct relay_admin_login {
+    const char *peer;         /* client address */
+    const char *cn;           /* verified certificate CN, in admin_users */
+    const char *cert_subject; /* and its subject, serial */
+    const char *cert_serial;
+    const char *user;             /* StartupMessage user: logged, not trusted */
+    const char *application_name; /* NULL when absent */
+    const char *tls_version;
+};
 
 struct relay {
     uv_loop_t *loop;
@@ -67,6 +79,13 @@ struct relay {
     long long cert_next;   /* its time, seconds since the epoch; 0: not armed */
     /* relay_certs_recheck (reload.h), run by cert_timer */
     void (*cert_recheck)(struct relay *r, bool reverify);
+    uv_timer_t drain_timer; /* agents drained from the admin console (tunnels.h) */
+    /* the admin console (admin.h): admin_session_open, handed to the front door as a pointer (the
+     * console calls into the front door), and its sessions */
+    int (*open_admin)(struct relay *r, struct conn *conn, const struct relay_admin_login *login,
+                      const uint8_t *rest, size_t rest_len, char *msg, size_t cap);
+    struct admin_session *admins;
+    uint64_t nadmins;
 };
 
 int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err, size_t cap);

@@ -79,6 +79,11 @@ struct relay_config {
     char *tls_groups;          /* tls_groups = key exchange groups for clients */
     char *tunnel_ciphersuites; /* tunnel_ciphersuites = TLS 1.3 suites for agents */
     char *tunnel_groups;       /* tunnel_groups = key exchange groups for agents */
+    /* the admin console, dbname=pgburrow (keys parsed in relay/access.c; relay/admin.h) */
+    char **admin_users; /* admin_users = CN, ... (empty: console off) */
+    size_t nadmin_users;
+    char *admin_ca;  /* admin_ca = CA file for admin client certificates (required with users) */
+    char *admin_crl; /* admin_crl = CRL file of admin_ca (optional) */
     /* [route NAME] */
     size_t nroutes;
     struct relay_route *routes;

@@ -18,7 +18,7 @@ int relay_tls_build(const struct relay_config *cfg, struct relay_tls *t, char *e
     int rc = -EINVAL;
 
     memset(t, 0, sizeof(*t));
-    const char *client_cas[RELAY_MAX_ROUTES];
+    const char *client_cas[RELAY_MAX_ROUTES + 1];
     if (!(t->access = access_new(cfg, terr, sizeof(terr))))
         goto out;
     struct tls_server_opts client = {

@@ -34,7 +34,7 @@ static void swap_str(char **a, char **b)
 static void watch_config_files(struct relay *r)
 {
     const struct relay_config *c = &r->cfg;
-    size_t n = 0, cap = 6 + 3 * c->nroutes;
+    size_t n = 0, cap = 8 + 3 * c->nroutes;
     const char **files = calloc(cap, sizeof(*files));
 
     if (!files) {
@@ -47,6 +47,8 @@ static void watch_config_files(struct relay *r)
     files[n++] = c->tunnel_key;
     files[n++] = c->agent_ca;
     files[n++] = c->agent_crl;
+    files[n++] = c->admin_ca;
+    files[n++] = c->admin_crl;
     for (size_t i = 0; i < c->nroutes; i++) {
         files[n++] = c->routes[i].client_ca;
         files[n++] = c->routes[i].client_crl;
@@ -56,7 +58,7 @@ static void watch_config_files(struct relay *r)
     free(files);
 }
 
-int relay_reload(struct relay *r, const char *trigger)
+int relay_reload(struct relay *r, const char *trigger, char *why, size_t why_cap)
 {
     struct reloader *rl = r->reload;
     struct relay_config nc, old;
@@ -65,8 +67,11 @@ int relay_reload(struct relay *r, const char *trigger)
     bool log_file_changed;
     int rc;
 
-    if (!rl || r->stopping)
-        return 0;
+    why[0] = '\0';
+    if (!rl || r->stopping) {
+        snprintf(why, why_cap, "the relay is stopping");
+        return -ECANCELED;
+    }
     relay_config_init(&nc);
     rc = relay_config_build(&nc, reloader_path(rl), reloader_nflags(rl), reloader_flags(rl), err,
                             sizeof(err));
@@ -116,6 +121,7 @@ fail:
     relay_tls_free(&tls);
     relay_config_free(&nc);
     log_error("reload: failed: %s; keeping the running configuration (trigger=%s)", err, trigger);
+    snprintf(why, why_cap, "%s", err);
     /* the files in force may now live elsewhere (a symlink repointed): watch them there */
     watch_config_files(r);
     return rc;
@@ -123,7 +129,9 @@ fail:
 
 static void on_reload(void *ctx, const char *trigger)
 {
-    relay_reload(ctx, trigger);
+    char err[PGB_ERR_MAX];
+
+    relay_reload(ctx, trigger, err, sizeof(err));
 }
 
 static void on_reopen(void *ctx)

@@ -33,8 +33,9 @@ struct relay;
  * NULL (flags only); flags are copied. 0, or negative with err[cap]. */
 int relay_reload_start(struct relay *r, const char *config_path, int nflags, char *const *flags,
                        char *err, size_t cap);
-/* Reload now. trigger: for the log line ("SIGHUP", "file change PATH"). 0 or negative. */
-int relay_reload(struct relay *r, const char *trigger);
+/* Reload now. trigger: for the log line ("SIGHUP", "file change PATH", "admin console"). 0,
+ * or negative with the reason (also logged) in err[cap]. */
+int relay_reload(struct relay *r, const char *trigger, char *err, size_t cap);
 /* Close the handles (relay_stop); NULL-tolerant and safe before relay_reload_start. */
 void relay_reload_stop(struct relay *r);
 /* Check the certificates of every running tunnel and certificate-authenticated session again:

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/sqlstate.h"
@@ -29,9 +30,10 @@ struct relay_agent {
     struct relay *r;
     struct relay_agent *prev, *next;
     struct tunnel *t;
-    bool handshaken; /* TLS done, certificate verified */
-    bool up;         /* HELLO accepted: serves its routes */
-    bool draining;   /* sent GOAWAY: no new sessions */
+    bool handshaken;       /* TLS done, certificate verified */
+    bool up;               /* HELLO accepted: serves its routes */
+    bool draining;         /* sent GOAWAY: no new sessions */
+    bool drained_by_admin; /* DRAIN AGENT: closed once its last session ends (drain_tick) */
     char name[PROTO_NAME_MAX];
     char peer[64];
     uint32_t nroutes;
@@ -39,6 +41,7 @@ struct relay_agent {
     uint32_t noffered; /* routes in its HELLO: re-checked against the config on reload */
     char offered[PROTO_MAX_ROUTES][PROTO_NAME_MAX];
     long long not_after;      /* its certificate chain's first expiry (seconds since the epoch) */
+    long long connected_at;   /* accepted (seconds since the epoch) */
     struct preauth_slot slot; /* pending: from accept until its HELLO is accepted (admit.h) */
 };
 
@@ -306,6 +309,7 @@ void relay_tunnels_accept(struct relay *r, uv_stream_t *server)
     if ((rc = conn_accept(c, server)) < 0)
         goto fail;
     a->r = r;
+    a->connected_at = (long long)time(NULL);
     snprintf(a->peer, sizeof(a->peer), "%s", conn_peer_addr(c));
     struct tunnel_limits lim = {
         .ping_interval_ms = (uint32_t)r->cfg.ping_interval_ms,
@@ -470,4 +474,83 @@ void relay_tunnels_close_all(struct relay *r, const char *why)
 {
     for (struct relay_agent *a = r->agents; a; a = a->next)
         tunnel_close(a->t, why);
+}
+
+static const char *tunnel_state(const struct relay_agent *a)
+{
+    if (tunnel_closing(a->t))
+        return "closing";
+    if (a->draining)
+        return "draining";
+    if (a->up)
+        return "up";
+    return a->handshaken ? "hello" : "handshake";
+}
+
+void relay_tunnels_list(struct relay *r, relay_tunnel_info_fn fn, void *ctx)
+{
+    struct relay_tunnel_info ti;
+
+    for (struct relay_agent *a = r->agents; a; a = a->next) {
+        size_t n = 0;
+
+        memset(&ti, 0, sizeof(ti));
+        ti.id = tunnel_id(a->t);
+        ti.agent = a->name;
+        ti.peer = a->peer;
+        ti.state = tunnel_state(a);
+        ti.up = a->up && !a->draining && !tunnel_closing(a->t);
+        for (uint32_t i = 0; i < a->nroutes; i++)
+            n += (size_t)snprintf(ti.routes + n, sizeof(ti.routes) - n, "%s%s", i ? "," : "",
+                                  a->routes[i]);
+        ti.sessions = tunnel_nstreams(a->t);
+        ti.idle_ms = tunnel_idle_ms(a->t);
+        ti.connected_at = a->connected_at;
+        ti.not_after = a->not_after;
+        fn(ctx, &ti);
+    }
+}
+
+/* DRAIN AGENT: a drained tunnel whose sessions have all ended is closed, so that its agent
+ * dials again (its usual reconnect) and serves new sessions on a fresh tunnel. Polled: the
+ * sessions end in the front door, which knows nothing of draining. */
+static void drain_tick(uv_timer_t *timer)
+{
+    struct relay *r = timer->data;
+    uint32_t waiting = 0;
+
+    for (struct relay_agent *a = r->agents; a; a = a->next) {
+        if (!a->drained_by_admin || tunnel_closing(a->t))
+            continue;
+        if (tunnel_nstreams(a->t) > 0) {
+            waiting++;
+            continue;
+        }
+        log_msg(LOG_INFO, tunnel_id(a->t), 0,
+                "tunnel closed agent=%s peer=%s reason=drained by an administrator, no session "
+                "left",
+                a->name, a->peer);
+        tunnel_fail(a->t, SQLSTATE_SUCCESSFUL_COMPLETION, "drained by an administrator");
+    }
+    if (waiting == 0)
+        uv_timer_stop(timer);
+}
+
+int relay_tunnels_drain_agent(struct relay *r, const char *agent, const char *why)
+{
+    int n = 0;
+
+    for (struct relay_agent *a = r->agents; a; a = a->next) {
+        if (!a->up || a->draining || tunnel_closing(a->t) || strcmp(a->name, agent) != 0)
+            continue;
+        a->draining = true;
+        a->drained_by_admin = true;
+        tunnel_goaway(a->t, why);
+        log_msg(LOG_INFO, tunnel_id(a->t), 0, "tunnel draining agent=%s peer=%s sessions=%u (%s)",
+                a->name, a->peer, tunnel_nstreams(a->t), why);
+        n++;
+    }
+    if (n > 0 && r->drain_timer.loop)
+        uv_timer_start(&r->drain_timer, drain_tick, 0, RELAY_DRAIN_POLL_MS);
+    return n;
 }

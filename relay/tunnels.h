@@ -10,6 +10,7 @@
 #define PGB_RELAY_TUNNELS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "common/tunnel.h"
@@ -39,5 +40,26 @@ void relay_agents_recheck(struct relay *r);
 /* The tunnels' part of relay_certs_recheck (reload.h); now: the wall clock. Returns the
  * earliest notAfter among the tunnels left (0: none). */
 long long relay_tunnels_certs_recheck(struct relay *r, bool reverify, long long now);
+
+/* One tunnel as the admin console shows it (SHOW TUNNELS); strings borrowed for the call. */
+struct relay_tunnel_info {
+    uint32_t id;
+    const char *agent; /* "" before the certificate was checked */
+    const char *peer;
+    const char *state; /* handshake, hello, up, draining, closing */
+    bool up;           /* serves new sessions */
+    char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX];
+    uint32_t sessions;
+    uint64_t idle_ms;
+    long long connected_at, not_after; /* seconds since the epoch (not_after 0: unknown) */
+};
+typedef void (*relay_tunnel_info_fn)(void *ctx, const struct relay_tunnel_info *ti);
+void relay_tunnels_list(struct relay *r, relay_tunnel_info_fn fn, void *ctx);
+
+/* DRAIN AGENT (admin.h): GOAWAY to every up tunnel of agent (no new sessions; running ones go
+ * on), each closed once its last session ends (polled every RELAY_DRAIN_POLL_MS on
+ * r->drain_timer), after which the agent dials again. Returns how many tunnels it drained. */
+#define RELAY_DRAIN_POLL_MS 250
+int relay_tunnels_drain_agent(struct relay *r, const char *agent, const char *why);
 
 #endif

@@ -352,8 +352,11 @@ allow = 127.0.0.0/8, ::1/128
 agent_ca = $CERTS/agents/ca.crt
 log_level = info
 log_file = $D/relay.log
-; one JSON line per session start/end, tunnel up/down and refused connection
+; one JSON line per session start/end, tunnel up/down, refused connection and admin command
 audit_log = $D/audit.log
+; the admin console (dbname=pgburrow): a certificate from the demo CA with CN demo-admin
+admin_users = demo-admin
+admin_ca = $CERTS/ca.crt
 
 ; only the agent whose certificate says CN=demo-agent may serve the route demo, and clients
 ; need a certificate from the demo CA whose CN is their PostgreSQL user (as PostgreSQL's
@@ -424,6 +427,13 @@ check_session() {
     # shellcheck source=/dev/null
     out=$(. "$D/env" && "$PGBIN/psql" -X -w -Atc 'select current_user' </dev/null 2>&1) || true
     [ "$out" = demo ] || die "psql with $D/env failed: $out"
+    # The admin console, as the summary shows it.
+    # shellcheck source=/dev/null
+    out=$(. "$D/env" && "$PGBIN/psql" -X -w "$PGBURROW_ADMIN_DSN" -Atc 'SHOW VERSION' </dev/null 2>&1) || true
+    case "$out" in
+    pgburrow-relay*) ;;
+    *) die "the admin console with \$PGBURROW_ADMIN_DSN failed: $out" ;;
+    esac
 }
 
 write_env() {
@@ -438,6 +448,8 @@ export PGSSLKEY=$CERTS/client-demo.key
 export PGUSER=demo
 export PGDATABASE=demo
 export PGPASSWORD=$PASSWORD
+# the relay's admin console: psql "\$PGBURROW_ADMIN_DSN" -c 'SHOW SESSIONS'
+export PGBURROW_ADMIN_DSN="host=localhost port=$PORT sslmode=verify-full sslrootcert=$CERTS/ca.crt sslcert=$CERTS/client-demo-admin.crt sslkey=$CERTS/client-demo-admin.key user=demo-admin dbname=pgburrow"
 EOF
     chmod 600 "$D/env"
 }
@@ -448,12 +460,16 @@ pgburrow demo is running (state in $D)
   PostgreSQL 15   pid $(pg_pid)  Unix socket $PGSOCK/.s.PGSQL.$PG_PORT only, no TCP  log $PGLOG
   pgburrow-relay  pid $(cat "$D/relay.pid")  clients 127.0.0.1:$PORT  agents 127.0.0.1:$TUNNEL_PORT  log $D/relay.log
   pgburrow-agent  pid $(cat "$D/agent.pid")  route demo -> $PGSOCK port $PG_PORT  log $D/agent.log
-  certificates    $CERTS (ca, relay, client-demo; agents/: agent CA, agent-demo-agent)
+  certificates    $CERTS (ca, relay, client-demo, client-demo-admin; agents/: agent CA, agent-demo-agent)
 
 Connect through the relay (TLS verify-full, then SCRAM as role demo):
   . $D/env && psql
 or
   PGPASSWORD=$PASSWORD psql "$(conninfo localhost)"
+
+The relay's admin console (SHOW ROUTES|AGENTS|TUNNELS|SESSIONS|STATS|CONFIG|VERSION, RELOAD,
+DRAIN AGENT name, KILL SESSION sid; certificate CN demo-admin):
+  . $D/env && psql "\$PGBURROW_ADMIN_DSN" -c 'SHOW SESSIONS'
 
 Stop everything and remove $D:
   make demo-stop        (or: sh $REPO/deploy/demo/demo.sh stop)
@@ -488,6 +504,7 @@ cmd_start() {
     trap 'exit 143' TERM HUP
 
     sh "$REPO/deploy/certs/mkcerts.sh" "$CERTS" demo >/dev/null
+    sh "$REPO/deploy/certs/mkcerts.sh" "$CERTS" client demo-admin >/dev/null
     choose_pg_root
     PASSWORD=$(openssl rand -hex 10)
     start_postgres

@@ -767,6 +767,58 @@ static void test_relay_check(void **state)
     relay_config_free(&c);
 }
 
+static void test_relay_admin_keys(void **state)
+{
+    static const struct {
+        const char *text, *why;
+    } cases[] = {
+        {"[relay]\n" RELAY_TLS "admin_users = alice\n[route r]\nagents = a\n",
+         "[relay] admin_ca: required when admin_users is set"},
+        {"[relay]\n" RELAY_TLS "admin_ca = ca\n[route r]\nagents = a\n",
+         "[relay] admin_ca/admin_crl are set but admin_users is empty: list the admins' "
+         "certificate CNs in admin_users (or remove them)"},
+        {"[relay]\n" RELAY_TLS "admin_users = alice\nadmin_ca = ca\n[route pgburrow]\nagents = "
+         "a\n",
+         "[route pgburrow]: a route may not be named \"pgburrow\" while the admin console is on "
+         "(admin_users): rename the route"},
+    };
+    char err[PGB_ERR_MAX];
+    struct relay_config c;
+    const char *path;
+
+    assert_int_equal(relay_from(&c,
+                                "[relay]\n" RELAY_TLS "admin_users = alice, Bob Admin\n"
+                                "admin_ca = /etc/pgburrow/admins.crt\n"
+                                "admin_crl = /etc/pgburrow/admins.crl\n[route r]\nagents = a\n",
+                                0, NULL, err, sizeof(err), &path),
+                     0);
+    assert_int_equal(c.nadmin_users, 2);
+    assert_string_equal(c.admin_users[0], "alice");
+    assert_string_equal(c.admin_users[1], "Bob Admin");
+    assert_string_equal(c.admin_ca, "/etc/pgburrow/admins.crt");
+    assert_string_equal(c.admin_crl, "/etc/pgburrow/admins.crl");
+    unlink(path);
+    relay_config_free(&c);
+    /* off by default; a route may then be called pgburrow */
+    assert_int_equal(relay_from(&c, "[relay]\n" RELAY_TLS "[route pgburrow]\nagents = a\n", 0, NULL,
+                                err, sizeof(err), &path),
+                     0);
+    assert_int_equal(c.nadmin_users, 0);
+    unlink(path);
+    relay_config_free(&c);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_true(relay_from(&c, cases[i].text, 0, NULL, err, sizeof(err), &path) < 0);
+        expect_err(err, "%s: %s", path, cases[i].why);
+        unlink(path);
+        relay_config_free(&c);
+    }
+    assert_true(relay_from(&c, "[relay]\nadmin_users = alice, alice\n", 0, NULL, err, sizeof(err),
+                           &path) < 0);
+    assert_non_null(strstr(err, "CN \"alice\" listed twice"));
+    unlink(path);
+    relay_config_free(&c);
+}
+
 static void test_relay_flags_override(void **state)
 {
     char err[PGB_ERR_MAX];
@@ -1063,6 +1115,7 @@ int main(void)
         cmocka_unit_test(test_relay_value_errors),
         cmocka_unit_test(test_relay_route_errors),
         cmocka_unit_test(test_relay_check),
+        cmocka_unit_test(test_relay_admin_keys),
         cmocka_unit_test(test_relay_flags_override),
         cmocka_unit_test(test_relay_missing_file),
         cmocka_unit_test(test_sample_configs),
