@@ -87,42 +87,13 @@ static void client_on_connection(uv_stream_t *server, int status)
     frontdoor_accept(r, server);
 }
 
-static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, char *err, size_t cap)
-{
-    char host[256];
-    uint16_t port;
-    if (config_parse_hostport(hostport, host, &port, err, cap) < 0)
-        return -EINVAL;
-    if (strcmp(host, "*") == 0 || host[0] == '\0')
-        return uv_ip6_addr("::", port, (struct sockaddr_in6 *)ss);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    /* A host name: resolved once at start-up (synchronous uv_getaddrinfo is fine here). */
-    uv_getaddrinfo_t req;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(uv_default_loop(), &req, NULL, host, NULL, &hints);
-    if (rc < 0) {
-        snprintf(err, cap, "cannot resolve \"%s\": %s", host, uv_strerror(rc));
-        return rc;
-    }
-    memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
-    if (ss->ss_family == AF_INET)
-        ((struct sockaddr_in *)ss)->sin_port = htons(port);
-    else
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-    uv_freeaddrinfo(req.addrinfo);
-    return 0;
-}
-
 static int listen_on(struct relay *r, uv_tcp_t *h, const char *hostport, uv_connection_cb cb,
                      char *err, size_t cap)
 {
     struct sockaddr_storage ss;
     int rc;
     memset(&ss, 0, sizeof(ss));
-    rc = resolve_listen(hostport, &ss, err, cap);
+    rc = conn_resolve_listen(r->loop, hostport, &ss, err, cap);
     if (rc < 0)
         return rc;
     uv_tcp_init(r->loop, h);
