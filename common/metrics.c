@@ -165,6 +165,19 @@ void metrics_u64(struct metrics_buf *b, const char *name, const char *const *lab
     buf_printf(b, "%" PRIu64 "\n", v);
 }
 
+/* The shortest of %.15g, %.16g, %.17g that reads back as v (0.028, not 0.028000000000000001). */
+static void buf_shortest(struct metrics_buf *b, double v)
+{
+    char tmp[40];
+
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, v);
+        if (strtod(tmp, NULL) == v || prec == 17)
+            break;
+    }
+    buf_puts(b, tmp);
+}
+
 /* Go's strconv forms for the special values, as the format asks. */
 static void put_double(struct metrics_buf *b, double v)
 {
@@ -173,7 +186,7 @@ static void put_double(struct metrics_buf *b, double v)
     else if (isinf(v))
         buf_puts(b, v > 0 ? "+Inf" : "-Inf");
     else
-        buf_printf(b, "%.17g", v);
+        buf_shortest(b, v);
 }
 
 void metrics_double(struct metrics_buf *b, const char *name, const char *const *labels, double v)

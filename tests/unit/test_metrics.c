@@ -35,6 +35,7 @@ static void samples_and_families(void **state)
     metrics_u64(&b, "pgburrow_x_total", labels, 18446744073709551615ull);
     metrics_u64(&b, "pgburrow_y", NULL, 0);
     metrics_double(&b, "pgburrow_z", NULL, 1.5);
+    metrics_double(&b, "pgburrow_z", NULL, 0.028); /* the shortest form that reads back */
     metrics_double(&b, "pgburrow_z", NULL, INFINITY);
     metrics_double(&b, "pgburrow_z", NULL, NAN);
     assert_false(b.failed);
@@ -44,6 +45,7 @@ static void samples_and_families(void **state)
                                 "\"to_server\"} 18446744073709551615\n"
                                 "pgburrow_y 0\n"
                                 "pgburrow_z 1.5\n"
+                                "pgburrow_z 0.028\n"
                                 "pgburrow_z +Inf\n"
                                 "pgburrow_z NaN\n");
     metrics_buf_free(&b);
@@ -86,7 +88,7 @@ static void histogram(void **state)
                                 "pgburrow_setup_seconds_bucket{route=\"db1\",le=\"0.1\"} 2\n"
                                 "pgburrow_setup_seconds_bucket{route=\"db1\",le=\"1\"} 3\n"
                                 "pgburrow_setup_seconds_bucket{route=\"db1\",le=\"+Inf\"} 4\n"
-                                "pgburrow_setup_seconds_sum{route=\"db1\"} 7.5149999999999997\n"
+                                "pgburrow_setup_seconds_sum{route=\"db1\"} 7.515\n"
                                 "pgburrow_setup_seconds_count{route=\"db1\"} 4\n");
     metrics_buf_free(&b);
     metrics_buf_init(&b);
