@@ -7,6 +7,7 @@ import http.client
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -185,6 +186,41 @@ def test_refusals_and_reloads_counted(burrow_env):
     s, _ = scrape(rport)
     assert value(s, "pgburrow_reloads_total", result="error") == 1
     assert value(s, "pgburrow_last_reload_success") == 0
+
+
+def test_cancels_and_pending_connections(burrow_env):
+    b = burrow_env
+    rport, _ = start_with_metrics(b)
+    # CancelRequests for no session of this relay go to every agent; past the per-source
+    # burst (20, relay/cancel.h) they are dropped
+    sent = 25
+    for pid in range(sent):
+        with socket.create_connection(("127.0.0.1", b.client_port), timeout=t(5)) as c:
+            c.sendall(struct.pack("!iiii", 16, 80877102, 100000 + pid, 4242))
+            assert c.recv(16) == b""
+
+    def all_counted():
+        s, _ = scrape(rport)
+        fwd = value(s, "pgburrow_relay_cancel_requests_total", result="forwarded")
+        return s if fwd + value(s, "pgburrow_relay_cancel_requests_total",
+                                result="dropped") == sent else None
+
+    s = wait_until(all_counted, t(5), "every cancel request counted")
+    assert value(s, "pgburrow_relay_cancel_requests_total", result="forwarded") >= 1
+    assert value(s, "pgburrow_relay_cancel_requests_total", result="dropped") >= 1
+    assert value(s, "pgburrow_relay_refused_total", reason="cancel_rate") == value(
+        s, "pgburrow_relay_cancel_requests_total", result="dropped")
+
+    # a connection that has sent nothing holds a pending slot until it goes
+    assert value(s, "pgburrow_relay_pending_connections") == 0
+    idle = socket.create_connection(("127.0.0.1", b.client_port), timeout=t(5))
+    try:
+        wait_until(lambda: value(scrape(rport)[0], "pgburrow_relay_pending_connections") == 1,
+                   t(5), "the idle connection in pending_connections")
+    finally:
+        idle.close()
+    wait_until(lambda: value(scrape(rport)[0], "pgburrow_relay_pending_connections") == 0,
+               t(5), "pending_connections back to 0")
 
 
 def test_agent_readyz_follows_its_tunnel(burrow_env):
