@@ -767,6 +767,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
     size_t n = sizeof(c->first) - c->first_have;
 
     if (c->first_have == 0 && len > 0 && data[0] == PGWIRE_TLS_HANDSHAKE) {
+        c->r->stats.refused[PREAUTH_REFUSED]++; /* not through client_fail: no message */
         log_warn("refused client=%s sqlstate=%s reason=address not allowed (direct TLS)", c->peer,
                  SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION);
         audit_refused(c->r->audit, c->r->cfg.name, c->peer,

@@ -117,6 +117,10 @@ static void render(void *ctx, struct metrics_buf *b)
                    "Connections refused or dropped before or while opening a session (client "
                    "and tunnel listeners, cancel requests), by reason.");
     for (int i = 0; i < PREAUTH_REASONS; i++) {
+        /* over handshake_rate a client waits and a tunnel is refused as "tunnel": not a
+         * reason of its own here */
+        if (i == PREAUTH_RATE)
+            continue;
         const char *labels[] = {"reason", relay_stats_reason_name((enum preauth_reason)i), NULL};
         metrics_u64(b, "pgburrow_relay_refused_total", labels, s->refused[i]);
     }
