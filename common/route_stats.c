@@ -44,7 +44,8 @@ void route_stats_sync(struct route_stats_table *t, const char *const *names, siz
         if (grown)
             t->routes = grown;
         if (!grown || strlen(names[i]) >= sizeof(e->name) || !(e = calloc(1, sizeof(*e)))) {
-            log_warn("metrics: out of memory; route %s is not counted", names[i]);
+            log_warn("metrics: route %.63s is not counted (out of memory, or name too long)",
+                     names[i]);
             continue;
         }
         memcpy(e->name, names[i], strlen(names[i]) + 1);

@@ -178,6 +178,17 @@ def test_refusals_and_reloads_counted(burrow_env):
     assert value(s, "pgburrow_reloads_total", result="ok") == 1
     assert value(s, "pgburrow_last_reload_success") == 1
     assert value(s, "pgburrow_last_reload_timestamp_seconds") >= time.time() - t(60)
+    # routes follow the configuration: a new one appears, a removed idle one goes
+    mark = b.relay.mark()
+    b.write_relay_ini(routes={"a": ["agent-a"], "c": ["agent-b"]},
+                      metrics_listen="127.0.0.1:%d" % rport)
+    os.kill(b.relay.pid, signal.SIGHUP)
+    b.relay.wait_for_log("reload: ok", timeout=5, since=mark)
+    s, _ = scrape(rport)
+    assert value(s, "pgburrow_relay_sessions_total", route="c") == 0
+    assert value(s, "pgburrow_relay_sessions_total", route="b") is None
+    assert value(s, "pgburrow_relay_refused_sqlstate_total", sqlstate="3D000") == 1
+
     mark = b.relay.mark()
     with open(b.relay_ini, "a") as f:
         f.write("[relay]\nbogus_key = 1\n")
@@ -185,6 +196,7 @@ def test_refusals_and_reloads_counted(burrow_env):
     b.relay.wait_for_log("reload: failed", timeout=5, since=mark)
     s, _ = scrape(rport)
     assert value(s, "pgburrow_reloads_total", result="error") == 1
+    assert value(s, "pgburrow_reloads_total", result="ok") == 2
     assert value(s, "pgburrow_last_reload_success") == 0
 
 
