@@ -92,7 +92,6 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
 
 int agent_start(struct agent *a, char *err, size_t cap)
 {
-    (void)err;
     if (agent_metrics_start(a, err, cap) < 0)
         return -EINVAL;
     daemon_signals_start(&a->signals, a->loop, &agent_signal_ops, a);
