@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "agent/agent_metrics.h"
 #include "agent/cancel_key.h"
 #include "agent/links.h"
 #include "agent/relays.h"
@@ -83,6 +84,7 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
         snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
+    agent_metrics_init(a);
     if (uv_random(NULL, NULL, &a->rng, sizeof(a->rng), 0, NULL) < 0 || a->rng == 0)
         a->rng = (uint64_t)uv_hrtime() | 1;
     return 0;
@@ -90,13 +92,15 @@ int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char 
 
 int agent_start(struct agent *a, char *err, size_t cap)
 {
-    (void)err;
+    if (agent_metrics_start(a, err, cap) < 0)
+        return -EINVAL;
     daemon_signals_start(&a->signals, a->loop, &agent_signal_ops, a);
     if (agent_relays_sync(a, true) < 0) {
         snprintf(err, cap, "out of memory");
         return -ENOMEM;
     }
-    log_info("started relays=%zu routes=%zu", a->cfg.nrelays, a->cfg.nroutes);
+    log_info("started relays=%zu routes=%zu metrics=%s", a->cfg.nrelays, a->cfg.nroutes,
+             a->cfg.metrics_listen ? a->cfg.metrics_listen : "off");
     return 0;
 }
 
@@ -110,6 +114,7 @@ void agent_stop(struct agent *a)
     agent_relays_stop(a);
     cancel_key_map_stop(a->cancel_keys);
     agent_reload_stop(a);
+    monitor_close(&a->monitor);
     if (a->cl)
         conn_loop_close(a->cl);
 }
@@ -122,5 +127,7 @@ void agent_free(struct agent *a)
         conn_loop_free(a->cl);
     agent_links_free(a);
     agent_relays_free(a);
+    route_stats_free(&a->routes);
+    monitor_free(&a->monitor);
     agent_config_free(&a->cfg);
 }

@@ -16,12 +16,15 @@
 #include "agent/agent_config.h"
 #include "common/conn.h"
 #include "common/daemon.h"
+#include "common/monitor.h"
+#include "common/route_stats.h"
 #include "common/tunnel.h"
 
 struct agent_link;
 struct agent_relay;
 struct agent_reload; /* SIGHUP, SIGUSR1, watched certificate files (reload.c) */
 struct cancel_key_map;
+struct agent_session;
 
 struct agent {
     uv_loop_t *loop;
@@ -36,7 +39,10 @@ struct agent {
     struct cancel_key_map *cancel_keys; /* the sessions' cancel keys (cancel_key.h) */
     struct agent_reload *reload;        /* NULL until agent_reload_start (reload.h) */
     bool stopping;
-    bool draining; /* SIGTERM: GOAWAY sent, sessions finishing */
+    bool draining;                   /* SIGTERM: GOAWAY sent, sessions finishing */
+    struct agent_session *sessions;  /* every session, for scrapes (session.c) */
+    struct route_stats_table routes; /* per configured route: /metrics (route_stats.h) */
+    struct monitor monitor;          /* metrics_listen (agent_metrics.h) */
 };
 
 int agent_init(struct agent *a, uv_loop_t *loop, struct agent_config *cfg, char *err, size_t cap);

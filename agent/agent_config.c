@@ -45,6 +45,7 @@ void agent_config_free(struct agent_config *c)
     free(c->log_level);
     free(c->log_format);
     free(c->log_file);
+    free(c->metrics_listen);
     for (size_t i = 0; i < c->nroutes; i++) {
         struct agent_route *r = &c->routes[i];
         free(r->host);
@@ -267,6 +268,8 @@ int agent_config_handle(void *ctx, const char *section, const char *key, const c
         return config_set_log_format(&c->log_format, value, err, cap);
     if (strcmp(key, "log_file") == 0)
         return config_set_optional(&c->log_file, value);
+    if (strcmp(key, "metrics_listen") == 0)
+        return config_set_optional_hostport(&c->metrics_listen, value, err, cap);
     return -ENOENT;
 }
 

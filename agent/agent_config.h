@@ -65,6 +65,7 @@ struct agent_config {
     uint64_t max_streams;       /* max_streams_per_tunnel = 1000: sessions on one tunnel */
     uint64_t max_stream_window; /* max_stream_window = 1M: largest WELCOME window accepted */
     char *log_level, *log_format, *log_file;
+    char *metrics_listen; /* metrics_listen = host:port for /metrics, /healthz, /readyz (off) */
     /* [route NAME] */
     size_t nroutes;
     struct agent_route *routes;

@@ -444,6 +444,19 @@ void agent_link_retire(struct agent_link *l, const char *why)
 
 /* ---- every link ---------------------------------------------------------------------- */
 
+bool agent_link_is_up(const struct agent_link *l)
+{
+    return l && l->state == LINK_UP && l->t;
+}
+
+uint64_t agent_links_up(const struct agent *a)
+{
+    uint64_t n = 0;
+    for (const struct agent_link *l = a->links; l; l = l->next)
+        n += agent_link_is_up(l);
+    return n;
+}
+
 uint64_t agent_links_nsessions(const struct agent *a)
 {
     uint64_t n = 0;

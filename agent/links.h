@@ -10,6 +10,7 @@
 #ifndef PGB_AGENT_LINKS_H
 #define PGB_AGENT_LINKS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <openssl/ssl.h>
 
@@ -33,6 +34,10 @@ struct agent_link *agent_link_add(struct agent *a, const struct agent_relay_addr
  * idle), never dial again; the link frees itself. why is logged. */
 void agent_link_retire(struct agent_link *l, const char *why);
 
+/* Whether the link's tunnel is up (WELCOME received, not failed since). */
+bool agent_link_is_up(const struct agent_link *l);
+/* Links whose tunnel is up, retired ones included (their sessions go on). */
+uint64_t agent_links_up(const struct agent *a);
 /* Sessions open on every link's tunnel. */
 uint64_t agent_links_nsessions(const struct agent *a);
 /* GOAWAY on every tunnel: no new sessions (drain). */

@@ -325,6 +325,18 @@ static bool same_addr(const struct agent_relay_addr *x, const struct agent_relay
     return x->port == y->port && strcmp(x->host, y->host) == 0;
 }
 
+void agent_relays_foreach_up(const struct agent *a, agent_relay_up_fn fn, void *ctx)
+{
+    for (const struct agent_relay *r = a->relays; r; r = r->next) {
+        uint32_t up = 0;
+        if (r->removed)
+            continue;
+        for (size_t i = 0; i < r->n; i++)
+            up += agent_link_is_up(r->links[i]);
+        fn(ctx, r->label, up);
+    }
+}
+
 int agent_relays_sync(struct agent *a, bool initial)
 {
     int rc = 0;

@@ -39,6 +39,11 @@ void agent_relays_stop(struct agent *a);
 /* agent_free, after the loop ran out: free every entry. */
 void agent_relays_free(struct agent *a);
 
+/* Call fn for every configured relay entry with its label (host:port as configured) and how
+ * many of its links have their tunnel up (metrics). */
+typedef void (*agent_relay_up_fn)(void *ctx, const char *label, uint32_t up);
+void agent_relays_foreach_up(const struct agent *a, agent_relay_up_fn fn, void *ctx);
+
 /* Pure helpers (unit-tested). */
 
 /* The distinct IPv4/IPv6 addresses of res as text, sorted (stable logs and comparisons),

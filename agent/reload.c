@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "agent/agent.h"
+#include "agent/agent_metrics.h"
 #include "agent/links.h"
 #include "agent/relays.h"
 #include "agent/upstream.h"
@@ -121,6 +122,11 @@ int agent_reload(struct agent *a, const char *trigger)
     relays_changed = relays_differ(&nc, &a->cfg);
     log_route_changes(&a->cfg, &nc);
 
+    if (monitor_listen_differs(&a->monitor, nc.metrics_listen))
+        log_warn("reload: metrics_listen=%s differs from the address in use (%s): restart "
+                 "pgburrow-agent to apply it",
+                 nc.metrics_listen ? nc.metrics_listen : "off",
+                 a->monitor.listen ? a->monitor.listen : "off");
     old = a->cfg;
     a->cfg = nc;
     agent_config_free(&old);    /* sessions still connecting hold their own context reference */
@@ -130,6 +136,8 @@ int agent_reload(struct agent *a, const char *trigger)
     if (relays_changed)
         agent_relays_update(a);
     watch_config_files(rl);
+    agent_metrics_sync(a);
+    monitor_reloaded(&a->monitor, true);
     log_info("reload: ok (trigger=%s) relays=%zu routes=%zu", trigger, a->cfg.nrelays,
              a->cfg.nroutes);
     return 0;
@@ -137,6 +145,7 @@ fail:
     SSL_CTX_free(relay_ctx);
     agent_config_free(&nc);
     log_error("reload: failed: %s; keeping the running configuration (trigger=%s)", err, trigger);
+    monitor_reloaded(&a->monitor, false);
     watch_config_files(rl);
     return rc;
 }

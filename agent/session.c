@@ -21,8 +21,10 @@
 
 struct agent_session {
     struct agent *a;
-    struct tunnel_stream *s; /* NULL once done */
-    struct conn *pg;         /* owned until handed to the stream */
+    struct agent_session *prev, *next; /* a->sessions */
+    struct route_stats *stats;         /* its route's counters (route_stats.h) */
+    struct tunnel_stream *s;           /* NULL once done */
+    struct conn *pg;                   /* owned until handed to the stream */
     uv_getaddrinfo_t gai;
     uv_timer_t timer; /* connect timeout */
     /* besides the stream (s), what can still call back into the session: it is freed once the
@@ -46,6 +48,12 @@ static void session_free_if_done(struct agent_session *ss)
 {
     if (ss->s || ss->pg_open || ss->timer_open || ss->gai_busy)
         return;
+    if (ss->prev)
+        ss->prev->next = ss->next;
+    else
+        ss->a->sessions = ss->next;
+    if (ss->next)
+        ss->next->prev = ss->prev;
     upstream_tls_release(&ss->up);
     free(ss);
 }
@@ -94,6 +102,8 @@ static void session_fail(struct agent_session *ss, const char *fmt, ...)
         conn_close(pg);
     }
     if (ss->s) {
+        if (ss->stats)
+            ss->stats->failures++;
         log_msg(LOG_WARN, ss->tunnel_id, ss->stream_id, "session failed sid=%s route=%s: %s",
                 ss->sid, ss->route, msg);
         tunnel_stream_fail(ss->s, SQLSTATE_CONNECTION_FAILURE,
@@ -249,6 +259,14 @@ int agent_session_start(struct agent *a, struct tunnel *t, uint32_t id, const st
         free(ss);
         return -ENOMEM;
     }
+    ss->next = a->sessions;
+    if (a->sessions)
+        a->sessions->prev = ss;
+    a->sessions = ss;
+    if ((ss->stats = route_stats_find(&a->routes, m->route))) {
+        ss->stats->active++;
+        ss->stats->total++;
+    }
     uv_timer_init(a->loop, &ss->timer);
     ss->timer_open = true;
     ss->timer.data = ss;
@@ -296,6 +314,14 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
     if (!ss)
         return;
     ss->s = NULL;
+    if (ss->stats) {
+        ss->stats->active--;
+        if (ss->bound) {
+            ss->stats->to_server += tunnel_stream_bytes_in(s);
+            ss->stats->to_client += tunnel_stream_bytes_out(s);
+        }
+        ss->stats = NULL;
+    }
     if (ss->bound)
         log_msg(err ? LOG_WARN : LOG_INFO, ss->tunnel_id, ss->stream_id,
                 "session end sid=%s route=%s bytes_to_postgres=%llu bytes_from_postgres=%llu "
@@ -313,6 +339,16 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
     uv_cancel((uv_req_t *)&ss->gai);
     uv_close((uv_handle_t *)&ss->timer, session_timer_closed);
     session_free_if_done(ss); /* the stream was one of its holders */
+}
+
+void agent_sessions_stats_live(struct agent *a)
+{
+    for (const struct agent_session *ss = a->sessions; ss; ss = ss->next) {
+        if (!ss->s || !ss->bound || !ss->stats)
+            continue;
+        ss->stats->live_to_server += tunnel_stream_bytes_in(ss->s);
+        ss->stats->live_to_client += tunnel_stream_bytes_out(ss->s);
+    }
 }
 
 static const struct tunnel_stream_ops session_stream_ops = {

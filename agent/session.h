@@ -20,5 +20,8 @@ struct agent;
  * PostgreSQL (OPEN_OK or OPEN_FAIL follows). 0, or negative when the stream could not be
  * taken (the tunnel answers OPEN_FAIL). */
 int agent_session_start(struct agent *a, struct tunnel *t, uint32_t id, const struct proto_open *m);
+/* Add the bytes of running sessions so far to their routes' live_to_server / live_to_client
+ * (route_stats.h), for a scrape. */
+void agent_sessions_stats_live(struct agent *a);
 
 #endif

@@ -770,6 +770,16 @@ int config_set_optional(char **dst, const char *value)
     return config_set_str(dst, value);
 }
 
+int config_set_optional_hostport(char **dst, const char *value, char *err, size_t cap)
+{
+    char host[256];
+    uint16_t port;
+
+    if (value[0] && config_parse_hostport(value, host, &port, err, cap) < 0)
+        return -EINVAL;
+    return config_set_optional(dst, value);
+}
+
 int config_set_duration(uint64_t *dst, const char *value, char *err, size_t cap)
 {
     uint64_t ms;

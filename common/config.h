@@ -72,6 +72,8 @@ int config_route_append(void **items, size_t *n, size_t size, size_t max, const 
                         void **out, char *err, size_t cap);
 /* An optional string: empty means "not set" (the default applies). */
 int config_set_optional(char **dst, const char *value);
+/* An optional listen address (metrics_listen): empty means off, else host:port. */
+int config_set_optional_hostport(char **dst, const char *value, char *err, size_t cap);
 /* A duration from 1ms to 24h. */
 int config_set_duration(uint64_t *dst, const char *value, char *err, size_t cap);
 /* A per-stream flow-control window: a size from 16k to 16M (PROTO_MAX_WINDOW). */

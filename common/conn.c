@@ -47,6 +47,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include "common/config.h"
 #include "common/log.h"
 #include "common/tls.h"
 #include "common/tls_guard.h"
@@ -1726,4 +1727,36 @@ int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *cha
 bool conn_eof_clean(const struct conn *c)
 {
     return c->input == CONN_IN_EOF_CLEAN;
+}
+
+/* ---- listening addresses ---------------------------------------------------------------- */
+
+int conn_resolve_listen(uv_loop_t *loop, const char *hostport, struct sockaddr_storage *ss,
+                        char *err, size_t cap)
+{
+    char host[256];
+    uint16_t port;
+    if (config_parse_hostport(hostport, host, &port, err, cap) < 0)
+        return -EINVAL;
+    if (strcmp(host, "*") == 0 || host[0] == '\0')
+        return uv_ip6_addr("::", port, (struct sockaddr_in6 *)ss);
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
+        return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
+        return 0;
+    /* a host name: resolved at start-up, synchronously (no callback given) */
+    uv_getaddrinfo_t req;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    int rc = uv_getaddrinfo(loop, &req, NULL, host, NULL, &hints);
+    if (rc < 0) {
+        snprintf(err, cap, "cannot resolve \"%s\": %s", host, uv_strerror(rc));
+        return rc;
+    }
+    memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
+    if (ss->ss_family == AF_INET)
+        ((struct sockaddr_in *)ss)->sin_port = htons(port);
+    else
+        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
+    uv_freeaddrinfo(req.addrinfo);
+    return 0;
 }

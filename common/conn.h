@@ -129,4 +129,9 @@ int conn_tls_peer_chain(const struct conn *c, X509 **leaf, STACK_OF(X509) * *cha
 /* True when the last EOF was a TLS close_notify (not a bare TCP FIN). */
 bool conn_eof_clean(const struct conn *c);
 
+/* The address to listen on for hostport ("host:port", "[v6]:port", "*:port" = every address);
+ * a host name is resolved synchronously (start-up only). 0, or negative with err[cap]. */
+int conn_resolve_listen(uv_loop_t *loop, const char *hostport, struct sockaddr_storage *ss,
+                        char *err, size_t cap);
+
 #endif

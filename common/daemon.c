@@ -89,7 +89,8 @@ static void on_signal(uv_signal_t *sig, int signum)
 {
     struct daemon_signals *s = signals_of(sig);
 
-    if (signum == SIGTERM && !s->draining) {
+    if (signum == SIGTERM && !s->term_seen) {
+        s->term_seen = true;
         s->ops->drain(s->ctx);
         return;
     }

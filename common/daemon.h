@@ -39,9 +39,9 @@ int daemon_main(const struct daemon_role *role, int argc, char **argv);
 /*
  * Signals and drain, the same in both daemons: the first SIGTERM drains (ops->drain, which
  * calls daemon_drain_start: no new sessions, running ones may finish), a second SIGTERM or a
- * SIGINT stops at once (ops->stop); a drain stops once ops->sessions says none is left, or at
- * its deadline. Lives inside the role's context; the handles' data is ctx, so that the
- * role's close callbacks find it.
+ * SIGINT stops at once (ops->stop), also while the role waits before its drain; a drain stops once
+ * ops->sessions says none is left, or at its deadline. Lives inside the role's context; the
+ * handles' data is ctx, so that the role's close callbacks find it.
  */
 struct daemon_signal_ops {
     void (*drain)(void *ctx);
@@ -53,8 +53,9 @@ struct daemon_signals {
     uv_signal_t term, intr;
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms;
-    bool started;  /* term and intr are open */
-    bool draining; /* drain_timer is open */
+    bool started;   /* term and intr are open */
+    bool draining;  /* drain_timer is open */
+    bool term_seen; /* the first SIGTERM drained (or began the role's drain delay) */
     const struct daemon_signal_ops *ops;
     void *ctx;
 };

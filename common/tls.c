@@ -256,6 +256,38 @@ out:
     return rc;
 }
 
+static long long tls_chain_not_after(STACK_OF(X509) * chain);
+
+int tls_cert_file_not_after(const char *path, long long *out)
+{
+    STACK_OF(X509) *certs = sk_X509_new_null();
+    FILE *f = NULL;
+    X509 *cert;
+    int rc = -ENOMEM;
+
+    if (!certs)
+        goto out;
+    if (!(f = fopen(path, "r"))) {
+        rc = -errno;
+        goto out;
+    }
+    ERR_clear_error();
+    while ((cert = PEM_read_X509(f, NULL, NULL, NULL))) {
+        if (!sk_X509_push(certs, cert)) {
+            X509_free(cert);
+            goto out;
+        }
+    }
+    *out = tls_chain_not_after(certs);
+    rc = *out > 0 ? 0 : -EINVAL;
+out:
+    ERR_clear_error(); /* the read that ended the loop left its end-of-file error */
+    sk_X509_pop_free(certs, X509_free);
+    if (f)
+        fclose(f);
+    return rc;
+}
+
 static int tls_check_readable(const char *what, const char *path, char *err, size_t cap)
 {
     struct stat st;

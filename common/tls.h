@@ -87,6 +87,10 @@ int tls_cert_common_name(X509 *cert, char *buf, size_t cap);
 /* The CN of the first (leaf) certificate in the PEM file path into buf[cap]. Returns 0, or
  * negative with a sentence in err[err_cap] (unreadable file, no or ambiguous CN). */
 int tls_cert_file_cn(const char *path, char *buf, size_t cap, char *err, size_t err_cap);
+/* The earliest notAfter of the certificates in the PEM file path (a chain, or a CA bundle),
+ * seconds since the epoch, into *out. 0, or negative when the file cannot be read or holds no
+ * certificate with a readable notAfter. */
+int tls_cert_file_not_after(const char *path, long long *out);
 
 /* The agent name of an agent certificate: its URI SAN "pgburrow-agent:NAME" (scheme compared
  * without case), which must be the only such SAN and equal the subject CN. Returns 0 with NAME

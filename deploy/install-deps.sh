@@ -17,7 +17,7 @@ build) ;;
 demo) pkgs="$pkgs postgresql-15 postgresql-client-15" ;;
 test) pkgs="$pkgs libcmocka-dev postgresql-15 postgresql-client-15 python3 python3-pytest \
 python3-psycopg python3-psycopg2 python3-asyncpg clang libclang-rt-14-dev valgrind \
-libpostgresql-jdbc-java haproxy libnss-wrapper clang-format"
+libpostgresql-jdbc-java haproxy libnss-wrapper clang-format python3-prometheus-client"
     # Client compatibility tests (JDBC, node pg): a JDK and node may already come from
     # elsewhere (e.g. NodeSource's nodejs, which conflicts with Debian's npm); only add
     # Debian's when the command is missing.

@@ -140,6 +140,7 @@ bool relay_admit_log_ok(struct relay *r, const char *peer, enum preauth_reason w
     uint64_t suppressed = 0;
 
     suffix[0] = '\0';
+    r->stats.refused[why]++; /* every refusal passes here, logged or not */
     if (!r->preauth)
         return true;
     if (!preauth_log_ok(r->preauth, peer, why, uv_now(r->loop), &suppressed))

@@ -303,11 +303,14 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
     struct proto_cancel c;
     uint8_t frame[PROTO_HDR_SIZE + 32 + PROTO_CANCEL_KEY_MAX];
 
-    if (!cancel_admitted(r, peer))
+    if (!cancel_admitted(r, peer)) {
+        r->stats.cancel_dropped++;
         return;
+    }
     if (len < RELAY_CANCEL_PKT_MIN || len > RELAY_CANCEL_PKT_MAX ||
         pgwire_packet_len(pkt, len) != len) {
         log_info("cancel dropped reason=invalid length %zu client=%s", len, peer);
+        r->stats.cancel_dropped++;
         return;
     }
     memset(&c, 0, sizeof(c));
@@ -320,6 +323,7 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
     OPENSSL_cleanse(&c, sizeof(c));
     if (n < 0) {
         log_warn("cancel dropped reason=%s client=%s", proto_strerror(n), peer);
+        r->stats.cancel_dropped++;
         return;
     }
     struct forward f = {.frame = frame, .frame_len = (size_t)n};
@@ -328,11 +332,14 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
         /* a session of this relay: its own tunnel, and no other agent learns of it */
         forward_to(&f, t, w->agent);
         OPENSSL_cleanse(frame, sizeof(frame));
-        if (f.nsent == 0)
+        if (f.nsent == 0) {
+            r->stats.cancel_dropped++;
             log_info("cancel dropped reason=the session's tunnel is closing client=%s", peer);
-        else
+        } else {
+            r->stats.cancel_forwarded++;
             log_msg(LOG_INFO, tunnel_id(t), tunnel_stream_id(w->s),
                     "cancel forwarded sid=%s agent=%s client=%s", w->sid, w->agent, peer);
+        }
         return;
     }
     /* a session of another relay (or none): every agent checks, only its owner acts */
@@ -342,8 +349,10 @@ void relay_cancel_request(struct relay *r, const char *peer, const uint8_t *pkt,
         log_info("cancel dropped reason=not a session of this relay, and no agent connected "
                  "client=%s",
                  peer);
+        r->stats.cancel_dropped++;
         return;
     }
+    r->stats.cancel_forwarded++;
     log_info("cancel forwarded to=every agent (not a session of this relay) tunnels=%u client=%s",
              f.nsent, peer);
 }

@@ -66,7 +66,8 @@ struct relay_client {
     enum client_state state;
     bool gss_answered;
     bool got_bytes;
-    bool counted; /* counted in r->nsessions */
+    bool counted;              /* counted in r->nsessions */
+    struct route_stats *stats; /* its route's counters while counted (stats.h) */
     uint8_t first[8];
     size_t first_have;
     uint8_t *pkt; /* StartupMessage being read (<= PGWIRE_STARTUP_MAX) */
@@ -159,6 +160,8 @@ static void client_release(struct relay_client *c)
         c->r->nsessions--;
         counts_sub(c->r->route_sessions, c->route);
         counts_sub(c->r->source_sessions, c->source_ip);
+        if (c->stats)
+            c->stats->active--;
         c->counted = false;
     }
     relay_admit_release(c->r, &c->slot);
@@ -218,6 +221,7 @@ static void client_fail(struct relay_client *c, const char *sqlstate, const char
     /* the client sees "pgburrow: ..."; the log and audit lines say who anyway */
     const char *reason = strncmp(msg, "pgburrow: ", 10) == 0 ? msg + 10 : msg;
     char more[64];
+    relay_stats_refused_sqlstate(&c->r->stats, sqlstate);
     if (relay_admit_log_ok(c->r, c->peer, PREAUTH_REFUSED, more, sizeof(more))) {
         log_warn("refused client=%s sqlstate=%s reason=%s%s", c->peer, sqlstate, reason, more);
         audit_refused(c->r->audit, c->r->cfg.name, c->peer, sqlstate, reason);
@@ -240,6 +244,7 @@ static void startup_timeout(uv_timer_t *timer)
         return;
     if (c->state == CLIENT_CANCEL) {
         /* a CancelRequest is never answered, not even with an error */
+        c->r->stats.cancel_dropped++;
         log_info("cancel dropped reason=incomplete request after %llu ms client=%s",
                  (unsigned long long)c->r->cfg.startup_timeout_ms, c->peer);
         client_drop(c);
@@ -448,6 +453,10 @@ static void session_open(struct relay_client *c, const struct pgwire_startup *su
     }
     c->counted = true;
     r->nsessions++;
+    if ((c->stats = route_stats_find(&r->stats.routes, c->route))) {
+        c->stats->active++;
+        c->stats->total++;
+    }
     c->state = CLIENT_OPENING;
     relay_admit_release(r, &c->slot); /* routed: max_sessions bounds it from here on */
 }
@@ -561,6 +570,8 @@ static void session_on_open_result(struct tunnel_stream *s, const struct proto_e
     c->pkt = NULL;
     uv_timer_stop(&c->timer);
     c->state = CLIENT_STREAMING;
+    metrics_histogram_observe(&c->r->stats.setup,
+                              (double)(uv_now(c->r->loop) - c->start_ms) / 1000.0);
     struct conn *conn = c->conn;
     c->conn = NULL;
     log_msg(LOG_INFO, tunnel_id(tunnel_stream_tunnel(s)), tunnel_stream_id(s),
@@ -625,6 +636,16 @@ static void session_end_fatal(struct relay_client *c, const char *sqlstate, cons
     if (at_edge && (n = pgwire_error_response(buf, sizeof(buf), "FATAL", sqlstate, msg)) < 0)
         n = 0;
     tunnel_stream_end_local(s, sqlstate, reason, buf, (size_t)n);
+}
+
+void frontdoor_stats_live(struct relay *r)
+{
+    for (const struct relay_client *c = r->clients; c; c = c->next) {
+        if (c->state != CLIENT_STREAMING || !c->s || !c->stats)
+            continue;
+        c->stats->live_to_server += tunnel_stream_bytes_out(c->s);
+        c->stats->live_to_client += tunnel_stream_bytes_in(c->s);
+    }
 }
 
 long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now)
@@ -693,6 +714,10 @@ static void session_on_done(struct tunnel_stream *s, const char *err)
             c->agent, (unsigned long long)tunnel_stream_bytes_out(s),
             (unsigned long long)tunnel_stream_bytes_in(s), (unsigned long long)ms,
             err ? err : "closed");
+    if (c->stats) {
+        c->stats->to_server += tunnel_stream_bytes_out(s);
+        c->stats->to_client += tunnel_stream_bytes_in(s);
+    }
     if (!c->authenticated)
         audit_session_event(c, "auth_failed", s, err);
     audit_session_event(c, "session_end", s, err);
@@ -727,6 +752,7 @@ static size_t start_cancel(struct relay_client *c, const uint8_t *data, size_t l
     uint32_t n = pgwire_packet_len(c->first, sizeof(c->first));
     bool len_ok = relay_cancel_len_ok(n);
     if (!len_ok || !(c->pkt = malloc(n))) {
+        c->r->stats.cancel_dropped++;
         log_info("cancel dropped reason=%s client=%s", len_ok ? "out of memory" : "invalid length",
                  c->peer);
         client_drop(c);
@@ -749,6 +775,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
     size_t n = sizeof(c->first) - c->first_have;
 
     if (c->first_have == 0 && len > 0 && data[0] == PGWIRE_TLS_HANDSHAKE) {
+        c->r->stats.refused[PREAUTH_REFUSED]++; /* not through client_fail: no message */
         log_warn("refused client=%s sqlstate=%s reason=address not allowed (direct TLS)", c->peer,
                  SQLSTATE_INVALID_AUTHORIZATION_SPECIFICATION);
         audit_refused(c->r->audit, c->r->cfg.name, c->peer,
@@ -764,6 +791,7 @@ static size_t read_denied(struct relay_client *c, const uint8_t *data, size_t le
     if (c->first_have < sizeof(c->first))
         return len;
     if (pgwire_classify(c->first, sizeof(c->first)) == PGWIRE_CANCEL) {
+        c->r->stats.cancel_dropped++;
         log_info("cancel dropped reason=address not allowed client=%s", c->peer);
         client_drop(c);
         return len;

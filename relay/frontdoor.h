@@ -25,6 +25,9 @@ void frontdoor_close_all(struct relay *r);
 /* The sessions' part of relay_certs_recheck (reload.h); now: the wall clock. Returns the
  * earliest notAfter among the sessions left (0: none). */
 long long frontdoor_certs_recheck(struct relay *r, bool reverify, long long now);
+/* Add the bytes of running sessions so far to their routes' live_to_server / live_to_client
+ * (stats.h), for a scrape. */
+void frontdoor_stats_live(struct relay *r);
 
 /* One client session as the admin console shows it (SHOW SESSIONS): routed, its stream opening
  * or open. Strings borrowed for the call. */

@@ -18,6 +18,7 @@
 #include "relay/audit.h"
 #include "relay/cancel.h"
 #include "relay/frontdoor.h"
+#include "relay/relay_metrics.h"
 #include "relay/relay_tls.h"
 #include "relay/reload.h"
 #include "relay/tunnels.h"
@@ -51,11 +52,11 @@ static const struct daemon_signal_ops relay_signal_ops = {
     .sessions = relay_signal_sessions,
 };
 
-void relay_drain(struct relay *r)
+/* The drain proper: stop accepting, GOAWAY, sessions may finish for drain_timeout. */
+static void relay_drain_now(struct relay *r)
 {
-    if (r->draining || r->stopping)
-        return;
     r->draining = true;
+    r->drain_pending = false;
     log_info("received SIGTERM: draining: %llu session(s) may run for up to %llu ms; no new "
              "connections (send SIGTERM again to stop now)",
              (unsigned long long)r->nsessions, (unsigned long long)r->cfg.drain_timeout_ms);
@@ -66,6 +67,34 @@ void relay_drain(struct relay *r)
     relay_tunnels_goaway(r, "relay is shutting down");
     daemon_drain_start(&r->signals, r->loop, r->cfg.drain_timeout_ms);
     r->open_handles++;
+}
+
+static void drain_delay_done(uv_timer_t *t)
+{
+    struct relay *r = t->data;
+
+    if (!r->stopping && !r->draining)
+        relay_drain_now(r);
+}
+
+void relay_drain(struct relay *r)
+{
+    if (r->draining || r->drain_pending || r->stopping)
+        return;
+    if (r->cfg.drain_delay_ms == 0) {
+        relay_drain_now(r);
+        return;
+    }
+    /* a load balancer polling /readyz sees 503 and stops sending new clients here; until it
+     * has, they are still served */
+    r->drain_pending = true;
+    log_info("received SIGTERM: /readyz answers 503; still accepting for drain_delay=%llu ms, "
+             "then draining (send SIGTERM again to stop now)",
+             (unsigned long long)r->cfg.drain_delay_ms);
+    uv_timer_init(r->loop, &r->drain_delay_timer);
+    r->drain_delay_timer.data = r;
+    r->open_handles++;
+    uv_timer_start(&r->drain_delay_timer, drain_delay_done, r->cfg.drain_delay_ms, 0);
 }
 
 static void tunnel_on_connection(uv_stream_t *server, int status)
@@ -88,42 +117,13 @@ static void client_on_connection(uv_stream_t *server, int status)
     frontdoor_accept(r, server);
 }
 
-static int resolve_listen(const char *hostport, struct sockaddr_storage *ss, char *err, size_t cap)
-{
-    char host[256];
-    uint16_t port;
-    if (config_parse_hostport(hostport, host, &port, err, cap) < 0)
-        return -EINVAL;
-    if (strcmp(host, "*") == 0 || host[0] == '\0')
-        return uv_ip6_addr("::", port, (struct sockaddr_in6 *)ss);
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0)
-        return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0)
-        return 0;
-    /* A host name: resolved once at start-up (synchronous uv_getaddrinfo is fine here). */
-    uv_getaddrinfo_t req;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(uv_default_loop(), &req, NULL, host, NULL, &hints);
-    if (rc < 0) {
-        snprintf(err, cap, "cannot resolve \"%s\": %s", host, uv_strerror(rc));
-        return rc;
-    }
-    memcpy(ss, req.addrinfo->ai_addr, req.addrinfo->ai_addrlen);
-    if (ss->ss_family == AF_INET)
-        ((struct sockaddr_in *)ss)->sin_port = htons(port);
-    else
-        ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
-    uv_freeaddrinfo(req.addrinfo);
-    return 0;
-}
-
 static int listen_on(struct relay *r, uv_tcp_t *h, const char *hostport, uv_connection_cb cb,
                      char *err, size_t cap)
 {
     struct sockaddr_storage ss;
     int rc;
     memset(&ss, 0, sizeof(ss));
-    rc = resolve_listen(hostport, &ss, err, cap);
+    rc = conn_resolve_listen(r->loop, hostport, &ss, err, cap);
     if (rc < 0)
         return rc;
     uv_tcp_init(r->loop, h);
@@ -150,6 +150,8 @@ int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char 
     r->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* ownership moves into the relay */
     r->cl = conn_loop_new(loop);
+    relay_stats_init(&r->stats);
+    relay_stats_sync(&r->stats, &r->cfg);
     r->route_sessions = counts_new();
     r->source_sessions = counts_new();
     if (!r->route_sessions || !r->source_sessions || keytab_init(&r->cancel_keys) < 0) {
@@ -189,6 +191,9 @@ int relay_start(struct relay *r, char *err, size_t cap)
     rc = listen_on(r, &r->tunnel_listener, r->cfg.tunnel_listen, tunnel_on_connection, err, cap);
     if (rc < 0)
         return rc;
+    rc = relay_metrics_start(r, err, cap);
+    if (rc < 0)
+        return rc;
     daemon_signals_start(&r->signals, r->loop, &relay_signal_ops, r);
     r->open_handles += 2;
     uv_timer_init(r->loop, &r->cert_timer);
@@ -199,7 +204,8 @@ int relay_start(struct relay *r, char *err, size_t cap)
     r->drain_timer.data = r;
     r->open_handles++;
     r->open_admin = admin_session_open;
-    log_info("listening clients=%s tunnels=%s", r->cfg.listen, r->cfg.tunnel_listen);
+    log_info("listening clients=%s tunnels=%s metrics=%s", r->cfg.listen, r->cfg.tunnel_listen,
+             r->cfg.metrics_listen ? r->cfg.metrics_listen : "off");
     return 0;
 }
 
@@ -218,6 +224,9 @@ void relay_stop(struct relay *r)
         uv_close((uv_handle_t *)&r->cert_timer, handle_closed);
     if (r->drain_timer.loop)
         uv_close((uv_handle_t *)&r->drain_timer, handle_closed);
+    if (r->drain_delay_timer.loop)
+        uv_close((uv_handle_t *)&r->drain_delay_timer, handle_closed);
+    monitor_close(&r->monitor);
     relay_reload_stop(r);
     frontdoor_close_all(r);
     admin_close_all(r);
@@ -239,6 +248,8 @@ void relay_free(struct relay *r)
     relay_tls_free(&tls);
     audit_free(r->audit);
     r->audit = NULL;
+    relay_stats_free(&r->stats);
+    monitor_free(&r->monitor);
     conn_loop_free(r->cl);
     relay_config_free(&r->cfg);
 }

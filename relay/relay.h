@@ -17,9 +17,11 @@
 #include "common/counts.h"
 #include "common/daemon.h"
 #include "common/keytab.h"
+#include "common/monitor.h"
 #include "common/tunnel.h"
 #include "relay/admit.h"
 #include "relay/relay_config.h"
+#include "relay/stats.h"
 
 struct relay_agent;   /* one accepted agent tunnel */
 struct relay_client;  /* one PostgreSQL client connection */
@@ -71,6 +73,8 @@ struct relay {
     struct counts *route_sessions;  /* live sessions per route (route max_sessions) */
     struct counts *source_sessions; /* live sessions per client IP (max_sessions_per_source) */
     bool draining;                  /* SIGTERM: no new sessions, running ones may finish */
+    bool drain_pending;             /* SIGTERM during drain_delay: /readyz 503, accepting */
+    uv_timer_t drain_delay_timer;   /* drain_delay: then relay_drain_now */
     int open_handles;               /* listeners + signals: for clean shutdown */
     struct reloader *reload;        /* NULL until relay_reload_start (reload.h) */
     struct audit *audit;            /* always allocated; off when audit_log is empty */
@@ -86,14 +90,17 @@ struct relay {
                       const uint8_t *rest, size_t rest_len, char *msg, size_t cap);
     struct admin_session *admins;
     uint64_t nadmins;
+    struct relay_stats stats; /* counters behind /metrics (stats.h) */
+    struct monitor monitor;   /* metrics_listen: /metrics, /healthz, /readyz (relay_metrics.h) */
 };
 
 int relay_init(struct relay *r, uv_loop_t *loop, struct relay_config *cfg, char *err, size_t cap);
 int relay_start(struct relay *r, char *err, size_t cap);
 /* Stop accepting, close every tunnel and client; the loop then ends. */
 void relay_stop(struct relay *r);
-/* Graceful stop: stop accepting, GOAWAY to agents, refuse StartupMessages still to come
- * (FATAL 57P01), let sessions finish for drain_timeout, then relay_stop. */
+/* Graceful stop: /readyz turns 503 at once; after drain_delay (0: at once) stop accepting,
+ * GOAWAY to agents, refuse StartupMessages still to come (FATAL 57P01), let sessions finish
+ * for drain_timeout, then relay_stop. */
 void relay_drain(struct relay *r);
 void relay_free(struct relay *r);
 

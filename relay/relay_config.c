@@ -61,6 +61,7 @@ void relay_config_free(struct relay_config *c)
         return;
     free(c->name);
     free(c->user);
+    free(c->metrics_listen);
     free(c->listen);
     free(c->tunnel_listen);
     free(c->default_route);
@@ -233,6 +234,22 @@ static int set_cidrs(struct cidr_list *l, const char *value, char *err, size_t c
     return cidr_list_parse(value, l, err, cap);
 }
 
+/* A duration that may be 0 (off), up to 24h. */
+static int set_delay(uint64_t *dst, const char *value, char *err, size_t cap)
+{
+    uint64_t ms;
+    int rc = config_parse_duration_ms(value, &ms, err, cap);
+
+    if (rc < 0)
+        return rc;
+    if (ms > CONFIG_DURATION_MAX_MS) {
+        config_err(err, cap, "must be from 0 to 24h, got \"%.80s\"", value);
+        return -EINVAL;
+    }
+    *dst = ms;
+    return 0;
+}
+
 static int set_count(uint64_t *dst, const char *value, char *err, size_t cap)
 {
     return config_parse_uint(value, 1, RELAY_COUNT_MAX, dst, err, cap);
@@ -251,6 +268,8 @@ static int relay_key_endpoints(struct relay_config *c, const char *key, const ch
         return set_hostport(&c->listen, value, err, cap);
     if (strcmp(key, "tunnel_listen") == 0)
         return set_hostport(&c->tunnel_listen, value, err, cap);
+    if (strcmp(key, "metrics_listen") == 0)
+        return config_set_optional_hostport(&c->metrics_listen, value, err, cap);
     if (strcmp(key, "default_route") == 0)
         return set_name(&c->default_route, value, true, err, cap);
     if (strcmp(key, "tls_cert") == 0)
@@ -277,6 +296,8 @@ static int relay_key_limits(struct relay_config *c, const char *key, const char 
 {
     if (strcmp(key, "drain_timeout") == 0)
         return config_set_duration(&c->drain_timeout_ms, value, err, cap);
+    if (strcmp(key, "drain_delay") == 0)
+        return set_delay(&c->drain_delay_ms, value, err, cap);
     if (strcmp(key, "startup_timeout") == 0)
         return config_set_duration(&c->startup_timeout_ms, value, err, cap);
     if (strcmp(key, "ping_interval") == 0)

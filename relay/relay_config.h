@@ -43,11 +43,13 @@ struct relay_config {
     char *tls_cert, *tls_key; /* tls_cert / tls_key: certificate shown to clients (required) */
     int tls_min_version;      /* tls_min_version = TLSv1.2 | TLSv1.3 (default TLSv1.2) */
     char *tunnel_cert, *tunnel_key; /* shown to agents (default: tls_cert / tls_key) */
-    char *agent_ca;  /* agent_ca = CA file that signs agent certificates (required) */
-    char *agent_crl; /* agent_crl = CRL file for agent certificates (revocation) */
-    char *user;      /* user = drop to this user (and its groups) after binding */
+    char *agent_ca;       /* agent_ca = CA file that signs agent certificates (required) */
+    char *agent_crl;      /* agent_crl = CRL file for agent certificates (revocation) */
+    char *user;           /* user = drop to this user (and its groups) after binding */
+    char *metrics_listen; /* metrics_listen = host:port for /metrics, /healthz, /readyz (off) */
     uint64_t
-        drain_timeout_ms; /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
+        drain_timeout_ms;    /* drain_timeout = 30s: SIGTERM -> sessions may finish for this long */
+    uint64_t drain_delay_ms; /* drain_delay = 0: SIGTERM -> /readyz 503, still accepting */
     uint64_t startup_timeout_ms; /* startup_timeout = 10s: connect -> StartupMessage received */
     uint64_t ping_interval_ms;   /* ping_interval = 1s */
     uint64_t dead_timeout_ms;    /* dead_timeout = 4s: no frame from an agent for this long */

@@ -20,6 +20,7 @@
 #include "relay/cert_expiry.h"
 #include "relay/frontdoor.h"
 #include "relay/relay.h"
+#include "relay/relay_metrics.h"
 #include "relay/relay_tls.h"
 #include "relay/tunnels.h"
 
@@ -101,8 +102,14 @@ int relay_reload(struct relay *r, const char *trigger, char *why, size_t why_cap
                  nc.listen, nc.tunnel_listen, r->cfg.listen, r->cfg.tunnel_listen);
     /* the new configuration keeps the addresses in use, so that logs (and the next reload's
      * comparison) tell the truth; the old configuration, freed below, takes the others */
+    if (monitor_listen_differs(&r->monitor, nc.metrics_listen))
+        log_warn("reload: metrics_listen=%s differs from the address in use (%s): restart "
+                 "pgburrow-relay to apply it",
+                 nc.metrics_listen ? nc.metrics_listen : "off",
+                 r->monitor.listen ? r->monitor.listen : "off");
     swap_str(&nc.listen, &r->cfg.listen);
     swap_str(&nc.tunnel_listen, &r->cfg.tunnel_listen);
+    swap_str(&nc.metrics_listen, &r->cfg.metrics_listen);
 
     old = r->cfg;
     r->cfg = nc;
@@ -113,6 +120,9 @@ int relay_reload(struct relay *r, const char *trigger, char *why, size_t why_cap
     relay_agents_recheck(r);
     relay_certs_recheck(r, true); /* revoked or no longer trusted certificates end now */
     watch_config_files(r);
+    relay_stats_sync(&r->stats, &r->cfg);
+    relay_metrics_certs(r);
+    monitor_reloaded(&r->monitor, true);
     log_info("reload: ok (trigger=%s) routes=%zu audit_log=%s audit_statements=%s", trigger,
              r->cfg.nroutes, r->cfg.audit_log ? r->cfg.audit_log : "off",
              r->cfg.audit_statements ? "on" : "off");
@@ -122,6 +132,7 @@ fail:
     relay_config_free(&nc);
     log_error("reload: failed: %s; keeping the running configuration (trigger=%s)", err, trigger);
     snprintf(why, why_cap, "%s", err);
+    monitor_reloaded(&r->monitor, false);
     /* the files in force may now live elsewhere (a symlink repointed): watch them there */
     watch_config_files(r);
     return rc;

@@ -9,10 +9,13 @@
 #
 # Everything lives in build/demo/ of the repository: certificates (certs/), the cluster
 # (pgdata/, socket in pgsock/, listening on no TCP port), relay.ini, agent.ini, the logs, the
-# pid files and `env` (the libpq variables for psql). The role `demo` gets a random password
+# pid files and `env` (the libpq variables for psql, and PGBURROW_RELAY_METRICS_URL and
+# PGBURROW_AGENT_METRICS_URL: the daemons' /metrics, /healthz and /readyz). The role `demo` gets a random password
 # and authenticates with SCRAM end to end through the tunnel.
 #
 # Environment: PGBURROW_DEMO_PORT (client port, 6543), PGBURROW_DEMO_TUNNEL_PORT (6544),
+# PGBURROW_DEMO_METRICS_PORT (the first port tried for the two metrics listeners, 6545: the
+# first two free ones from there are used),
 # PGBURROW_DEMO_BIN (directory of the two daemons, default bin/ of the repository; e.g.
 # build/asan/bin), PGBURROW_PG_BIN (PostgreSQL server binaries, default
 # /usr/lib/postgresql/15/bin).
@@ -38,6 +41,7 @@ BIN=${PGBURROW_DEMO_BIN:-$REPO/bin}
 case "$BIN" in /*) ;; *) BIN=$(pwd -P)/$BIN ;; esac
 PORT=${PGBURROW_DEMO_PORT:-6543}
 TUNNEL_PORT=${PGBURROW_DEMO_TUNNEL_PORT:-6544}
+METRICS_PORT=${PGBURROW_DEMO_METRICS_PORT:-6545}
 PG_PORT=5432
 WAIT_TENTHS=200 # 20 s for each daemon to become ready
 
@@ -258,8 +262,31 @@ check_port() { # VALUE NAME
     if [ "$1" -lt 1 ] || [ "$1" -gt 65535 ]; then die "$2 must be a port number, got \"$1\""; fi
 }
 
+# Whether a TCP socket (any state, IPv4 or IPv6) uses local port $1 (Linux /proc/net/tcp*).
+port_in_use() { # PORT
+    cat /proc/net/tcp /proc/net/tcp6 2>/dev/null |
+        awk -v p=":$(printf '%04X' "$1")" 'substr($2, length($2) - 4) == p { f = 1 } END { exit !f }'
+}
+
+# The first port from $1 on that is not in use and is none of the others given.
+free_port() { # FROM [TAKEN ...]
+    p=$1
+    shift
+    while [ "$p" -le 65535 ]; do
+        taken=0
+        for x in "$PORT" "$TUNNEL_PORT" "$@"; do [ "$p" != "$x" ] || taken=1; done
+        if [ "$taken" = 0 ] && ! port_in_use "$p"; then
+            echo "$p"
+            return 0
+        fi
+        p=$((p + 1))
+    done
+    die "no free port from PGBURROW_DEMO_METRICS_PORT on"
+}
+
 preflight() {
     check_port "$PORT" PGBURROW_DEMO_PORT
+    check_port "$METRICS_PORT" PGBURROW_DEMO_METRICS_PORT
     check_port "$TUNNEL_PORT" PGBURROW_DEMO_TUNNEL_PORT
     [ "$PORT" != "$TUNNEL_PORT" ] || die "PGBURROW_DEMO_PORT and PGBURROW_DEMO_TUNNEL_PORT must differ"
     for b in pgburrow-relay pgburrow-agent; do
@@ -352,6 +379,8 @@ allow = 127.0.0.0/8, ::1/128
 agent_ca = $CERTS/agents/ca.crt
 log_level = info
 log_file = $D/relay.log
+; /metrics, /healthz, /readyz over plain HTTP, on loopback only
+metrics_listen = 127.0.0.1:$RELAY_METRICS_PORT
 ; one JSON line per session start/end, tunnel up/down, refused connection and admin command
 audit_log = $D/audit.log
 ; the admin console (dbname=pgburrow): a certificate from the demo CA with CN demo-admin
@@ -376,6 +405,7 @@ cert = $CERTS/agents/agent-demo-agent.crt
 key = $CERTS/agents/agent-demo-agent.key
 log_level = info
 log_file = $D/agent.log
+metrics_listen = 127.0.0.1:$AGENT_METRICS_PORT
 
 [route demo]
 host = $PGSOCK
@@ -448,6 +478,9 @@ export PGSSLKEY=$CERTS/client-demo.key
 export PGUSER=demo
 export PGDATABASE=demo
 export PGPASSWORD=$PASSWORD
+# metrics and health: curl \$PGBURROW_RELAY_METRICS_URL/metrics (also /healthz, /readyz)
+export PGBURROW_RELAY_METRICS_URL=http://127.0.0.1:$RELAY_METRICS_PORT
+export PGBURROW_AGENT_METRICS_URL=http://127.0.0.1:$AGENT_METRICS_PORT
 # the relay's admin console: psql "\$PGBURROW_ADMIN_DSN" -c 'SHOW SESSIONS'
 export PGBURROW_ADMIN_DSN="host=localhost port=$PORT sslmode=verify-full sslrootcert=$CERTS/ca.crt sslcert=$CERTS/client-demo-admin.crt sslkey=$CERTS/client-demo-admin.key user=demo-admin dbname=pgburrow"
 EOF
@@ -459,13 +492,18 @@ write_summary() {
 pgburrow demo is running (state in $D)
   PostgreSQL 15   pid $(pg_pid)  Unix socket $PGSOCK/.s.PGSQL.$PG_PORT only, no TCP  log $PGLOG
   pgburrow-relay  pid $(cat "$D/relay.pid")  clients 127.0.0.1:$PORT  agents 127.0.0.1:$TUNNEL_PORT  log $D/relay.log
+                  metrics http://127.0.0.1:$RELAY_METRICS_PORT/metrics (/healthz, /readyz)
   pgburrow-agent  pid $(cat "$D/agent.pid")  route demo -> $PGSOCK port $PG_PORT  log $D/agent.log
+                  metrics http://127.0.0.1:$AGENT_METRICS_PORT/metrics (/healthz, /readyz)
   certificates    $CERTS (ca, relay, client-demo, client-demo-admin; agents/: agent CA, agent-demo-agent)
 
 Connect through the relay (TLS verify-full, then SCRAM as role demo):
   . $D/env && psql
 or
   PGPASSWORD=$PASSWORD psql "$(conninfo localhost)"
+
+Metrics and health (the URLs are in $D/env too):
+  . $D/env && curl -s \$PGBURROW_RELAY_METRICS_URL/metrics
 
 The relay's admin console (SHOW ROUTES|AGENTS|TUNNELS|SESSIONS|STATS|CONFIG|VERSION, RELOAD,
 DRAIN AGENT name, KILL SESSION sid; certificate CN demo-admin):
@@ -508,6 +546,8 @@ cmd_start() {
     choose_pg_root
     PASSWORD=$(openssl rand -hex 10)
     start_postgres
+    RELAY_METRICS_PORT=$(free_port "$METRICS_PORT")
+    AGENT_METRICS_PORT=$(free_port "$METRICS_PORT" "$RELAY_METRICS_PORT")
     write_configs
     start_daemon relay
     wait_for_log relay "listening clients="
