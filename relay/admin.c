@@ -72,11 +72,36 @@ static const struct conn_ops admin_conn_ops;
 
 size_t admin_stats_collect(const struct relay *r, struct admin_stat *v, size_t cap)
 {
+    const struct relay_stats *rs = &r->stats;
+    uint64_t refused = 0, failures = 0, to_server = 0, to_client = 0;
+
+    /* the counters behind /metrics (stats.h), summed over their labels; bytes are those of
+     * sessions that ended */
+    for (size_t i = 0; i < sizeof(rs->refused) / sizeof(rs->refused[0]); i++)
+        refused += rs->refused[i];
+    for (size_t i = 0; i < rs->routes.n; i++) {
+        failures += rs->routes.routes[i]->failures;
+        to_server += rs->routes.routes[i]->to_server;
+        to_client += rs->routes.routes[i]->to_client;
+    }
     const struct admin_stat all[] = {
-        {"sessions", r->nsessions},     {"sessions_routed", r->session_counter},
-        {"clients", r->nclients},       {"pending", preauth_pending(r->preauth)},
-        {"tunnels", r->nagents},        {"routes", r->cfg.nroutes},
-        {"admin_sessions", r->nadmins}, {"draining", r->draining ? 1 : 0},
+        {"sessions", r->nsessions},
+        {"sessions_routed", r->session_counter},
+        {"session_failures", failures},
+        {"session_setups", rs->setup.count},
+        {"session_setup_us_avg",
+         rs->setup.count ? (uint64_t)(rs->setup.sum * 1e6 / (double)rs->setup.count) : 0},
+        {"bytes_to_server", to_server},
+        {"bytes_to_client", to_client},
+        {"clients", r->nclients},
+        {"pending", preauth_pending(r->preauth)},
+        {"refused", refused},
+        {"cancel_forwarded", rs->cancel_forwarded},
+        {"cancel_dropped", rs->cancel_dropped},
+        {"tunnels", r->nagents},
+        {"routes", r->cfg.nroutes},
+        {"admin_sessions", r->nadmins},
+        {"draining", r->draining ? 1 : 0},
     };
     size_t n = sizeof(all) / sizeof(all[0]);
 

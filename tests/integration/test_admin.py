@@ -403,6 +403,9 @@ def test_show_contents(console, pki):
             stats = dict((r["name"], r["value"]) for r in rows(a, "SHOW STATS"))
             assert stats["sessions"] == 1 and stats["tunnels"] == 1, stats
             assert stats["admin_sessions"] == 1 and stats["routes"] == 2, stats
+            # the /metrics counters, summed: the running session's setup was timed
+            assert stats["session_setups"] >= 1 and stats["session_setup_us_avg"] > 0, stats
+            assert stats["cancel_dropped"] == 0 and "bytes_to_client" in stats, stats
             config = dict((r["key"], r["value"]) for r in rows(a, "SHOW CONFIG"))
             assert config["admin_users"] == "admin-alice,admin-bob", config
             assert config["tls_key"] == b.certs.relay_key, config  # a path, never its contents
