@@ -104,12 +104,16 @@ unit: build $(UNIT_BIN)
 unit-asan:
 	@$(MAKE) --no-print-directory SAN=1 unit
 
+# TESTS=tests/integration/test_admin.py (files, or file::test) runs only those; PYTEST_ARGS adds
+# pytest options (-x, -k EXPR, -s).
+TESTS ?= tests/integration
+
 integration: build
-	PGBURROW_BIN=$(CURDIR)/build/release/bin $(PY) -m pytest -p no:cacheprovider -q tests/integration $(PYTEST_ARGS)
+	PGBURROW_BIN=$(CURDIR)/build/release/bin $(PY) -m pytest -p no:cacheprovider -q $(TESTS) $(PYTEST_ARGS)
 
 integration-asan:
 	@$(MAKE) --no-print-directory SAN=1 build
-	PGBURROW_BIN=$(CURDIR)/build/asan/bin PGBURROW_SANITIZER=1 $(PY) -m pytest -p no:cacheprovider -q tests/integration $(PYTEST_ARGS)
+	PGBURROW_BIN=$(CURDIR)/build/asan/bin PGBURROW_SANITIZER=1 $(PY) -m pytest -p no:cacheprovider -q $(TESTS) $(PYTEST_ARGS)
 
 # The integration basics with both daemons under valgrind memcheck (about 30 s): any error or
 # definite leak fails the test (tests/integration/harness.py, PGBURROW_VALGRIND).
