@@ -1339,8 +1339,11 @@ int conn_accept(struct conn *c, uv_stream_t *server)
         return r;
     c->net = CONN_NET_CONNECTED;
     if (!c->is_pipe) {
-        if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len) == 0)
-            conn_format_addr((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
+        /* a peer that reset the connection while it waited in the backlog (a load balancer's
+         * health check often does) has no address left: UV_ENOTCONN, nothing to serve */
+        if ((r = uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&ss, &len)) < 0)
+            return r;
+        conn_format_addr((struct sockaddr *)&ss, c->peer, sizeof(c->peer));
         conn_tcp_tune(c);
     }
     return 0;

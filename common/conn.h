@@ -62,7 +62,8 @@ void conn_loop_free(struct conn_loop *cl);
 
 /* Returns new (NULL on ENOMEM). pipe: a Unix-socket conn instead of TCP. */
 struct conn *conn_new(struct conn_loop *cl, const struct conn_ops *ops, void *data, bool pipe);
-int conn_accept(struct conn *c, uv_stream_t *server);              /* then conn_read_start */
+/* Then conn_read_start. UV_ENOTCONN: the peer was gone before it was accepted (close c). */
+int conn_accept(struct conn *c, uv_stream_t *server);
 int conn_connect_tcp(struct conn *c, const struct sockaddr *addr); /* -> on_connect */
 int conn_connect_pipe(struct conn *c, const char *path);           /* -> on_connect */
 

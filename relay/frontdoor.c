@@ -1185,7 +1185,10 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
     for (int i = 0; i < 8; i++)
         snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
     if ((rc = conn_accept(c->conn, server)) < 0) {
-        relay_admit_accept_failed(r, rc, "client");
+        if (rc == UV_ENOTCONN)
+            log_debug("client connection reset before it was accepted");
+        else
+            relay_admit_accept_failed(r, rc, "client");
         client_drop(c);
         return;
     }

@@ -343,7 +343,10 @@ void relay_tunnels_accept(struct relay *r, uv_stream_t *server)
         tunnel_close(a->t, "could not start TLS");
     return;
 fail:
-    relay_admit_accept_failed(r, rc, "tunnel"); /* logged at most once a second */
+    if (rc == UV_ENOTCONN)
+        log_debug("tunnel connection reset before it was accepted");
+    else
+        relay_admit_accept_failed(r, rc, "tunnel"); /* logged at most once a second */
     if (c)
         conn_close(c);
     if (!a || !a->t)
