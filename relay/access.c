@@ -50,16 +50,55 @@ static int set_allow(struct cidr_list *l, const char *value, char *err, size_t c
     return cidr_list_parse(value, l, err, cap);
 }
 
-struct domain_list {
+/* A list of strings the config owns (sni_domains, admin_users), built item by item. */
+struct str_list {
     size_t n;
     char **v;
 };
 
+/* Appends a copy of item (the caller checked it). */
+static int str_list_push(struct str_list *l, const char *item, char *err, size_t cap)
+{
+    char **v = realloc(l->v, (l->n + 1) * sizeof(*v));
+
+    if (v)
+        l->v = v;
+    if (!v || !(v[l->n] = strdup(item))) {
+        config_err(err, cap, "out of memory");
+        return -ENOMEM;
+    }
+    l->n++;
+    return 0;
+}
+
+static void str_list_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Parses value with add into a new list, which replaces *v, *n only when all of it is valid. */
+static int str_list_set(char ***v, size_t *n, const char *value,
+                        int (*add)(void *, const char *, char *, size_t), char *err, size_t cap)
+{
+    struct str_list l = {0, NULL};
+    int rc = value[0] ? config_parse_list(value, add, &l, err, cap) : 0;
+
+    if (rc < 0) {
+        str_list_free(l.v, l.n);
+        return rc;
+    }
+    str_list_free(*v, *n);
+    *v = l.v;
+    *n = l.n;
+    return 0;
+}
+
 static int domain_add(void *ctx, const char *item, char *err, size_t cap)
 {
-    struct domain_list *l = ctx;
+    struct str_list *l = ctx;
     size_t n = strlen(item), label = 0;
-    char **v;
 
     if (strncmp(item, "*.", 2) == 0) {
         config_err(err, cap, "\"%.80s\": write the domain without \"*.\" (\"%.80s\")", item,
@@ -94,45 +133,14 @@ static int domain_add(void *ctx, const char *item, char *err, size_t cap)
             return -EINVAL;
         }
     }
-    if (!(v = realloc(l->v, (l->n + 1) * sizeof(*v))) || !(v[l->n] = strdup(item))) {
-        if (v)
-            l->v = v;
-        config_err(err, cap, "out of memory");
-        return -ENOMEM;
-    }
-    l->v = v;
-    l->n++;
-    return 0;
-}
-
-static void domains_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
-static int set_domains(struct relay_config *c, const char *value, char *err, size_t cap)
-{
-    struct domain_list l = {0, NULL};
-    int rc = value[0] ? config_parse_list(value, domain_add, &l, err, cap) : 0;
-
-    if (rc < 0) {
-        domains_free(l.v, l.n);
-        return rc;
-    }
-    domains_free(c->sni_domains, c->nsni_domains);
-    c->sni_domains = l.v;
-    c->nsni_domains = l.n;
-    return 0;
+    return str_list_push(l, item, err, cap);
 }
 
 /* One admin_users item: a certificate CN, as tls_peer_info prints it (no control bytes). */
 static int admin_user_add(void *ctx, const char *item, char *err, size_t cap)
 {
-    struct domain_list *l = ctx;
+    struct str_list *l = ctx;
     size_t n = strlen(item);
-    char **v;
 
     for (size_t i = 0; i < n; i++) {
         if ((unsigned char)item[i] < 0x20 || item[i] == 0x7f) {
@@ -154,37 +162,14 @@ static int admin_user_add(void *ctx, const char *item, char *err, size_t cap)
         config_err(err, cap, "too many admin users (max %d)", ACCESS_ADMIN_USERS_MAX);
         return -EINVAL;
     }
-    if (!(v = realloc(l->v, (l->n + 1) * sizeof(*v))) || !(v[l->n] = strdup(item))) {
-        if (v)
-            l->v = v;
-        config_err(err, cap, "out of memory");
-        return -ENOMEM;
-    }
-    l->v = v;
-    l->n++;
-    return 0;
-}
-
-static int set_admin_users(struct relay_config *c, const char *value, char *err, size_t cap)
-{
-    struct domain_list l = {0, NULL};
-    int rc = value[0] ? config_parse_list(value, admin_user_add, &l, err, cap) : 0;
-
-    if (rc < 0) {
-        domains_free(l.v, l.n);
-        return rc;
-    }
-    domains_free(c->admin_users, c->nadmin_users);
-    c->admin_users = l.v;
-    c->nadmin_users = l.n;
-    return 0;
+    return str_list_push(l, item, err, cap);
 }
 
 int access_relay_key(struct relay_config *c, const char *key, const char *value, char *err,
                      size_t cap)
 {
     if (strcmp(key, "sni_domains") == 0)
-        return set_domains(c, value, err, cap);
+        return str_list_set(&c->sni_domains, &c->nsni_domains, value, domain_add, err, cap);
     if (strcmp(key, "allow") == 0)
         return set_allow(&c->allow, value, err, cap);
     if (strcmp(key, "tls_ciphers") == 0)
@@ -198,7 +183,7 @@ int access_relay_key(struct relay_config *c, const char *key, const char *value,
     if (strcmp(key, "tunnel_groups") == 0)
         return set_policy(&c->tunnel_groups, value, tls_check_groups, err, cap);
     if (strcmp(key, "admin_users") == 0)
-        return set_admin_users(c, value, err, cap);
+        return str_list_set(&c->admin_users, &c->nadmin_users, value, admin_user_add, err, cap);
     if (strcmp(key, "admin_ca") == 0)
         return config_set_optional(&c->admin_ca, value);
     if (strcmp(key, "admin_crl") == 0)
@@ -299,11 +284,11 @@ void access_config_free(struct relay_config *c)
         cidr_list_free(&r->allow);
         r->client_ca = r->client_crl = r->ident_map = NULL;
     }
-    domains_free(c->sni_domains, c->nsni_domains);
+    str_list_free(c->sni_domains, c->nsni_domains);
     c->sni_domains = NULL;
     c->nsni_domains = 0;
     cidr_list_free(&c->allow);
-    domains_free(c->admin_users, c->nadmin_users);
+    str_list_free(c->admin_users, c->nadmin_users);
     c->admin_users = NULL;
     c->nadmin_users = 0;
     free(c->admin_ca);
