@@ -617,11 +617,20 @@ static int conn_bio_destroy(BIO *b)
 /* ---- writing ------------------------------------------------------------------------------ */
 
 /* Callback context only. Writes the kernel took at once have no write callback, so the
- * end-of-turn flush checks too. */
+ * end-of-turn flush checks too. Bytes written this turn and not yet flushed (a write callback
+ * of earlier bytes can come first) are not drained: the flush, which checks again after it
+ * hands them on, decides. Firing here would let the owner look, find them still queued, and
+ * never hear again (a stream's credit would stay unreturned). */
 static void conn_check_drain(struct conn *c)
 {
     if (c->life != CONN_ACTIVE || !c->drain_armed || conn_backlog(c) > c->low)
         return;
+    if (c->plain_len > 0 || c->out.head) {
+        if (c->net == CONN_NET_CONNECTED &&
+            (c->tls == CONN_TLS_NONE || c->tls == CONN_TLS_ESTABLISHED))
+            conn_mark_dirty(c);
+        return;
+    }
     c->drain_armed = false;
     if (c->ops->on_drain)
         c->ops->on_drain(c);

@@ -15,8 +15,11 @@
 #define TUNNEL_LOW_WATER (256 * 1024)
 #define TUNNEL_HIGH_WATER (1024 * 1024)
 /* A local conn's backlog: credit is returned only for bytes it has handed to the kernel,
- * checked after every write that leaves at most this much queued. */
-#define LOCAL_LOW_WATER (16 * 1024)
+ * checked once a write leaves nothing queued in user space (the kernel's socket buffer still
+ * keeps the pipe full). A higher mark would fire while bytes are still queued, and once those
+ * left, no other drain would come to return their credit: with a window no larger than the
+ * mark, a stream could stop for good. */
+#define LOCAL_LOW_WATER 0
 #define INITIAL_BUCKETS 64
 
 enum stream_state { ST_OPENING, ST_ACCEPTED, ST_OPEN, ST_DONE };
@@ -432,8 +435,8 @@ void tunnel_stream_bind(struct tunnel_stream *s, struct conn *local, bool end_on
     s->local = local;
     s->end_on_close = end_on_close;
     conn_set_ops(local, &local_conn_ops, s);
-    /* credit goes back as the local socket takes bytes: on_drain after every write that
-     * leaves at most LOCAL_LOW_WATER queued (see credit_check) */
+    /* credit goes back as the local socket takes bytes: on_drain once the kernel took all
+     * that was written (see credit_check) */
     conn_set_watermarks(local, LOCAL_LOW_WATER, 1);
     s->local_paused = true;
     local_resume(s);

@@ -1186,7 +1186,7 @@ void frontdoor_accept(struct relay *r, uv_stream_t *server)
         snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
     if ((rc = conn_accept(c->conn, server)) < 0) {
         if (rc == UV_ENOTCONN)
-            log_debug("client connection reset before it was accepted");
+            log_debug("client=- closed without sending anything (reset before it was accepted)");
         else
             relay_admit_accept_failed(r, rc, "client");
         client_drop(c);
