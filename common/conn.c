@@ -1256,6 +1256,9 @@ static void conn_connect_cb(uv_connect_t *req, int status)
 
 /* ---- public API --------------------------------------------------------------------------- */
 
+/* The ops of a conn that has no owner yet (accepted, then closed before one took it). */
+static const struct conn_ops conn_no_ops;
+
 struct conn_loop *conn_loop_new(uv_loop_t *loop)
 {
     struct conn_loop *cl = calloc(1, sizeof(*cl));
@@ -1320,7 +1323,7 @@ struct conn *conn_new(struct conn_loop *cl, const struct conn_ops *ops, void *da
     if (!c)
         return NULL;
     c->cl = cl;
-    c->ops = ops;
+    c->ops = ops ? ops : &conn_no_ops;
     c->data = data;
     c->is_pipe = pipe;
     c->low = CONN_LOW_DEFAULT;
@@ -1643,7 +1646,7 @@ void conn_set_data(struct conn *c, void *data)
 
 void conn_set_ops(struct conn *c, const struct conn_ops *ops, void *data)
 {
-    c->ops = ops;
+    c->ops = ops ? ops : &conn_no_ops;
     c->data = data;
 }
 

@@ -958,6 +958,20 @@ static void test_end_bounded(void **state)
     finish(t);
 }
 
+/* A conn no owner took yet (the relay accepts a tunnel before the tunnel exists; the accept
+ * can fail when the peer is gone) closes without ops: no callback, no leak. */
+static void test_close_without_ops(void **state)
+{
+    struct tctx *t = tctx_new();
+    struct conn *c = conn_new(t->cl, NULL, NULL, false);
+
+    assert_non_null(c);
+    assert_int_equal(conn_write(c, "x", 1), 0); /* pending, never sent */
+    conn_close(c);
+    run(t);
+    finish(t);
+}
+
 /* Re-entrant closes: from inside on_handshake, and twice. */
 static void test_close_in_callbacks(void **state)
 {
@@ -1068,6 +1082,7 @@ int main(void)
         cmocka_unit_test(test_eof_clean_and_bare_fin),
         cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_end_bounded),
+        cmocka_unit_test(test_close_without_ops),
         cmocka_unit_test(test_close_in_callbacks),
     };
 
