@@ -303,7 +303,8 @@ def test_name_with_two_addresses(burrow_env, tmp_path):
     for d in relays:
         d.wait_for_log("tunnel up agent=agent-a ", timeout=10)
         marks.append(d.mark())
-    assert agent.count("tunnel up relay=") == 2
+    # the agent logs its side once WELCOME arrives, after the relay logged its own
+    harness.wait_until(lambda: agent.count("tunnel up relay=") == 2, t(10), "both tunnels up")
     assert "tunnel failed" not in agent.log()
 
     # Sessions through either relay work.
