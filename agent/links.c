@@ -28,7 +28,8 @@ struct agent_link {
     struct agent *a;
     struct agent_link *next;      /* a->links */
     struct agent_relay_addr addr; /* a copy: a reload replaces the configuration */
-    bool removed;                 /* a reload dropped the address: draining, then freed */
+    bool removed;  /* retired (a reload dropped the address, or replaced): draining, then freed */
+    bool replaced; /* removed: a replacement took over its address (link_replace) */
     bool timer_closed;
     struct agent_relay *owner;   /* the configured entry it serves (relays.c); NULL once retired */
     agent_link_failed_fn failed; /* tells owner that this link failed */
@@ -50,6 +51,7 @@ static void link_schedule(struct agent_link *l, const char *why);
 static void link_dial(struct agent_link *l);
 static void link_maybe_free(struct agent_link *l);
 static void link_timer_closed(uv_handle_t *h);
+static void link_timer_fired(uv_timer_t *timer);
 
 uint64_t agent_backoff_ms(uint64_t base_ms, uint64_t cap_ms, uint32_t attempt, uint64_t rnd)
 {
@@ -99,6 +101,53 @@ static void link_on_up(struct tunnel *t)
     int n = proto_encode_hello(buf, sizeof(buf), &h);
     if (n < 0 || tunnel_send(t, buf, (size_t)n) < 0)
         tunnel_close(t, "could not send HELLO");
+}
+
+/*
+ * The relay sent a drain GOAWAY (it is shutting down, or an operator ran DRAIN AGENT, or the
+ * tunnel's stream ids ran out): the tunnel takes no new sessions. Its running sessions stay on
+ * it under a retired twin link, which closes it once they have ended, and this link dials a
+ * replacement at once (PROTOCOL.md section 9) so that the route stays served: by the same relay
+ * (it does not count a tunnel it drains against max_tunnels_per_agent), or by another one behind
+ * the same name when this one is going away. Without memory for the twin, the tunnel stays on
+ * this link and is dialed again once the relay has closed it, as before.
+ */
+static void link_replace(struct agent_link *l, const char *why)
+{
+    struct agent *a = l->a;
+    struct agent_link *twin;
+
+    if (l->removed || a->stopping || a->draining || l->state != LINK_UP || !l->t)
+        return;
+    twin = calloc(1, sizeof(*twin));
+    if (!twin) {
+        log_error("out of memory: no replacement tunnel to relay %s until this one closes",
+                  l->label);
+        return;
+    }
+    twin->a = a;
+    twin->addr = l->addr;
+    twin->removed = true;
+    twin->replaced = true;
+    twin->state = LINK_UP;
+    twin->t = l->t;
+    memcpy(twin->server_name, l->server_name, sizeof(twin->server_name));
+    memcpy(twin->label, l->label, sizeof(twin->label));
+    memcpy(twin->routes, l->routes, sizeof(twin->routes));
+    snprintf(twin->retire_why, sizeof(twin->retire_why), "%s", why);
+    tunnel_set_data(twin->t, twin);
+    uv_timer_init(a->loop, &twin->timer);
+    twin->timer.data = twin;
+    twin->next = a->links;
+    a->links = twin;
+    uv_timer_start(&twin->timer, link_timer_fired, 250, 250);
+    log_info("tunnel draining relay=%s sessions=%u (%s); dialing a replacement", l->label,
+             tunnel_nstreams(twin->t), why);
+    l->t = NULL;
+    l->state = LINK_WAIT;
+    l->attempt = 0;
+    uv_timer_stop(&l->timer);
+    link_dial(l);
 }
 
 static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const uint8_t *body)
@@ -160,6 +209,8 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
         l->duplicate = sqlstate_goaway_is_duplicate_tunnel(g.code);
         log_msg(sqlstate_goaway_is_drain(g.code) || l->duplicate ? LOG_INFO : LOG_ERROR,
                 tunnel_id(t), 0, "relay %s sent GOAWAY code=%s: %s", l->label, g.code, g.message);
+        if (sqlstate_goaway_is_drain(g.code))
+            link_replace(l, "relay sent GOAWAY");
         return 0;
     }
     tunnel_fail(t, SQLSTATE_PROTOCOL_VIOLATION, "unexpected %s", proto_type_name(hdr->type));
@@ -171,8 +222,8 @@ static void link_on_tunnel_done(struct tunnel *t, const char *reason)
     struct agent_link *l = tunnel_data(t);
     l->t = NULL;
     if (l->removed) {
-        log_info("tunnel closed relay=%s reason=%s (%s: not dialed again)", l->label, reason,
-                 l->retire_why);
+        log_info("tunnel closed relay=%s reason=%s (%s%s)", l->label, reason, l->retire_why,
+                 l->replaced ? ", replaced" : ": not dialed again");
         if (!uv_is_closing((uv_handle_t *)&l->timer))
             uv_close((uv_handle_t *)&l->timer, link_timer_closed);
         return;

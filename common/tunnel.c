@@ -894,6 +894,11 @@ void *tunnel_data(const struct tunnel *t)
 {
     return t->data;
 }
+
+void tunnel_set_data(struct tunnel *t, void *data)
+{
+    t->data = data;
+}
 uint32_t tunnel_id(const struct tunnel *t)
 {
     return t->id;

@@ -70,6 +70,8 @@ struct tunnel_limits {
 struct tunnel *tunnel_new(uv_loop_t *loop, struct conn *conn, const struct tunnel_ops *ops,
                           const struct tunnel_limits *lim, uint32_t id, void *data);
 void *tunnel_data(const struct tunnel *t);
+/* The owner's pointer handed to ops: a new owner takes the tunnel over (agent: a retired link). */
+void tunnel_set_data(struct tunnel *t, void *data);
 uint32_t tunnel_id(const struct tunnel *t);
 struct conn *tunnel_conn(const struct tunnel *t);
 uint32_t tunnel_nstreams(const struct tunnel *t);

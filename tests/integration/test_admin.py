@@ -321,25 +321,31 @@ def test_kill_session(console, pki):
 
 
 def test_drain_agent(console, pki):
+    """DRAIN AGENT recycles an agent's tunnel without a gap: the agent dials a replacement at the
+    GOAWAY, new sessions go to it, the running one finishes on the drained tunnel, which then
+    closes."""
     b = console
     running = b.connect(application_name="running")
     mark_relay, mark_agent = b.relay.mark(), b.agents["agent-a"].mark()
     with admin(b, pki) as a:
         a.execute("DRAIN AGENT agent-a")
-        tunnels = rows(a, "SHOW TUNNELS")
-        assert [x["state"] for x in tunnels] == ["draining"], tunnels
-        # no new session goes to the drained tunnel; the running one goes on
-        with pytest.raises(psycopg.OperationalError) as e:
-            b.connect().close()
-        assert 'no agent is connected for route "a"' in str(e.value), str(e.value)
-        assert running.execute("select 7").fetchone()[0] == 7
         b.agents["agent-a"].wait_for_log("sent GOAWAY code=00000", since=mark_agent, timeout=5)
-        # its last session ends: the relay closes the tunnel, the agent dials again
-        running.close()
-        b.relay.wait_for_log("drained by an administrator, no session left", since=mark_relay,
-                             timeout=5)
+        b.agents["agent-a"].wait_for_log("dialing a replacement", since=mark_agent, timeout=5)
         b.relay.wait_for_log("tunnel up agent=agent-a", since=mark_relay, timeout=10)
-        assert [x["state"] for x in rows(a, "SHOW TUNNELS")] == ["up"]
+        wait_until(lambda: sorted(x["state"] for x in rows(a, "SHOW TUNNELS")) ==
+                   ["draining", "up"], t(5), "the drained tunnel and its replacement")
+        # a new session goes to the replacement at once; the running one goes on
+        with b.connect(application_name="new") as s:
+            assert s.execute("select 6").fetchone()[0] == 6
+            assert running.execute("select 7").fetchone()[0] == 7
+            per_state = {x["state"]: int(x["sessions"]) for x in rows(a, "SHOW TUNNELS")}
+            assert per_state == {"draining": 1, "up": 1}, per_state
+        # its last session ends: the drained tunnel closes
+        running.close()
+        wait_until(lambda: [x["state"] for x in rows(a, "SHOW TUNNELS")] == ["up"], t(5),
+                   "the drained tunnel closed")
+        b.agents["agent-a"].wait_for_log("(relay sent GOAWAY, replaced)", since=mark_agent,
+                                         timeout=5)
     with b.connect() as s:
         assert s.execute("select 1").fetchone()[0] == 1
     line = [x for x in audit_lines(b) if x["command"] == "DRAIN AGENT agent-a"][-1]

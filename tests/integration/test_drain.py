@@ -41,6 +41,11 @@ def test_relay_sigterm_lets_running_session_finish(burrow):
         os.kill(relay.pid, signal.SIGTERM)
         relay.wait_for_log("draining", timeout=5, since=mark)
         agent.wait_for_log("sent GOAWAY code=00000", timeout=5, since=amark)
+        # the agent keeps the drained tunnel for the running session and dials a replacement,
+        # which this relay, no longer listening, refuses (another one behind the name would not)
+        agent.wait_for_log("sessions=1 (relay sent GOAWAY); dialing a replacement", timeout=5,
+                           since=amark)
+        agent.wait_for_log("tunnel failed relay=", timeout=5, since=amark)
         # no new connections while draining
         with pytest.raises(psycopg.OperationalError):
             psycopg.connect(burrow.dsn(), connect_timeout=3)
