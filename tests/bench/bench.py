@@ -920,10 +920,10 @@ MANY_TARGET = 10000                              # issue 10: sessions on one tun
 class Pgbouncer:
     """pgbouncer on a Unix socket of its own (no TCP), transaction pooling, no per-connection logging."""
 
-    def __init__(self, procs, pg):
-        self.procs, self.pg = procs, pg
+    def __init__(self, procs, pg, certs):
+        self.procs, self.pg, self.certs = procs, pg, certs
         self.dir = os.path.join(OUT, "many", "pgbouncer")
-        self.port = free_port()
+        self.port = free_port()   # its Unix socket's number and its TLS port on 127.0.0.1
         self.sock = self.dir
         self.log = os.path.join(self.dir, "pgbouncer.log")
         self.as_root = os.geteuid() == 0
@@ -939,6 +939,14 @@ class Pgbouncer:
         if self.as_root:   # pgbouncer refuses to run as root
             for d in {self.dir, self.sock}:
                 shutil.chown(d, "postgres", "postgres")
+        # the baseline without a tunnel: clients with TLS straight to pgbouncer on 127.0.0.1
+        tls = {}
+        for k, name in (("relay_crt", "server.crt"), ("relay_key", "server.key")):
+            tls[k] = os.path.join(self.dir, name)
+            shutil.copyfile(self.certs[k], tls[k])
+            os.chmod(tls[k], 0o600)
+            if self.as_root:
+                shutil.chown(tls[k], "postgres", "postgres")
         userlist = os.path.join(self.dir, "userlist.txt")
         with open(userlist, "w") as f:
             f.write('"%s" ""\n' % DB_USER)
@@ -946,12 +954,14 @@ class Pgbouncer:
         with open(ini, "w") as f:
             f.write("; pgburrow bench: many sessions on one tunnel\n"
                     "[databases]\n%s = host=%s port=%d dbname=%s user=%s\n\n"
-                    "[pgbouncer]\nlisten_port = %d\nunix_socket_dir = %s\n"
+                    "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir = %s\n"
+                    "client_tls_sslmode = require\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n"
                     "auth_type = trust\nauth_file = %s\npool_mode = transaction\n"
                     "max_client_conn = %d\ndefault_pool_size = 16\nreserve_pool_size = 0\n"
                     "ignore_startup_parameters = extra_float_digits,options\n"
                     "log_connections = 0\nlog_disconnections = 0\nstats_period = 3600\n"
-                    % (DB, self.pg.sock, self.pg.port, DB, DB_USER, self.port, self.sock, userlist, MANY + 256))
+                    % (DB, self.pg.sock, self.pg.port, DB, DB_USER, self.port, self.sock, tls["relay_crt"],
+                       tls["relay_key"], userlist, MANY + 256))
         kw = {"user": "postgres", "group": "postgres", "extra_groups": []} if self.as_root else {}
         p = self.procs.start("pgbouncer", [exe, ini], self.log, cwd=self.dir, **kw)
         sockfile = os.path.join(self.sock, ".s.PGSQL.%d" % self.port)
@@ -972,14 +982,14 @@ class Pgbouncer:
 class ManyClients:
     """MANY_PROCS worker processes; commands go to their stdin, one JSON answer line each comes back."""
 
-    def __init__(self, procs, port, n, logdir):
+    def __init__(self, procs, port, n, logdir, prefix="many-client"):
         self.procs, self.n = procs, n
         self.q = queue.Queue()
         self.names = []
         cfg = json.dumps({"port": port, "concurrency": MANY_OPEN_CONCURRENCY,
                           "interval": MANY_INTERVAL_MS / 1000.0, "app": MANY_APP_NAME})
         for i in range(n):
-            name = "many-client-%d" % i
+            name = "%s-%d" % (prefix, i)
             p = procs.start(name, [sys.executable, os.path.abspath(__file__), "--many-worker", cfg],
                             os.path.join(logdir, name + ".log"), piped=True)
             self.names.append(name)
@@ -1019,7 +1029,7 @@ class ManyClients:
             if i in answers:
                 continue
             if line is None:
-                answers[i] = {"error": "worker %d exited (see raw/many/many-client-%d.log)" % (i, i)}
+                answers[i] = {"error": "worker %d exited (see raw/many/%s.log)" % (i, self.names[i])}
                 continue
             try:
                 answers[i] = json.loads(line)
@@ -1060,18 +1070,107 @@ def quantile(sorted_xs, q):
     return sorted_xs[min(len(sorted_xs) - 1, int(len(sorted_xs) * q))] if sorted_xs else None
 
 
+def many_phases(clients, nproc, counts, roles, rss_fn, idle, logs, res):
+    """Opens the sessions of each count in turn on clients and loads them; appends one dict per count
+    to res["phases"] (a shortfall stops there, with its reasons in res["why"]). rss_fn: the tunnel's
+    RSS by role, or None (no tunnel); idle: its RSS before the sessions; logs: (name, path) to quote
+    from when sessions are missing."""
+    held = 0
+    phases = []
+    for want in counts:
+        add = want - held
+        split = {i: add // nproc + (1 if i < add % nproc else 0) for i in range(nproc)}
+        log("many sessions: opening %d more (%d held) ..." % (add, held))
+        t0 = time.monotonic()
+        ans = clients.command({i: "open %d" % k for i, k in split.items()}, 60 + add * 0.05)
+        open_s = time.monotonic() - t0
+        held = sum(a.get("held", 0) for a in ans.values())
+        open_errors = {}
+        for a in ans.values():
+            if a.get("error"):
+                open_errors[a["error"]] = open_errors.get(a["error"], 0) + 1
+            for msg, k in a.get("errors", {}).items():
+                open_errors[msg] = open_errors.get(msg, 0) + k
+        ph = {"wanted": want, "sessions": held, "open_s": open_s, "opened": add, "open_errors": open_errors,
+              "tunnel": rss_fn is not None}
+        log("many sessions: %d held (wanted %d), %.1fs to open %d%s" % (
+            held, want, open_s, add, "" if not open_errors else "; errors: %s" % open_errors))
+        time.sleep(1.0)
+        rss_open = rss_fn() if rss_fn else {"relay": None, "agent": None}
+        c0 = {r: proc_cpu_s(f()) for r, f in roles.items()}
+        b0 = machine_busy()
+        t0 = time.monotonic()
+        ans = clients.command({i: "load %g" % MANY_SECONDS for i in range(nproc)}, MANY_SECONDS + 120)
+        wall = time.monotonic() - t0
+        b1 = machine_busy()
+        c1 = {r: proc_cpu_s(f()) for r, f in roles.items()}
+        rss = rss_fn() if rss_fn else {"relay": None, "agent": None}
+        lats, qerr, stuck = [], {}, 0
+        for a in ans.values():
+            lats.extend(a.get("lats", []))
+            stuck += a.get("stuck", 0)
+            if a.get("error"):
+                qerr[a["error"]] = qerr.get(a["error"], 0) + 1
+            for msg, k in a.get("errors", {}).items():
+                qerr[msg] = qerr.get(msg, 0) + k
+        held = sum(a.get("held", 0) for a in ans.values())   # sessions that failed are dropped
+        lats.sort()
+        offered = ph["sessions"] * MANY_SECONDS * 1000.0 / MANY_INTERVAL_MS
+        cpu = {r: c1[r] - c0[r] for r in roles}
+        ph.update({
+            "load_wall_s": wall, "queries": len(lats), "offered": offered,
+            "qps": len(lats) / MANY_SECONDS, "offered_qps": offered / MANY_SECONDS,
+            "lat_p50_us": quantile(lats, 0.50), "lat_p99_us": quantile(lats, 0.99),
+            "lat_max_us": lats[-1] if lats else None, "query_errors": qerr, "stuck": stuck,
+            "held_after_load": held,
+            "relay_open_kb": rss_open["relay"], "agent_open_kb": rss_open["agent"],
+            "relay_kb": rss["relay"], "agent_kb": rss["agent"],
+            "cpu_s": cpu, "cpu_pct": {r: v * 100 / wall for r, v in cpu.items()},
+            "machine_busy_pct": (b1[0] - b0[0]) * 100.0 / max(1, b1[1] - b0[1]),
+            "tunnel_cpu_us_per_query": (cpu["relay"] + cpu["agent"]) * 1e6 / len(lats)
+            if lats and "relay" in cpu else None,
+        })
+        for role in ("relay", "agent"):
+            i, h = idle.get(role), ph.get(role + "_kb")
+            ph[role + "_per_session_kb"] = (h - i) / ph["sessions"] if i is not None and h and ph["sessions"] else None
+        log("many sessions: %d sessions%s: %.0f of %.0f SELECT 1/s, p50 %s µs, p99 %s µs%s, machine %.0f%% busy%s" % (
+            ph["sessions"], "" if rss_fn else " without a tunnel", ph["qps"], ph["offered_qps"], ph["lat_p50_us"],
+            ph["lat_p99_us"], ", relay %.1f MB, agent %.1f MB" % ((ph["relay_kb"] or 0) / 1024, (ph["agent_kb"] or 0) / 1024)
+            if rss_fn else "", ph["machine_busy_pct"], "" if not qerr else "; errors: %s" % qerr))
+        res["phases"].append(ph)
+        phases.append(ph)
+        if ph["sessions"] < want:
+            res["why"].append("wanted %d sessions%s, %d opened: %s" % (
+                want, "" if rss_fn else " without a tunnel", ph["sessions"],
+                "; ".join("%s (×%d)" % (m, k) for m, k in open_errors.items()) or "no error reported"))
+            for name, path in logs:
+                for line in interesting_log_lines(path):
+                    res["why"].append("%s log: %s" % (name, line[:300]))
+            break
+    ans = clients.command({i: "close" for i in range(nproc)}, 60)
+    for a in ans.values():
+        if a.get("error"):
+            res["why"].append("closing: " + a["error"])
+    return phases
+
+
 def m_many(procs, certs, pg, rawdir):
-    """Returns a dict for results.json and print_many(); never raises on a measurement."""
+    """Returns a dict for results.json and print_many(); never raises on a measurement.
+
+    The same load runs twice: through pgburrow (relay + agent in front of pgbouncer), then with the
+    largest count only, the clients' TLS straight to pgbouncer (no tunnel): what this machine does
+    with that many sessions when pgburrow is not there, so that a latency the machine causes (the
+    clients, pgbouncer and PostgreSQL sharing its cores) is not read as the tunnel's."""
     base = min(MANY_BASE, MANY)
     counts = [base, MANY] if MANY > base else [MANY]
     res = {"wanted": MANY, "base": base, "seconds": MANY_SECONDS, "interval_ms": MANY_INTERVAL_MS,
            "client_procs": MANY_PROCS, "phases": [], "error": None, "why": []}
-    log("many sessions: %s sessions on one tunnel through pgbouncer, SELECT 1 every %d ms, %ds each" % (
-        " then ".join(str(c) for c in counts), MANY_INTERVAL_MS, MANY_SECONDS))
+    log("many sessions: %s sessions on one tunnel through pgbouncer, SELECT 1 every %d ms, %ds each; then %d "
+        "without the tunnel" % (" then ".join(str(c) for c in counts), MANY_INTERVAL_MS, MANY_SECONDS, MANY))
     bouncer = pgb = clients = None
     limit = MANY + 1000
     try:
-        bouncer = Pgbouncer(procs, pg)
+        bouncer = Pgbouncer(procs, pg, certs)
         pgb = Pgburrow(procs, certs, pg, tag="many", target=(bouncer.sock, bouncer.port),
                        relay_extra="max_sessions = %d\nmax_streams_per_tunnel = %d\nhandshake_rate = 0\n"
                                    "max_pending = 1024\nmax_pending_per_source = 1024\n" % (limit, limit),
@@ -1088,84 +1187,24 @@ def m_many(procs, certs, pg, rawdir):
         idle = tunnel_rss(pgb.pids())
         res["relay_idle_kb"], res["agent_idle_kb"] = idle["relay"], idle["agent"]
         nproc = max(1, min(MANY_PROCS, counts[0]))
+
+        def postgres_pids():
+            p = pg.procs.get("postgres")
+            return [p.pid] + proc_descendants(p.pid) if p else []
+
         clients = ManyClients(procs, pgb.port, nproc, rawdir)
-        held = 0
-        for want in counts:
-            add = want - held
-            split = {i: add // nproc + (1 if i < add % nproc else 0) for i in range(nproc)}
-            log("many sessions: opening %d more (%d held) ..." % (add, held))
-            t0 = time.monotonic()
-            ans = clients.command({i: "open %d" % k for i, k in split.items()}, 60 + add * 0.05)
-            open_s = time.monotonic() - t0
-            held = sum(a.get("held", 0) for a in ans.values())
-            open_errors = {}
-            for a in ans.values():
-                if a.get("error"):
-                    open_errors[a["error"]] = open_errors.get(a["error"], 0) + 1
-                for msg, k in a.get("errors", {}).items():
-                    open_errors[msg] = open_errors.get(msg, 0) + k
-            ph = {"wanted": want, "sessions": held, "open_s": open_s, "opened": add, "open_errors": open_errors}
-            log("many sessions: %d held (wanted %d), %.1fs to open %d%s" % (
-                held, want, open_s, add, "" if not open_errors else "; errors: %s" % open_errors))
-            time.sleep(1.0)
-            rss_open = tunnel_rss(pgb.pids())
-            roles = {"relay": lambda: pgb.pids()["relay"], "agent": lambda: pgb.pids()["agent"],
-                     "pgbouncer": bouncer.pids, "clients": clients.pids,
-                     "postgres": lambda: ([pg.procs.get("postgres").pid] + proc_descendants(pg.procs.get("postgres").pid))
-                     if pg.procs.get("postgres") else []}
-            c0 = {r: proc_cpu_s(f()) for r, f in roles.items()}
-            b0 = machine_busy()
-            t0 = time.monotonic()
-            ans = clients.command({i: "load %g" % MANY_SECONDS for i in range(nproc)}, MANY_SECONDS + 120)
-            wall = time.monotonic() - t0
-            b1 = machine_busy()
-            c1 = {r: proc_cpu_s(f()) for r, f in roles.items()}
-            rss = tunnel_rss(pgb.pids())
-            lats, qerr, stuck = [], {}, 0
-            for a in ans.values():
-                lats.extend(a.get("lats", []))
-                stuck += a.get("stuck", 0)
-                if a.get("error"):
-                    qerr[a["error"]] = qerr.get(a["error"], 0) + 1
-                for msg, k in a.get("errors", {}).items():
-                    qerr[msg] = qerr.get(msg, 0) + k
-            held = sum(a.get("held", 0) for a in ans.values())   # sessions that failed are dropped
-            lats.sort()
-            offered = ph["sessions"] * MANY_SECONDS * 1000.0 / MANY_INTERVAL_MS
-            cpu = {r: c1[r] - c0[r] for r in roles}
-            ph.update({
-                "load_wall_s": wall, "queries": len(lats), "offered": offered,
-                "qps": len(lats) / MANY_SECONDS, "offered_qps": offered / MANY_SECONDS,
-                "lat_p50_us": quantile(lats, 0.50), "lat_p99_us": quantile(lats, 0.99),
-                "lat_max_us": lats[-1] if lats else None, "query_errors": qerr, "stuck": stuck,
-                "held_after_load": held,
-                "relay_open_kb": rss_open["relay"], "agent_open_kb": rss_open["agent"],
-                "relay_kb": rss["relay"], "agent_kb": rss["agent"],
-                "cpu_s": cpu, "cpu_pct": {r: v * 100 / wall for r, v in cpu.items()},
-                "machine_busy_pct": (b1[0] - b0[0]) * 100.0 / max(1, b1[1] - b0[1]),
-                "tunnel_cpu_us_per_query": (cpu["relay"] + cpu["agent"]) * 1e6 / len(lats) if lats else None,
-            })
-            for role in ("relay", "agent"):
-                i, h = res.get(role + "_idle_kb"), ph.get(role + "_kb")
-                ph[role + "_per_session_kb"] = (h - i) / ph["sessions"] if i is not None and h and ph["sessions"] else None
-            log("many sessions: %d sessions: %.0f of %.0f SELECT 1/s, p50 %s µs, p99 %s µs, relay %.1f MB, "
-                "agent %.1f MB, machine %.0f%% busy%s" % (
-                    ph["sessions"], ph["qps"], ph["offered_qps"], ph["lat_p50_us"], ph["lat_p99_us"],
-                    (ph["relay_kb"] or 0) / 1024, (ph["agent_kb"] or 0) / 1024, ph["machine_busy_pct"],
-                    "" if not qerr else "; errors: %s" % qerr))
-            res["phases"].append(ph)
-            if ph["sessions"] < want:
-                res["why"].append("wanted %d sessions, %d opened: %s" % (
-                    want, ph["sessions"], "; ".join("%s (×%d)" % (m, k) for m, k in open_errors.items())
-                    or "no error reported"))
-                for name, path in (("relay", pgb.relay_log), ("agent", pgb.agent_log), ("pgbouncer", bouncer.log)):
-                    for line in interesting_log_lines(path):
-                        res["why"].append("%s log: %s" % (name, line[:300]))
-                break
-        ans = clients.command({i: "close" for i in range(nproc)}, 60)
-        for a in ans.values():
-            if a.get("error"):
-                res["why"].append("closing: " + a["error"])
+        roles = {"relay": lambda: pgb.pids()["relay"], "agent": lambda: pgb.pids()["agent"],
+                 "pgbouncer": bouncer.pids, "clients": clients.pids, "postgres": postgres_pids}
+        done = many_phases(clients, nproc, counts, roles, lambda: tunnel_rss(pgb.pids()), idle,
+                           (("relay", pgb.relay_log), ("agent", pgb.agent_log), ("pgbouncer", bouncer.log)), res)
+        clients.stop()
+        clients = None
+        pgb.stop()   # its memory and CPU out of the way of the baseline
+        pgb = None
+        if len(done) == len(counts):
+            clients = ManyClients(procs, bouncer.port, max(1, min(MANY_PROCS, MANY)), rawdir, prefix="many-direct")
+            roles = {"pgbouncer": bouncer.pids, "clients": clients.pids, "postgres": postgres_pids}
+            many_phases(clients, clients.n, [MANY], roles, None, {}, (("pgbouncer", bouncer.log),), res)
     except Exception as e:   # a measurement, not the bench's set-up: report and go on
         res["error"] = "%s: %s" % (type(e).__name__, e)
         log("many sessions: FAILED: %s" % res["error"])
@@ -1178,8 +1217,12 @@ def m_many(procs, certs, pg, rawdir):
             procs.stop("pgbouncer")
             if bouncer.sock != bouncer.dir:
                 shutil.rmtree(bouncer.sock, ignore_errors=True)
-    if len(res["phases"]) == len(counts) and res["phases"][0]["lat_p99_us"] and res["phases"][-1]["lat_p99_us"]:
-        res["p99_ratio"] = res["phases"][-1]["lat_p99_us"] / res["phases"][0]["lat_p99_us"]
+    tun = [ph for ph in res["phases"] if ph["tunnel"]]
+    if len(tun) == len(counts) and tun[0]["lat_p99_us"] and tun[-1]["lat_p99_us"]:
+        res["p99_ratio"] = tun[-1]["lat_p99_us"] / tun[0]["lat_p99_us"]
+    direct = [ph for ph in res["phases"] if not ph["tunnel"]]
+    if direct and direct[0]["lat_p99_us"] and tun and tun[-1]["lat_p99_us"] and tun[-1]["wanted"] == MANY:
+        res["p99_vs_direct"] = tun[-1]["lat_p99_us"] / direct[0]["lat_p99_us"]
     with open(os.path.join(rawdir, "many.json"), "w") as f:
         json.dump(res, f, indent=1)
     return res
@@ -1197,8 +1240,9 @@ def print_many(many):
     if many.get("error"):
         lines_out.append("many sessions: %s" % many["error"])
     if phases:
-        cols = ["metric"] + ["%d sessions" % ph["wanted"] for ph in phases] + ["target"]
-        last = len(phases) - 1
+        cols = ["metric"] + [("%d sessions" if ph["tunnel"] else "%d, no tunnel") % ph["wanted"]
+                             for ph in phases] + ["target"]
+        last = max(i for i, ph in enumerate(phases) if ph["tunnel"]) if any(ph["tunnel"] for ph in phases) else 0
 
         def row(label, fn, target="", verdict=None):
             vals = []
@@ -1227,6 +1271,8 @@ def print_many(many):
             row("SELECT 1 p99 (µs)", lambda ph: fmt(ph["lat_p99_us"]),
                 "≤2× the p99 at %d" % many["base"], judge([(p99r, "<=", 2.0)]) + (
                     "" if p99r is None else " (%.2f×)" % p99r)),
+            row("  p99 through pgburrow / without it", lambda ph: fmt_ratio(many.get("p99_vs_direct"))
+                if ph is phases[last] and ph["wanted"] == many["wanted"] else "—"),
             row("SELECT 1 max (µs)", lambda ph: fmt(ph["lat_max_us"])),
             row("relay RSS (MB, idle %s)" % fmt((many.get("relay_idle_kb") or 0) / 1024),
                 lambda ph: fmt(ph["relay_kb"] / 1024)),
@@ -1463,6 +1509,8 @@ ROWS = [
     ("setup_added_ms", "  added over direct TLS (ms)", None, "", None, "≤1 ms", at_most(1)),
     ("cpu_us_per_tx", "tunnel CPU per tx, -S c16 (µs)", "lo", "≤25 µs", at_most(25), "", None),
     ("cpu_s_per_gb", "tunnel CPU per GB COPY out (s)", "lo", "≤1.2 s", at_most(1.2), "", None),
+    ("relay_busy_pct", "relay CPU, busiest test (% of a core)", None, "", None, "", None),
+    ("agent_busy_pct", "agent CPU, busiest test (% of a core)", None, "", None, "", None),
     ("relay_idle_mb", "relay RSS idle, after the run's load (MB)", None, "", None, "", None),
     ("relay_held_mb", "relay RSS with N sessions (MB)", None, "", None, "", None),
     ("relay_per_session_kb", "  relay per session (KiB)", None, "≤32 KiB", at_most(32), "", None),
@@ -1473,7 +1521,8 @@ ROWS = [
     ("agent_after_mb", "agent RSS once they closed (MB)", None, "<8 MB", below(8), "", None),
 ]
 # Rows that describe a tunnel: no figure for direct TLS.
-TUNNEL_ONLY = ("lat_added_us", "lat_over_floor_us", "setup_added_ms", "cpu_us_per_tx", "cpu_s_per_gb")
+TUNNEL_ONLY = ("lat_added_us", "lat_over_floor_us", "setup_added_ms", "cpu_us_per_tx", "cpu_s_per_gb",
+               "relay_busy_pct", "agent_busy_pct")
 
 
 def derive(run_res):
@@ -1484,6 +1533,9 @@ def derive(run_res):
             for k in ("idle", "held", "after"):
                 v = m.get("%s_%s_kb" % (role, k))
                 m["%s_%s_mb" % (role, k)] = v / 1024 if v is not None else None
+        for role in ("relay", "agent"):
+            busy = [b[role] for b in m.get("busy_pct", {}).values() if role in b]
+            m["%s_busy_pct" % role] = max(busy) if busy else None
         cpu = m.get("tunnel_cpu_s", {})
         tx = m.get("transactions", {}).get("tps_c16")
         m["cpu_us_per_tx"] = cpu["tps_c16"] * 1e6 / tx if tx and "tps_c16" in cpu else None
@@ -1684,12 +1736,21 @@ def measure_run(run_no, targets, pg, rawdir):
             log("  %s %s: FAILED: %s" % (PATH_TITLES[path], what, err))
 
     def cpu_mark(path):
+        """CPU ticks per role (relay, agent) so far, and the time."""
         pids_fn = targets[path][1]
-        return sum(cpu_ticks(p) for plist in pids_fn().values() for p in plist) if pids_fn else 0
+        ticks = {role: sum(cpu_ticks(p) for p in plist) for role, plist in pids_fn().items()} if pids_fn else {}
+        return ticks, time.monotonic()
 
     def cpu_note(path, what, before):
-        if targets[path][1]:
-            res[path].setdefault("tunnel_cpu_s", {})[what] = (cpu_mark(path) - before) / os.sysconf("SC_CLK_TCK")
+        if not targets[path][1]:
+            return
+        (t0, w0), (t1, w1) = before, cpu_mark(path)
+        hz = os.sysconf("SC_CLK_TCK")
+        res[path].setdefault("tunnel_cpu_s", {})[what] = sum(t1[r] - t0.get(r, 0) for r in t1) / hz
+        # how busy each daemon's one event loop was: near 100 % it caps the path (workers)
+        if w1 > w0:
+            res[path].setdefault("busy_pct", {})[what] = {r: (t1[r] - t0.get(r, 0)) * 100 / hz / (w1 - w0)
+                                                          for r in t1}
 
     for key, args in PGBENCH_TESTS:
         for path in order:
