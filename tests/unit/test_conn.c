@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1003,6 +1006,164 @@ static void test_close_in_callbacks(void **state)
     finish(t);
 }
 
+/* ---- on_drain and bytes of the current turn ------------------------------------------------ */
+
+/*
+ * The ordering behind a stall of the tunnel's flow control: in one poll event libuv reads a
+ * conn first and then writes its queue. The read callback writes new bytes B (pending until
+ * the end of the turn); the queue then empties and the write callback of the older bytes A
+ * comes while B still waits. An owner that returns credit for what the conn has handed on
+ * (the tunnel, watermarks 0 / 1) must get its last on_drain after B is gone too: with a low
+ * mark above B's size the drain came at A's callback, the owner saw B queued, and no drain
+ * followed B's flush (the tunnel's window stayed shut). Driven deterministically: a raw peer
+ * socket, from an idle handle each loop turn, first sends one byte (the conn turns readable, its
+ * on_read writes B) and then reads what it can (the conn turns writable), with small socket
+ * buffers so that A waits in libuv's queue; A's completion always shares its event with a B.
+ */
+struct dr {
+    struct conn *c;
+    int raw; /* the peer end, plain blocking-free socket */
+    int lsn; /* its listener */
+    uv_idle_t idle;
+    size_t a_len, tx, rx, pings;
+    int drains, closes, connects;
+    size_t last_drain_backlog, tx_at_last_drain;
+    bool stop_b; /* no B after the first drain */
+};
+
+static void dr_write(struct dr *d, size_t n)
+{
+    assert_true(d->tx + n <= SRC_LEN);
+    assert_int_equal(conn_write(d->c, g_src + d->tx, n), 0);
+    d->tx += n;
+}
+
+/* The conn's own socket (the one whose address is the raw end's peer) gets a small send
+ * buffer, so that A waits in libuv's queue instead of the kernel's. */
+static void dr_small_sndbuf(struct dr *d)
+{
+    struct sockaddr_in peer, me;
+    socklen_t plen = sizeof(peer), mlen;
+    int small = 16 * 1024, found = 0;
+
+    assert_int_equal(getpeername(d->raw, (struct sockaddr *)&peer, &plen), 0);
+    for (int fd = 3; fd < 1024; fd++) {
+        mlen = sizeof(me);
+        if (fd == d->raw || getsockname(fd, (struct sockaddr *)&me, &mlen) != 0 || mlen != plen ||
+            memcmp(&me, &peer, plen) != 0)
+            continue;
+        assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+        found++;
+    }
+    assert_int_equal(found, 1);
+}
+
+static void dr_on_connect(struct conn *c, int status)
+{
+    struct dr *d = conn_data(c);
+
+    assert_int_equal(status, 0);
+    d->connects++;
+    d->raw = accept4(d->lsn, NULL, NULL, SOCK_NONBLOCK);
+    assert_true(d->raw >= 0);
+    dr_small_sndbuf(d);
+    assert_int_equal(conn_read_start(c), 0);
+    for (size_t off = 0; off < d->a_len; off += 64 * 1024)
+        dr_write(d, 64 * 1024); /* A: far more than the socket buffers take at once */
+}
+
+static size_t dr_on_read(struct conn *c, const uint8_t *data, size_t len)
+{
+    struct dr *d = conn_data(c);
+
+    (void)data;
+    d->pings += len;
+    if (!d->stop_b)
+        dr_write(d, 100); /* B, in the same event as A's last write callback */
+    return len;
+}
+
+static void dr_on_drain(struct conn *c)
+{
+    struct dr *d = conn_data(c);
+
+    d->drains++;
+    d->last_drain_backlog = conn_backlog(c);
+    d->tx_at_last_drain = d->tx;
+    d->stop_b = true;
+}
+
+static void dr_on_close(struct conn *c)
+{
+    struct dr *d = conn_data(c);
+
+    d->closes++;
+}
+
+static const struct conn_ops dr_ops = {
+    .on_connect = dr_on_connect,
+    .on_read = dr_on_read,
+    .on_drain = dr_on_drain,
+    .on_close = dr_on_close,
+};
+
+static void dr_idle(uv_idle_t *h)
+{
+    struct dr *d = h->data;
+    uint8_t buf[65536];
+    ssize_t n;
+
+    if (d->raw < 0)
+        return;
+    if (!d->stop_b)
+        assert_int_equal(send(d->raw, "p", 1, 0), 1);
+    while ((n = recv(d->raw, buf, sizeof(buf), 0)) > 0) {
+        assert_true(d->rx + (size_t)n <= d->tx);
+        assert_memory_equal(buf, g_src + d->rx, (size_t)n);
+        d->rx += (size_t)n;
+    }
+    if (d->stop_b && d->rx == d->tx && conn_backlog(d->c) == 0) {
+        uv_idle_stop(h);
+        conn_close(d->c);
+    }
+}
+
+static void test_drain_after_bytes_of_this_turn(void **state)
+{
+    struct tctx *t = tctx_new();
+    struct dr d = {.raw = -1, .a_len = 2 * MIB};
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t alen = sizeof(a);
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    d.lsn = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(d.lsn >= 0);
+    assert_int_equal(setsockopt(d.lsn, SOL_SOCKET, SO_RCVBUF, &(int){16 * 1024}, sizeof(int)), 0);
+    assert_int_equal(bind(d.lsn, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(d.lsn, 1), 0);
+    assert_int_equal(getsockname(d.lsn, (struct sockaddr *)&a, &alen), 0);
+    d.c = conn_new(t->cl, &dr_ops, &d, false);
+    assert_non_null(d.c);
+    conn_set_watermarks(d.c, 0, 1); /* as the tunnel sets a stream's local conn */
+    assert_int_equal(conn_connect_tcp(d.c, (const struct sockaddr *)&a), 0);
+    uv_idle_init(&t->loop, &d.idle);
+    d.idle.data = &d;
+    uv_idle_start(&d.idle, dr_idle);
+    run(t);
+    assert_int_equal(d.connects, 1);
+    assert_int_equal(d.closes, 1);
+    assert_true(d.pings > 0); /* B really was written from on_read */
+    assert_true(d.drains >= 1);
+    assert_int_equal(d.rx, d.tx);
+    assert_int_equal(d.last_drain_backlog, 0);  /* every byte handed on ... */
+    assert_int_equal(d.tx_at_last_drain, d.tx); /* ... and none written after it */
+    uv_close((uv_handle_t *)&d.idle, NULL);
+    close(d.raw);
+    close(d.lsn);
+    t->created = t->closed = 0;
+    finish(t);
+}
+
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 static int group_setup(void **state)
@@ -1084,6 +1245,7 @@ int main(void)
         cmocka_unit_test(test_end_bounded),
         cmocka_unit_test(test_close_without_ops),
         cmocka_unit_test(test_close_in_callbacks),
+        cmocka_unit_test(test_drain_after_bytes_of_this_turn),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
