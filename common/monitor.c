@@ -46,6 +46,9 @@ static void render_common(struct monitor *m, struct metrics_buf *b)
                    "1 when the last reload was applied (or none happened), 0 when it failed.");
     metrics_u64(b, "pgburrow_last_reload_success", NULL,
                 m->last_reload == 0 || m->last_reload_ok ? 1 : 0);
+    metrics_family(b, "pgburrow_metrics_connections_refused_total", "counter",
+                   "Connections to metrics_listen closed at once: 16 were open already.");
+    metrics_u64(b, "pgburrow_metrics_connections_refused_total", NULL, m->http.refused);
     metrics_family(b, "pgburrow_cert_expiry_timestamp_seconds", "gauge",
                    "The earliest notAfter of the certificates in each file the configuration "
                    "names.");

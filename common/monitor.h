@@ -7,7 +7,8 @@
  * Unknown paths get 404, other methods 405; the HTTP bounds are those of http.h.
  *
  * The common metrics: pgburrow_build_info, pgburrow_reloads_total{result},
- * pgburrow_last_reload_timestamp_seconds, pgburrow_last_reload_success and
+ * pgburrow_last_reload_timestamp_seconds, pgburrow_last_reload_success,
+ * pgburrow_metrics_connections_refused_total and
  * pgburrow_cert_expiry_timestamp_seconds{file} for the certificate files the configuration
  * names (read at start-up and at each reload, never at scrape time).
  *

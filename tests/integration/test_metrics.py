@@ -339,10 +339,11 @@ def test_bad_http_gets_its_status_and_harms_nothing(burrow_env):
     wait_until(lambda: status_of(raw(rport, b"GET /healthz HTTP/1.0\r\n\r\n")) == 200, t(5),
                "a free connection slot")
 
-    # the relay goes on: sessions and scrapes work
+    # the relay goes on: sessions and scrapes work; the refused connection is counted
     with b.connect() as conn:
         assert conn.execute("select 1").fetchone()[0] == 1
     s, _ = scrape(rport)
+    assert value(s, "pgburrow_metrics_connections_refused_total") >= 1
     assert value(s, "pgburrow_relay_sessions_total", route="a") == 1
 
 
