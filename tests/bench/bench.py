@@ -76,6 +76,24 @@ DB = "bench"
 DB_USER = "postgres"
 APP_NAME = "pgburrow-bench"
 
+def unit_environment():
+    """The Environment= settings of the shipped systemd units (deploy/systemd/): the bench runs the
+    daemons as they run in production."""
+    env = {}
+    for name in ("pgburrow-relay.service", "pgburrow-agent.service"):
+        try:
+            with open(os.path.join(ROOT, "deploy", "systemd", name)) as f:
+                for line in f:
+                    if line.startswith("Environment=") and "=" in line[len("Environment="):]:
+                        k, v = line[len("Environment="):].strip().split("=", 1)
+                        env[k] = v
+        except OSError:
+            pass
+    return env
+
+
+DAEMON_ENV = unit_environment()
+
 PATH_TITLES = {"direct": "direct TLS", "floor": "floor", "pgburrow": "pgburrow", "ssh": "ssh -R"}
 PATH_ORDER = ("direct", "floor", "pgburrow", "ssh")
 BASES = ("direct", "floor", "ssh")               # what pgburrow is compared with
@@ -491,10 +509,13 @@ class Pgburrow:
             if os.path.exists(path):
                 os.unlink(path)
         what = "pgburrow" + (" (%s)" % self.tag if self.tag else "")
-        relay = self.procs.start(self.names[0], [relay_bin, "-c", relay_ini], self.relay_log, cwd=self.dir)
+        env = dict(os.environ, **DAEMON_ENV)
+        relay = self.procs.start(self.names[0], [relay_bin, "-c", relay_ini], self.relay_log, cwd=self.dir,
+                                 env=env)
         wait_for(what + " relay", lambda: file_contains(self.relay_log, "listening clients="), 20, relay,
                  self.relay_log)
-        agent = self.procs.start(self.names[1], [agent_bin, "-c", agent_ini], self.agent_log, cwd=self.dir)
+        agent = self.procs.start(self.names[1], [agent_bin, "-c", agent_ini], self.agent_log, cwd=self.dir,
+                                 env=env)
         wait_for(what + " agent tunnel", lambda: file_contains(self.relay_log, "tunnel up agent=%s" % AGENT_NAME)
                  or file_contains(self.relay_log, "tunnel refused"), 20, agent, self.agent_log)
         if file_contains(self.relay_log, "tunnel refused"):
@@ -1621,6 +1642,9 @@ def print_table(summary, paths, skipped):
         SECONDS, LAT_SECONDS, COPY_ROWS, COPY_ROWS * COPY_ROW_BYTES / 1e6, SESSIONS, ", QUICK" if QUICK else ""))
     print("floor = two HAProxy TCP hops, client TLS end to end; relay/agent rows: floor = hop 1 / hop 2, "
           "ssh -R = sshd / ssh; tunnel CPU = utime+stime of both")
+    if DAEMON_ENV:
+        print("pgburrow daemons run with the systemd units' environment: %s" % " ".join(
+            "%s=%s" % kv for kv in sorted(DAEMON_ENV.items())))
     for p, why in skipped.items():
         print("%s: skipped: %s" % (PATH_TITLES[p], why))
     print(table)
