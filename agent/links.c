@@ -22,6 +22,9 @@
 #include "common/sqlstate.h"
 #include "common/tls.h"
 
+/* A tunnel drained sooner than this after its WELCOME is replaced after a backoff delay. */
+#define LINK_REPLACE_MIN_UP_MS 1000
+
 enum link_state { LINK_WAIT, LINK_RESOLVE, LINK_CONNECT, LINK_HANDSHAKE, LINK_UP };
 
 struct agent_link {
@@ -43,6 +46,7 @@ struct agent_link {
     struct conn *pending; /* TCP connect in progress (before the tunnel owns it) */
     struct tunnel *t;
     uint32_t attempt;
+    uint64_t up_at; /* uv_now at WELCOME */
     bool duplicate; /* the relay refused this tunnel: it already has a live one from us */
     char routes[PROTO_MAX_ROUTES * PROTO_NAME_MAX];
 };
@@ -144,9 +148,14 @@ static void link_replace(struct agent_link *l, const char *why)
     log_info("tunnel draining relay=%s sessions=%u (%s); dialing a replacement", l->label,
              tunnel_nstreams(twin->t), why);
     l->t = NULL;
-    l->state = LINK_WAIT;
-    l->attempt = 0;
     uv_timer_stop(&l->timer);
+    if (uv_now(a->loop) - l->up_at < LINK_REPLACE_MIN_UP_MS) {
+        /* a relay that drains each tunnel as soon as it is up gets the usual backoff, as one
+         * that closes it, not a dial loop */
+        link_schedule(l, "relay sent GOAWAY right after WELCOME");
+        return;
+    }
+    l->state = LINK_WAIT;
     link_dial(l);
 }
 
@@ -187,6 +196,7 @@ static int link_on_control(struct tunnel *t, const struct proto_hdr *hdr, const 
             return -EPROTO;
         }
         l->state = LINK_UP;
+        l->up_at = uv_now(l->a->loop);
         l->attempt = 0;
         uv_timer_stop(&l->timer);
         if (tunnel_set_initial_window(t, w.initial_window) < 0) {
